@@ -1,0 +1,51 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+UI_PORT ?= 5000
+
+.PHONY: run test test-fast ui lint lock repair-store clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+
+# Installs pinned by constraints.txt (the versions the tests passed with); pyproject.toml
+# keeps the compatible ranges.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+run: $(VENV)/.installed  ## run the pipeline in luigi.toml (extra options: make run ARGS="--set Trainer.seed=3")
+	$(BIN)/python src/runner.py $(ARGS)
+
+test: $(VENV)/.installed-dev  ## every test, the slow end-to-end ones included
+	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+ui: $(VENV)/.installed  ## the MLflow UI on the project's store, at http://127.0.0.1:$(UI_PORT)
+	cd $(CURDIR) && MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui \
+		--backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(UI_PORT) --workers 1
+
+repair-store: $(VENV)/.installed  ## after moving the project folder
+	$(BIN)/python src/runner.py --repair-store
+
+lock: $(BIN)/python  ## re-resolve constraints.txt from pyproject.toml's ranges
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet ".[dev]"
+	.lock-venv/bin/pip freeze --exclude luigiflow | sort > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .luigiflow

@@ -1,0 +1,291 @@
+"""`python src/runner.py`: check the config, open one MLflow run, let Luigi build, report.
+
+Exit status: 0 when the pipeline succeeded (run FINISHED), 1 when a task failed (FAILED), 2 for
+a bad command line, config or store (no run is created), 130 on Ctrl-C and 143 on SIGTERM
+(KILLED). Luigi's own exit codes are not used: it reports success even when a task fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from luigiflow.settings import Settings, load_settings
+
+UI_ADDRESS = "http://127.0.0.1:5000"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C: Luigi lets that through instead of calling it a task failure."""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python src/runner.py",
+        description="Run the pipeline in luigi.toml as one MLflow run.",
+        epilog="Exit status: 0 success, 1 a task failed, 2 bad command line or config, "
+        "130 interrupted, 143 terminated.",
+    )
+    parser.add_argument(
+        "--config", metavar="PATH", help="the TOML config (default: LUIGI_CONFIG_PATH from .env)"
+    )
+    parser.add_argument("--task", help="the task to build (default: [RunConfig] task)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. --set Trainer.seed=3 (repeatable; values are TOML)",
+    )
+    parser.add_argument(
+        "--workers", type=_positive, default=1, help="Luigi worker processes (default 1)"
+    )
+    parser.add_argument(
+        "--scheduler-url",
+        metavar="URL",
+        help="a running luigid, e.g. http://127.0.0.1:8082 (default: a local scheduler)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show Luigi's and MLflow's logs too"
+    )
+    parser.add_argument(
+        "--repair-store",
+        action="store_true",
+        help="after moving the project folder, point the store's artifact locations to it",
+    )
+    return parser.parse_args(argv)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = load_settings(project_root, args.config)
+    log_path, handlers = _start_logging(settings, args.verbose)
+
+    # Only now, with the environment complete, may luigi and mlflow be imported.
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from luigiflow import tracking
+    from luigiflow.config import ConfigError, load_config
+    from luigiflow.plan import check, make_plan, resolved_config
+    from luigiflow.redact import RedactingFilter, Redactor
+    from luigiflow.task import PipelineTask
+
+    _quiet_mlflow_logger()
+    if args.repair_store:
+        return _repair(settings)
+    for module in task_modules:
+        importlib.import_module(module)
+    task_classes = {cls.get_task_family(): cls for cls in _subclasses(PipelineTask)}
+
+    try:
+        config = load_config(
+            settings.config_path, settings.project_root, task_classes, args.overrides, args.task
+        )
+        redactor = Redactor.from_environment(config.sections)
+        for handler in handlers:
+            handler.addFilter(RedactingFilter(redactor))
+        plan = make_plan(task_classes[config.task], config)
+        with tracking.store_lock(settings):
+            client = MlflowClient()  # creates or migrates the store: one runner at a time
+            client.search_experiments(max_results=1)
+        check(plan, config, settings)
+        with tracking.store_lock(settings):
+            experiment = tracking.experiment(client, str(config.run["experiment_name"]), settings)
+            for run_id in tracking.mark_abandoned_runs(client, experiment.experiment_id):
+                logging.info("marked run %s KILLED: its runner is gone", run_id)
+    except (ConfigError, tracking.StoreMoved, MlflowException) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    return _run(
+        settings,
+        args,
+        client,
+        experiment.experiment_id,
+        plan,
+        config,
+        redactor,
+        log_path,
+        resolved_config(plan, config),
+    )
+
+
+def _run(settings, args, client, experiment_id, plan, config, redactor, log_path, resolved) -> int:
+    """Create the run, build, and end the run with a status that matches the exit code."""
+    import luigi
+    from luigi.setup_logging import InterfaceLogging
+
+    from luigiflow import tracking
+    from luigiflow.task import REUSED_TAG
+
+    InterfaceLogging._configured = True  # our handlers already take Luigi's records
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    run_id, status, code, started = None, "FAILED", EXIT_FAILED, time.monotonic()
+    try:
+        run_id = tracking.start_run(
+            client, experiment_id, config.run, resolved, redactor, settings.project_root, sys.argv
+        )
+        tracking.set_tags(client, run_id, {REUSED_TAG.format(f): s for f, s in plan.reused.items()})
+        url = tracking.run_url(settings.tracking_uri, experiment_id, run_id, UI_ADDRESS)
+        print(
+            f"Run {run_id} started: {config.task} in experiment '{config.run['experiment_name']}'"
+        )
+        root = plan.for_run(run_id)
+        result = luigi.build(
+            [root],
+            detailed_summary=True,
+            local_scheduler=not args.scheduler_url,
+            scheduler_url=args.scheduler_url or "",
+            workers=args.workers,
+        )
+        logging.info("%s", result.summary_text)
+        if result.status.name in ("SUCCESS", "SUCCESS_WITH_RETRY") and root.complete():
+            status, code = "FINISHED", EXIT_OK
+    except Terminated:
+        status, code = "KILLED", EXIT_TERMINATED
+    except KeyboardInterrupt:
+        status, code = "KILLED", EXIT_INTERRUPTED
+    except Exception:
+        text = traceback.format_exc()
+        print(redactor.text(text), file=sys.stderr)
+        logging.error("runner failed:\n%s", text)
+        if run_id:
+            client.log_text(run_id, redactor.text(text), "errors/runner.txt")
+    finally:
+        # Nothing may interrupt the bookkeeping that ends the run.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if run_id:
+            _finish(client, run_id, status, plan, log_path, url, time.monotonic() - started)
+    return code
+
+
+def _finish(client, run_id, status, plan, log_path, url, seconds) -> None:
+    from luigiflow.report import summary
+
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    try:
+        client.log_artifact(run_id, str(log_path), "logs")
+    finally:
+        client.set_terminated(run_id, status)
+    tags = client.get_run(run_id).data.tags
+    print(summary(_outcomes(plan, tags), f"{status} in {seconds:.1f}s", url, f"Log: {log_path}"))
+
+
+def _outcomes(plan, tags: dict[str, str]):
+    from luigiflow.report import TaskOutcome
+    from luigiflow.task import DURATION_TAG, STATUS_TAG
+
+    outcomes, done = [], set()
+    for task in plan.tasks:
+        family = task.task_family
+        status = tags.get(STATUS_TAG.format(family))
+        seconds = tags.get(DURATION_TAG.format(family))
+        seconds = float(seconds) if seconds else None
+        upstream_ok = _requirement_families(task) <= done | set(plan.reused)
+        if family in plan.reused:
+            outcome = TaskOutcome(family, "reused", None, f"from {plan.reused[family]}")
+        elif family not in plan.needed:
+            outcome = TaskOutcome(family, "not needed", None, "what needs it was reused")
+        elif status == "FINISHED":
+            outcome = TaskOutcome(family, "ran", seconds)
+        elif status in ("FAILED", "KILLED"):
+            outcome = TaskOutcome(
+                family,
+                status.lower(),
+                seconds,
+                f"see errors/{family}.txt" if status == "FAILED" else "",
+            )
+        elif status == "RUNNING":
+            outcome = TaskOutcome(family, "interrupted", seconds)
+        else:
+            outcome = TaskOutcome(
+                family, "not run", None, "" if upstream_ok else "an upstream task failed"
+            )
+        if outcome.outcome in ("ran", "reused"):
+            done.add(family)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _requirement_families(task) -> set[str]:
+    from luigiflow.plan import _requirements
+
+    return {t.task_family for t in _requirements(task)}
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
+
+
+def _start_logging(settings: Settings, verbose: bool) -> tuple[Path, list[logging.Handler]]:
+    """Everything Luigi and MLflow log goes to a file that is logged with the run."""
+    folder = (
+        settings.project_root / ".luigiflow" / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{_pid()}"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "runner.log"
+    handlers: list[logging.Handler] = [logging.FileHandler(path)]
+    if verbose:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    formatter = logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s [pid %(process)d] %(message)s"
+    )
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    logging.captureWarnings(True)
+    return path, handlers
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def _quiet_mlflow_logger() -> None:
+    """MLflow prints to the terminal through its own handler: send its records to ours."""
+    logger = logging.getLogger("mlflow")
+    logger.handlers.clear()
+    logger.propagate = True
+
+
+def _repair(settings: Settings) -> int:
+    from luigiflow.tracking import repair_store
+
+    if not settings.embedded_store:
+        print("error: --repair-store applies to the embedded SQLite store only", file=sys.stderr)
+        return EXIT_USAGE
+    rewritten = repair_store(settings)
+    for old, new in rewritten:
+        print(f"artifact locations {old} -> {new}")
+    print("store repaired" if rewritten else "nothing to repair: every artifact location exists")
+    return EXIT_OK

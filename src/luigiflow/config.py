@@ -1,0 +1,261 @@
+"""Read `luigi.toml` through Luigi's own TOML parser and check it against the task classes.
+
+Luigi applies a section to the task family of the same name, but under its TOML parser an
+unknown key is ignored without a word, `IntParameter` accepts `1.5` and `true`, and a native
+TOML array breaks `ListParameter`. So every section, key and value is checked here against the
+parameters the classes declare, before any MLflow run exists, and values are handed to Luigi
+in the serialized form its parameters parse.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import luigi
+import toml
+from luigi.configuration import LuigiTomlParser, get_config
+from luigi.freezing import recursively_unfreeze
+
+RUN_SECTION = "RunConfig"
+PATH_SECTION = "PathConfig"
+RUNS_URI = re.compile(r"^runs:/(?P<run_id>[0-9a-fA-F]{32})/(?P<path>[^\s]+?)/?$")
+
+
+class ConfigError(Exception):
+    """A configuration mistake, located by file, section and key, with the nearest valid name."""
+
+    def __init__(
+        self,
+        source: str | Path,
+        message: str,
+        section: str | None = None,
+        key: str | None = None,
+        choices: Iterable[str] = (),
+        name: str | None = None,
+    ) -> None:
+        self.source, self.section, self.key = str(source), section, key
+        location = self.source + (f" [{section}]" if section else "") + (f" {key}" if key else "")
+        hint = ""
+        near = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6) if name else []
+        if near:
+            hint = f" Did you mean '{near[0]}'?"
+        elif name and choices:
+            hint = f" Valid names: {', '.join(sorted(choices))}."
+        super().__init__(f"{location}: {message}{hint}")
+
+
+class RunConfig(luigi.Config):
+    """What to run: `[RunConfig]` in luigi.toml."""
+
+    experiment_name = luigi.Parameter(default="Default", description="MLflow experiment")
+    description = luigi.Parameter(default="", description="the run's note in the MLflow UI")
+    task = luigi.Parameter(description="the task to build, with everything it needs")
+    run_name = luigi.Parameter(default="", description="the run's name (MLflow picks one if empty)")
+    tags = luigi.DictParameter(default={}, description="extra tags for the run")
+
+
+@dataclass
+class Config:
+    """A validated configuration: raw values per section, plus what the runner needs at once."""
+
+    path: Path
+    sections: dict[str, dict[str, object]]  # as written (after --set), for secret detection
+    run: dict[str, object]  # [RunConfig] with its defaults filled in
+    input_dir: Path
+    reuse: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return str(self.run["task"])
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """`Section.key=value` from the command line; the value is read as TOML (`3`, `true`, `["a"]`)
+    and taken as a plain string when it is not valid TOML (`sklearn.svm.SVC`)."""
+    name, eq, raw = text.partition("=")
+    section, dot, key = name.strip().rpartition(".")
+    if not eq or not dot or not section or not key:
+        raise ConfigError("--set", f"expected Section.key=value, got '{text}'")
+    try:
+        value = toml.loads(f"v = {raw}")["v"]
+    except toml.TomlDecodeError:
+        value = raw
+    return section, key, value
+
+
+def load_config(
+    path: Path,
+    project_root: Path,
+    task_classes: Mapping[str, type[luigi.Task]],
+    overrides: Iterable[str] = (),
+    task: str | None = None,
+) -> Config:
+    """Load, override, validate and install the configuration for Luigi; raise ConfigError."""
+    if not path.is_file():
+        raise ConfigError(path, "config file not found")
+    parser = _luigi_parser(path)
+    try:
+        raw = recursively_unfreeze(parser.read([str(path)]))
+    except toml.TomlDecodeError as error:
+        raise ConfigError(path, f"not valid TOML: {error}") from None
+    sources = {(s, k): str(path) for s, values in raw.items() for k in values}
+    for text in overrides:
+        section, key, value = parse_override(text)
+        raw.setdefault(section, {})[key] = value
+        sources[(section, key)] = f"--set {section}.{key}"
+    if task:
+        raw.setdefault(RUN_SECTION, {})["task"] = task
+        sources[(RUN_SECTION, "task")] = "--task"
+
+    luigi_sections = _luigi_config_classes()
+    known = {RUN_SECTION: RunConfig, **luigi_sections, **task_classes}
+    serialized: dict[str, dict[str, str]] = {}
+    for section, values in raw.items():
+        if section == PATH_SECTION:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(path, "expected a [section] of keys", section)
+        if section not in known:
+            source = sources.get((section, next(iter(values), None)), str(path))
+            choices = [RUN_SECTION, PATH_SECTION, *task_classes]
+            raise ConfigError(source, "unknown section", section, choices=choices, name=section)
+        params = dict(known[section].get_params())
+        params.pop("run_id", None)  # set by the runner, never by the config
+        for key, value in values.items():
+            source = sources.get((section, key), str(path))
+            if key not in params:
+                raise ConfigError(source, "unknown key", section, key, choices=params, name=key)
+            serialized.setdefault(section, {})[key] = _serialize(
+                params[key], value, source, section, key
+            )
+
+    run = raw.get(RUN_SECTION, {})
+    if "task" not in run:
+        raise ConfigError(path, 'no task to build: set task = "<TaskName>"', RUN_SECTION)
+    if run["task"] not in task_classes:
+        raise ConfigError(
+            sources[(RUN_SECTION, "task")],
+            f"unknown task '{run['task']}'",
+            RUN_SECTION,
+            "task",
+            choices=task_classes,
+            name=str(run["task"]),
+        )
+
+    input_dir, reuse = _path_config(
+        raw.get(PATH_SECTION, {}), sources, path, project_root, task_classes
+    )
+    serialized[PATH_SECTION] = {"input": str(input_dir), **reuse}
+    parser.data = serialized
+    resolved_run = RunConfig()
+    run = {
+        name: recursively_unfreeze(getattr(resolved_run, name))
+        for name, _ in RunConfig.get_params()
+    }
+    return Config(path, raw, run, input_dir, reuse)
+
+
+def _luigi_parser(path: Path) -> LuigiTomlParser:
+    """Luigi's TOML parser reading this one file: not ./luigi.toml nor /etc/luigi/luigi.toml too,
+    so `--config other.toml` never inherits keys silently."""
+    LuigiTomlParser._config_paths = [str(path)]
+    return get_config("toml")
+
+
+def _luigi_config_classes() -> dict[str, type[luigi.Config]]:
+    """Luigi's own sections ([core], [worker], [scheduler], ...) stay available to users."""
+    from luigi.task_register import Register
+
+    return {
+        name: cls
+        for name, cls in Register._get_reg().items()
+        if isinstance(cls, type) and issubclass(cls, luigi.Config) and cls is not RunConfig
+    }
+
+
+def _expected(param: luigi.Parameter) -> tuple[tuple[type, ...], str] | None:
+    """The TOML types a parameter accepts, and how to name them in an error."""
+    if isinstance(param, luigi.BoolParameter):
+        return (bool,), "true or false"
+    if isinstance(param, luigi.IntParameter):
+        return (int,), "an integer"
+    if isinstance(param, luigi.FloatParameter):
+        return (int, float), "a number"
+    if isinstance(param, luigi.ListParameter | luigi.TupleParameter):
+        return (list, str), "an array"
+    if isinstance(param, luigi.DictParameter):
+        return (dict, str), "a table"
+    if type(param) in (luigi.Parameter, luigi.OptionalParameter, luigi.OptionalStrParameter):
+        return (str,), "a string"
+    return None
+
+
+def _serialize(param: luigi.Parameter, value: object, source: str, section: str, key: str) -> str:
+    """Check `value` strictly against `param` and return the string Luigi will parse back."""
+    expected = _expected(param)
+    if expected:
+        types, wanted = expected
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            got = f"{type(value).__name__} {value!r}"
+            raise ConfigError(source, f"expected {wanted}, got {got}", section, key)
+    if isinstance(value, list | dict):
+        value = json.dumps(value)
+    try:
+        parsed = param.parse(value) if isinstance(value, str) else value
+        parsed = param.normalize(parsed)
+        return param.serialize(parsed)
+    except Exception as error:  # luigi raises ValueError, TypeError, JSONDecodeError...
+        raise ConfigError(source, f"invalid value {value!r}: {error}", section, key) from None
+
+
+def _path_config(
+    values: Mapping[str, object],
+    sources: Mapping[tuple[str, str], str],
+    path: Path,
+    project_root: Path,
+    task_classes: Mapping[str, type],
+) -> tuple[Path, dict[str, str]]:
+    """`[PathConfig]`: the input folder, and earlier outputs to reuse keyed by task name."""
+    reuse: dict[str, str] = {}
+    for key, value in values.items():
+        source = sources.get((PATH_SECTION, key), str(path))
+        if key != "input" and key not in task_classes:
+            choices = ["input", *task_classes]
+            raise ConfigError(source, "unknown key", PATH_SECTION, key, choices=choices, name=key)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(source, f"expected a path, got {value!r}", PATH_SECTION, key)
+        if key != "input":
+            reuse[key] = _reuse_source(value, source, key, project_root)
+
+    input_dir = Path(str(values.get("input", "input")))
+    input_dir = input_dir if input_dir.is_absolute() else project_root / input_dir
+    if not input_dir.is_dir():
+        source = sources.get((PATH_SECTION, "input"), str(path))
+        raise ConfigError(source, f"input folder {input_dir} does not exist", PATH_SECTION, "input")
+    return input_dir.resolve(), reuse
+
+
+def _reuse_source(value: str, source: str, task: str, project_root: Path) -> str:
+    """A `runs:/<run_id>/<Task>` URI as it is, or a local folder made absolute."""
+    if value.startswith("runs:"):
+        if not RUNS_URI.match(value):
+            raise ConfigError(
+                source,
+                f"'{value}' is not of the form runs:/<32-hex run id>/{task}",
+                PATH_SECTION,
+                task,
+            )
+        return value
+    if "://" in value or value.startswith("mlflow-artifacts:"):
+        raise ConfigError(
+            source, f"'{value}': give runs:/<run_id>/{task} or a local folder", PATH_SECTION, task
+        )
+    folder = Path(value) if Path(value).is_absolute() else project_root / value
+    if not folder.is_dir():
+        raise ConfigError(source, f"folder {folder} does not exist", PATH_SECTION, task)
+    return str(folder.resolve())

@@ -1,0 +1,39 @@
+"""Where a run's code came from: the git commit, whether the tree was dirty, and the diff."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class GitState:
+    commit: str
+    dirty: bool
+    diff: str  # `git diff HEAD` plus the untracked files, empty when the tree is clean
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+
+
+def git_state(root: Path) -> GitState | None:
+    """The state of the work tree at `root`, or None when it is not a git checkout."""
+    try:
+        _git(root, "rev-parse", "--is-inside-work-tree")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    try:
+        commit = _git(root, "rev-parse", "HEAD").strip()
+        diff = _git(root, "diff", "HEAD", "--no-color", "--no-ext-diff")
+    except subprocess.CalledProcessError:  # a repository without commits yet
+        commit, diff = "none", ""
+    untracked = _git(root, "ls-files", "--others", "--exclude-standard").splitlines()
+    if untracked:
+        diff += "\n# Untracked files (not in the diff):\n" + "".join(
+            f"#   {f}\n" for f in untracked
+        )
+    return GitState(commit=commit, dirty=bool(diff.strip()), diff=diff)

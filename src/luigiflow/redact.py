@@ -1,0 +1,131 @@
+"""Keep secrets out of everything the runner records: params, tags, artifacts and logs.
+
+Two rules, applied everywhere: a value whose key names a secret (password, secret, token, key,
+credential) is masked, and credentials inside URIs (`scheme://user:pass@host`) are masked. The
+secret values found that way (and in the environment) are also masked wherever they appear
+as plain text, so a password echoed in a traceback or a diff does not leak either.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+
+MASK = "***"
+# Values that secret-named switches (`MLFLOW_TRACKING_INSECURE_TLS=true`) hold: masking these
+# in free text would garble every log line and protect nothing.
+_NOT_SECRETS = {"true", "false", "none", "null", "yes", "no"}
+_SECRET_KEY = re.compile(
+    r"(^|[_.\-])(password|passwd|secret|token|key|apikey|credentials?|auth)([_.\-]|$)",
+    re.IGNORECASE,
+)
+_URI_CREDENTIALS = re.compile(
+    r"(?P<scheme>[a-zA-Z][\w+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@"
+)
+# `name = value`, `name: value`, `NAME=value` and `--name value` forms in free text (diffs, logs)
+_ASSIGNMENT = re.compile(
+    r"(?P<name>[\w.\-]*(?:password|passwd|secret|token|api_?key|access_?key|private_?key|credential)[\w.\-]*)"
+    r"(?P<sep>[\"']?\s*[:=]\s*)(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^\s,;\"']+)",
+    re.IGNORECASE,
+)
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether a config key or variable name says it holds a secret (`db_password`, `API_KEY`)."""
+    return bool(_SECRET_KEY.search(name))
+
+
+def redact_uri(text: str) -> str:
+    """Mask the password part of every `scheme://user:password@host` in `text`."""
+    return _URI_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+
+
+class Redactor:
+    """Masks known secret values and secret-looking patterns in text and nested config values."""
+
+    def __init__(self, secret_values: Iterable[str] = ()) -> None:
+        # Longest first, so a secret that contains another is masked whole.
+        values = {
+            v
+            for v in secret_values
+            if isinstance(v, str) and len(v) >= 4 and v.lower() not in _NOT_SECRETS
+        }
+        self._values = sorted(values, key=len, reverse=True)
+
+    @classmethod
+    def from_environment(cls, config: Mapping | None = None) -> Redactor:
+        """Collect secrets from the environment and from secret-named keys of `config`."""
+        found = [v for k, v in os.environ.items() if is_secret_key(k)]
+        found += [m["pw"] for v in os.environ.values() for m in _URI_CREDENTIALS.finditer(v)]
+        if config is not None:
+            found += list(_secret_values(config))
+        return cls(found)
+
+    def text(self, text: str) -> str:
+        """Mask secrets in free text (a log line, a diff, a command line)."""
+        for value in self._values:
+            text = text.replace(value, MASK)
+        text = redact_uri(text)
+        return _ASSIGNMENT.sub(self._mask_assignment, text)
+
+    @staticmethod
+    def _mask_assignment(match: re.Match) -> str:
+        value = match["value"]
+        quote = value[0] if value[:1] in "\"'" else ""
+        return f"{match['name']}{match['sep']}{quote}{MASK}{quote}"
+
+    def value(self, key: str, value: object) -> object:
+        """Mask a config value: whole when its key names a secret, else its embedded secrets."""
+        if is_secret_key(key):
+            return MASK
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            return {k: self.value(str(k), v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(key, v) for v in value]
+        return value
+
+    def mapping(self, data: Mapping) -> dict:
+        return {k: self.value(str(k), v) for k, v in data.items()}
+
+    def argv(self, argv: Iterable[str]) -> list[str]:
+        """Mask `--set Section.password=...` values and secrets in a command line."""
+        out = []
+        for arg in argv:
+            name, eq, _ = arg.partition("=")
+            out.append(
+                f"{name}={MASK}"
+                if eq and is_secret_key(name.rsplit(".", 1)[-1])
+                else self.text(arg)
+            )
+        return out
+
+
+def _secret_values(data: Mapping, key: str = "") -> Iterable[str]:
+    for k, v in data.items():
+        if isinstance(v, Mapping):
+            yield from _secret_values(v, str(k))
+        elif is_secret_key(str(k)) and v not in (None, ""):
+            yield str(v)
+        elif isinstance(v, str):
+            yield from (m["pw"] for m in _URI_CREDENTIALS.finditer(v))
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks secrets in every record before a handler writes it."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg, record.args = self._redactor.text(message), None
+        if record.exc_text:
+            record.exc_text = self._redactor.text(record.exc_text)
+        return True

@@ -1,0 +1,200 @@
+"""Where a task's outputs live, and a Luigi Target that knows it is an MLflow artifact.
+
+A task's outputs are one folder, `<run artifacts>/<TaskName>/`, completed by a manifest written
+last: no manifest, no output, whatever else the folder holds. So an exception, Ctrl-C or
+`kill -9` in the middle of a task leaves files the next run ignores and replaces.
+
+The run's artifact location is asked of MLflow, never built from `./mlruns`. A local artifact
+store is written in place; any other (a tracking server's `mlflow-artifacts:/`) is written to a
+local staging folder and uploaded when the task succeeds, the manifest last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from functools import cache, cached_property
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import luigi
+
+MANIFEST = "_manifest.json"
+_complete: dict[str, dict] = {}  # manifests of complete task folders seen by this process
+
+
+@cache
+def client():
+    """One MlflowClient per process, on the tracking URI the runner put in the environment."""
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+@cache
+def run_artifact_uri(run_id: str) -> str:
+    return client().get_run(run_id).info.artifact_uri
+
+
+def local_path(uri: str) -> Path | None:
+    """The folder an artifact URI names on this machine, or None for a remote store."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(uri)
+    return None
+
+
+def staging_root() -> Path:
+    """Local scratch space for outputs on their way to (or from) a remote artifact store."""
+    root = Path(os.environ.get("PROJECT_ROOT", ".")) / ".luigiflow"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+class TaskFolder:
+    """One task's output folder: `<TaskName>/` in a run's artifacts, or a local folder."""
+
+    def __init__(self, run_id: str | None, name: str, folder: Path | None = None) -> None:
+        self.run_id, self.name = run_id, name
+        if folder is not None:
+            self.folder = folder
+
+    @cached_property
+    def folder(self) -> Path | None:
+        """The local folder, or None when the outputs live in a remote artifact store."""
+        root = local_path(run_artifact_uri(str(self.run_id)))
+        return root / self.name if root is not None else None
+
+    @classmethod
+    def from_source(cls, source: str) -> TaskFolder:
+        """A `[PathConfig]` reuse source: `runs:/<run_id>/<path>` or a local folder."""
+        if source.startswith("runs:/"):
+            run_id, _, path = source[len("runs:/") :].partition("/")
+            return cls(run_id, path.strip("/"))
+        return cls(None, Path(source).name, Path(source))
+
+    def __repr__(self) -> str:
+        return f"runs:/{self.run_id}/{self.name}" if self.run_id else str(self.folder)
+
+    @property
+    def is_local(self) -> bool:
+        return self.folder is not None
+
+    # reading ------------------------------------------------------------------------------
+    def manifest(self) -> dict | None:
+        """The manifest, or None while the outputs are incomplete.
+
+        Complete outputs never change, so a manifest once found is remembered: Luigi asks
+        for completeness several times per task, and each ask costs a request on a server.
+        """
+        key = repr(self)
+        if key in _complete:
+            return _complete[key]
+        if self.folder is not None:
+            path = self.folder / MANIFEST
+            if not path.is_file():
+                return None
+        else:
+            listing = client().list_artifacts(self.run_id, self.name)
+            if not any(f.path == f"{self.name}/{MANIFEST}" for f in listing):
+                return None
+        _complete[key] = manifest = json.loads(self.fetch(MANIFEST).read_text())
+        return manifest
+
+    def has(self, filename: str) -> bool:
+        manifest = self.manifest()
+        if manifest is None or filename not in manifest.get("outputs", {}).values():
+            return False
+        return self.folder is None or (self.folder / filename).exists()
+
+    def fetch(self, filename: str) -> Path:
+        """A local path to read `filename` from, downloaded once when the store is remote."""
+        if self.folder is not None:
+            return self.folder / filename
+        cache_dir = staging_root() / "downloads" / str(self.run_id) / self.name
+        target = cache_dir / filename
+        if not target.exists():
+            from mlflow.artifacts import download_artifacts
+
+            partial = Path(tempfile.mkdtemp(dir=staging_root(), prefix="download-"))
+            downloaded = download_artifacts(
+                run_id=self.run_id, artifact_path=f"{self.name}/{filename}", dst_path=str(partial)
+            )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(downloaded, target)  # appear whole or not at all
+            shutil.rmtree(partial, ignore_errors=True)
+        return target
+
+
+class TaskWriter:
+    """Writes one task's outputs so that they count only once all of them are there."""
+
+    def __init__(self, destination: TaskFolder) -> None:
+        self.destination = destination
+        if destination.folder is not None:
+            self.folder = destination.folder
+        else:
+            self.folder = staging_root() / "staging" / str(destination.run_id) / destination.name
+
+    def begin(self) -> None:
+        """Clear whatever an interrupted attempt left, so no stale file joins the new outputs."""
+        _complete.pop(repr(self.destination), None)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
+
+    def path(self, filename: str) -> Path:
+        path = self.folder / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def commit(self, manifest: dict) -> None:
+        """Write the manifest last (and, for a remote store, upload everything before it)."""
+        missing = [f for f in manifest["outputs"].values() if not (self.folder / f).exists()]
+        if missing:
+            raise RuntimeError(
+                f"{self.destination.name} finished without writing {', '.join(missing)}"
+            )
+        write_atomic(self.folder / MANIFEST, json.dumps(manifest, indent=2, default=str))
+        if self.destination.is_local:
+            return
+        name, run_id = self.destination.name, self.destination.run_id
+        for entry in sorted(self.folder.iterdir()):
+            if entry.name == MANIFEST:
+                continue
+            if entry.is_dir():
+                client().log_artifacts(run_id, str(entry), f"{name}/{entry.name}")
+            else:
+                client().log_artifact(run_id, str(entry), name)
+        client().log_artifact(run_id, str(self.folder / MANIFEST), name)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a small file whole or not at all (temp file, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class ArtifactTarget(luigi.Target):
+    """One named output of a task; it exists once the task's manifest lists it."""
+
+    def __init__(self, folder: TaskFolder, filename: str) -> None:
+        self.folder, self.filename = folder, filename
+
+    def exists(self) -> bool:
+        return self.folder.has(self.filename)
+
+    def local_path(self) -> Path:
+        return self.folder.fetch(self.filename)
+
+    def __repr__(self) -> str:
+        return f"{self.folder!r}/{self.filename}"

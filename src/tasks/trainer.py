@@ -1,0 +1,86 @@
+"""Fit the model of record: cleaning, encoding and the configured estimator in one pipeline."""
+
+import importlib
+
+import luigi
+from sklearn.compose import ColumnTransformer, make_column_selector
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from luigiflow import PipelineTask, requires
+from tasks.preprocessor import ID, TARGET, Preprocessor
+
+
+@requires(Preprocessor)
+class Trainer(PipelineTask):
+    """Fit imputation, encoding and the estimator on the training table; save it for MLflow."""
+
+    estimator = luigi.Parameter(default="sklearn.linear_model.LogisticRegression")
+    estimator_params = luigi.DictParameter(default={})
+    seed = luigi.IntParameter(default=0)
+    cv_folds = luigi.IntParameter(default=5)
+    autolog = luigi.BoolParameter(default=False, description="let mlflow.sklearn.autolog log too")
+
+    outputs = {"model": "model"}
+
+    def validate(self) -> dict[str, str]:
+        try:
+            estimator_class(self.estimator)
+        except (ImportError, AttributeError, ValueError) as error:
+            return {"estimator": str(error)}
+        return {} if self.cv_folds >= 2 else {"cv_folds": "needs at least 2 folds"}
+
+    def run(self) -> None:
+        train = self.load("train")
+        features, target = train.drop(columns=[ID, TARGET]), train[TARGET]
+        model = build_pipeline(self.estimator, dict(self.estimator_params), self.seed)
+        folds = StratifiedKFold(self.cv_folds, shuffle=True, random_state=self.seed)
+        if self.autolog:
+            import mlflow.sklearn
+
+            with self.fluent_run():
+                mlflow.sklearn.autolog(log_models=False, log_datasets=False, silent=True)
+                model.fit(features, target)
+                mlflow.sklearn.autolog(disable=True)
+        scores = cross_val_score(model, features, target, cv=folds)
+        model.fit(features, target)
+        self.log_metrics(
+            cv_accuracy=scores.mean(),
+            cv_accuracy_std=scores.std(),
+            train_accuracy=model.score(features, target),
+        )
+        self.save_model(model, example=features.head(5))
+
+
+def estimator_class(dotted_path: str) -> type:
+    """`sklearn.linear_model.LogisticRegression` -> the class."""
+    module, _, name = dotted_path.rpartition(".")
+    if not module:
+        raise ValueError(f"'{dotted_path}' is not a dotted path like sklearn.svm.SVC")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_pipeline(estimator: str, params: dict, seed: int) -> Pipeline:
+    """Impute and scale numbers, impute and one-hot encode categories, then the estimator."""
+    cls = estimator_class(estimator)
+    if "random_state" in cls().get_params():
+        params = {"random_state": seed, **params}
+    preprocess = ColumnTransformer(
+        [
+            (
+                "numeric",
+                make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+                make_column_selector(dtype_include="number"),
+            ),
+            (
+                "categorical",
+                make_pipeline(
+                    SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")
+                ),
+                make_column_selector(dtype_exclude="number"),
+            ),
+        ]
+    )
+    return Pipeline([("preprocess", preprocess), ("estimator", cls(**params))])

@@ -1,0 +1,161 @@
+"""luigi.toml and --set: every mistake is caught before a run exists, and names its place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["LUIGI_CONFIG_PARSER"] = "toml"
+
+import luigi
+from luigi.configuration import get_config
+
+from luigiflow.config import ConfigError, load_config, parse_override
+from tasks import Prediction, Preprocessor, Trainer
+
+TASKS = {cls.get_task_family(): cls for cls in (Preprocessor, Trainer, Prediction)}
+BASE = """
+[RunConfig]
+experiment_name = "exp"
+task = "Prediction"
+
+[PathConfig]
+input = "input"
+"""
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "input").mkdir()
+    return tmp_path
+
+
+def load(root: Path, extra: str = "", overrides=(), base: str = BASE):
+    path = root / "luigi.toml"
+    path.write_text(base + extra)
+    return load_config(path, root, TASKS, overrides)
+
+
+def error(root: Path, extra: str = "", overrides=(), base: str = BASE) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load(root, extra, overrides, base)
+    return str(caught.value)
+
+
+def test_values_reach_luigi_parameters(root):
+    config = load(
+        root,
+        "[Trainer]\nseed = 7\nestimator_params = { C = 0.5 }\n"
+        '[Preprocessor]\nnumeric_columns = ["Age"]\n',
+    )
+    assert config.task == "Prediction"
+    assert config.input_dir == (root / "input").resolve()
+    trainer = Trainer(run_id="x")
+    assert trainer.seed == 7
+    assert dict(trainer.estimator_params) == {"C": 0.5}
+    assert list(Preprocessor(run_id="x").numeric_columns) == ["Age"]  # a native TOML array
+
+
+def test_overrides_win_and_are_typed(root):
+    load(
+        root,
+        "[Trainer]\nseed = 7\n",
+        [
+            "Trainer.seed=3",
+            "Trainer.estimator=sklearn.svm.SVC",
+            'Preprocessor.categorical_columns=["Sex", "Embarked"]',
+        ],
+    )
+    trainer = Trainer(run_id="x")
+    assert (trainer.seed, trainer.estimator) == (3, "sklearn.svm.SVC")
+    assert list(Preprocessor(run_id="x").categorical_columns) == ["Sex", "Embarked"]
+
+
+def test_unknown_key_names_file_section_key_and_the_closest_name(root):
+    message = error(root, "[Trainer]\nsead = 1\n")
+    assert "luigi.toml [Trainer] sead: unknown key" in message
+    assert "Did you mean 'seed'?" in message
+
+
+def test_unknown_section_suggests_a_task(root):
+    message = error(root, "[Trainr]\nseed = 1\n")
+    assert "[Trainr]" in message and "unknown section" in message and "'Trainer'" in message
+
+
+@pytest.mark.parametrize(
+    ("line", "wanted"),
+    [
+        ("seed = 1.5", "expected an integer, got float 1.5"),
+        ("seed = true", "expected an integer, got bool True"),
+        ('seed = "3"', "expected an integer, got str '3'"),
+        ("autolog = 1", "expected true or false, got int 1"),
+        ("estimator = 5", "expected a string, got int 5"),
+        ("estimator_params = [1]", "expected a table, got list [1]"),
+    ],
+)
+def test_wrong_types_are_errors(root, line, wanted):
+    message = error(root, f"[Trainer]\n{line}\n")
+    assert f"[Trainer] {line.split()[0]}: {wanted}" in message
+
+
+def test_override_errors_name_the_command_line(root):
+    assert "--set Trainer.seed [Trainer] seed: expected an integer" in error(
+        root, overrides=["Trainer.seed=x"]
+    )
+    assert "--set Trainer.sead" in error(root, overrides=["Trainer.sead=1"])
+    assert "expected Section.key=value" in error(root, overrides=["seed=1"])
+
+
+def test_override_values_parse_as_toml_or_fall_back_to_text():
+    assert parse_override("A.b=3") == ("A", "b", 3)
+    assert parse_override("A.b=true") == ("A", "b", True)
+    assert parse_override('A.b=["x"]') == ("A", "b", ["x"])
+    assert parse_override("A.b=sklearn.svm.SVC") == ("A", "b", "sklearn.svm.SVC")
+
+
+def test_task_must_exist(root):
+    message = error(root, base=BASE.replace('"Prediction"', '"Predict"'))
+    assert "[RunConfig] task: unknown task 'Predict'" in message and "'Prediction'" in message
+    assert "no task to build" in error(root, base=BASE.replace('task = "Prediction"\n', ""))
+
+
+def test_path_config_checks_keys_and_folders(root):
+    assert "[PathConfig] Trainr: unknown key" in error(root, base=BASE + 'Trainr = "x"\n')
+    assert "input folder" in error(root, base=BASE.replace('"input"', '"missing"'))
+    assert "[PathConfig] Trainer: 'runs:/abc/Trainer' is not of the form" in error(
+        root, base=BASE + 'Trainer = "runs:/abc/Trainer"\n'
+    )
+    assert "[PathConfig] Trainer: folder" in error(root, base=BASE + 'Trainer = "nowhere"\n')
+    config = load(root, base=BASE + f'Trainer = "runs:/{"a" * 32}/Trainer"\n')
+    assert config.reuse == {"Trainer": f"runs:/{'a' * 32}/Trainer"}
+    assert get_config().get("PathConfig", "Trainer") == f"runs:/{'a' * 32}/Trainer"
+
+
+def test_invalid_toml_is_a_config_error(root):
+    assert "not valid TOML" in error(root, "[Trainer\n")
+
+
+def test_only_the_given_file_is_read(root, monkeypatch, tmp_path):
+    """Luigi's TOML parser also merges ./luigi.toml; --config other.toml must not inherit it."""
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    (cwd / "luigi.toml").write_text("[Trainer]\nseed = 99\n")
+    monkeypatch.chdir(cwd)
+    load(root)
+    assert Trainer(run_id="x").seed == 0
+
+
+def test_luigi_sections_stay_available(root):
+    load(root, "[worker]\nkeep_alive = true\n")
+    assert "[worker] keep_alive" in error(root, "[worker]\nkeep_alive = 3\n")
+
+
+def test_run_id_is_not_configurable(root):
+    assert "[Trainer] run_id: unknown key" in error(root, '[Trainer]\nrun_id = "x"\n')
+
+
+def test_luigi_param_is_strict_not_lenient():
+    """The reason for our own checks: Luigi alone turns 1.5 and True into 1."""
+    assert luigi.IntParameter().parse(1.5) == 1

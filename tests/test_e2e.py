@@ -1,0 +1,269 @@
+"""End to end: `python src/runner.py` as a subprocess in a fresh copy of the project."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import KAGGLE, copy_project, run_runner, runs, start_runner, store
+
+pytestmark = pytest.mark.slow
+
+
+def artifacts(project: Path, run) -> Path:
+    return Path(run.info.artifact_uri)
+
+
+def wait_for_line(process, text: str, timeout: float = 120) -> str:
+    """Read the runner's stdout until a line contains `text`; return what was read."""
+    seen, deadline = "", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        seen += line
+        if text in line or (not line and process.poll() is not None):
+            break
+    assert text in seen, seen
+    return seen
+
+
+def test_cold_run_logs_everything_into_one_run(project):
+    result = run_runner(project)
+    assert result.returncode == 0, result.stderr
+    [run] = runs(project)
+    assert run.info.status == "FINISHED"
+    tags, params = run.data.tags, run.data.params
+    assert tags["mlflow.note.content"].startswith("Baseline")
+    assert tags["luigiflow.task.Trainer.status"] == "FINISHED"
+    assert tags["luigiflow.version.mlflow"] and tags["luigiflow.version.scikit-learn"]
+    assert params["Trainer.seed"] == "0" and params["RunConfig.task"] == "Prediction"
+    assert params["Preprocessor.numeric_columns"] == '["Pclass", "Age", "SibSp", "Parch"]'
+    assert 0.7 < run.data.metrics["cv_accuracy"] < 0.9
+
+    root = artifacts(project, run)
+    assert root.is_relative_to(project / "mlartifacts"), (
+        "artifacts live in the project, not ./mlruns"
+    )
+    for name in (
+        "Preprocessor/train.parquet",
+        "Preprocessor/test.parquet",
+        "Trainer/model/MLmodel",
+        "Prediction/submission.csv",
+        "config/luigi.toml",
+        "logs/runner.log",
+    ):
+        assert (root / name).exists(), name
+    submission = pd.read_csv(root / "Prediction/submission.csv")
+    test = pd.read_csv(project / "input/test.csv")
+    assert list(submission.columns) == ["PassengerId", "Survived"]
+    assert submission["PassengerId"].tolist() == test["PassengerId"].tolist()
+    assert set(submission["Survived"]) <= {0, 1}
+
+    # the terminal: progress lines, then a summary with the run's page
+    assert "Trainer        started" in result.stdout
+    assert "Run FINISHED" in result.stdout and f"/runs/{run.info.run_id}" in result.stdout
+    assert "INFO" not in result.stdout + result.stderr, (
+        "library logs go to the log file, not the terminal"
+    )
+
+    # the model of record loads through MLflow and predicts the Preprocessor's columns as they are
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(str(root / "Trainer/model"))
+    features = pd.read_parquet(root / "Preprocessor/test.parquet")
+    predictions = model.predict(features[model.metadata.get_input_schema().input_names()])
+    assert (predictions == submission["Survived"].to_numpy()).all()
+    assert model.metadata.signature is not None
+    assert (root / "Trainer/model/input_example.json").exists()
+
+
+def test_kaggle_files_run_unchanged(project):
+    result = run_runner(project, "--set", f'PathConfig.input="{KAGGLE}"')
+    assert result.returncode == 0, result.stderr
+    [run] = runs(project)
+    submission = pd.read_csv(artifacts(project, run) / "Prediction/submission.csv")
+    assert len(submission) == 418
+    assert (
+        submission["PassengerId"].tolist()
+        == pd.read_csv(KAGGLE / "test.csv")["PassengerId"].tolist()
+    )
+
+
+def test_config_errors_exit_2_and_create_no_run(project):
+    result = run_runner(project, "--set", "Trainer.sead=3")
+    assert result.returncode == 2
+    assert "[Trainer] sead: unknown key" in result.stderr and "'seed'" in result.stderr
+    assert runs(project) == []
+
+    (project / "input/train.csv").write_text("PassengerId,Survived,Pclass\n1,0,3\n")
+    result = run_runner(project)
+    assert result.returncode == 2
+    assert (
+        "train.csv has no column 'Age'" in result.stderr
+        and "[Preprocessor] numeric_columns" in result.stderr
+    )
+    assert runs(project) == []
+
+    result = run_runner(project, "--workers", "0")
+    assert result.returncode == 2 and runs(project) == []
+
+
+def test_a_failing_task_fails_the_run_and_leaves_nothing_that_looks_complete(project):
+    prediction = project / "src/tasks/prediction.py"
+    prediction.write_text(
+        prediction.read_text().replace(
+            '        self.save("submission", pd.DataFrame({ID: test[ID], TARGET: predictions}))',
+            '        self.save("submission", pd.DataFrame({ID: test[ID], TARGET: predictions}))\n'
+            '        raise RuntimeError("boom after writing")',
+        )
+    )
+    result = run_runner(project)
+    assert result.returncode == 1
+    assert "RuntimeError: boom after writing" in result.stderr
+    [run] = runs(project)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["luigiflow.task.Prediction.status"] == "FAILED"
+    root = artifacts(project, run)
+    assert "boom after writing" in (root / "errors/Prediction.txt").read_text()
+    assert (root / "Prediction/submission.csv").exists() and not (
+        root / "Prediction/_manifest.json"
+    ).exists()
+    assert re.search(r"Prediction\s+failed", result.stdout)
+
+    # its partial output is refused as a reuse source
+    result = run_runner(
+        project, "--set", f'PathConfig.Prediction="runs:/{run.info.run_id}/Prediction"'
+    )
+    assert result.returncode == 2
+    assert "Prediction FAILED in run" in result.stderr
+    result = run_runner(project, "--set", f'PathConfig.Prediction="{root / "Prediction"}"')
+    assert result.returncode == 2 and "holds no complete outputs" in result.stderr
+    assert len(runs(project)) == 1
+
+
+def test_reuse_from_an_earlier_run(project):
+    assert run_runner(project).returncode == 0
+    [first] = runs(project)
+    source = first.info.run_id
+    result = run_runner(
+        project,
+        "--set",
+        f'PathConfig.Preprocessor="runs:/{source}/Preprocessor"',
+        "--set",
+        f'PathConfig.Trainer="runs:/{source}/Trainer"',
+    )
+    assert result.returncode == 0, result.stderr
+    second = runs(project)[0]
+    tags = second.data.tags
+    assert (
+        "luigiflow.task.Trainer.status" not in tags
+        and "luigiflow.task.Preprocessor.status" not in tags
+    )
+    assert tags["luigiflow.task.Prediction.status"] == "FINISHED"
+    assert tags["luigiflow.task.Trainer.reused_from"] == f"runs:/{source}/Trainer"
+    assert re.search(rf"Trainer\s+reused\s+from runs:/{source}/Trainer", result.stdout)
+    assert "Trainer        started" not in result.stdout
+    old = (artifacts(project, first) / "Prediction/submission.csv").read_bytes()
+    new = (artifacts(project, second) / "Prediction/submission.csv").read_bytes()
+    assert old == new
+    assert not (artifacts(project, second) / "Trainer").exists()
+
+
+def test_sigterm_mid_run_ends_killed_with_143(project):
+    trainer = project / "src/tasks/trainer.py"
+    trainer.write_text(
+        trainer.read_text().replace(
+            '        train = self.load("train")',
+            '        import time; time.sleep(60)\n        train = self.load("train")',
+        )
+    )
+    process = start_runner(project)
+    seen = wait_for_line(process, "Trainer        started")
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=60)
+    stdout = seen + stdout
+    assert process.returncode == 143
+    [run] = runs(project)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["luigiflow.task.Trainer.status"] == "KILLED"
+    assert not (artifacts(project, run) / "Trainer/_manifest.json").exists()
+    assert "Run KILLED" in stdout
+
+
+def test_kill_9_leaves_a_run_the_next_runner_marks_killed(project):
+    trainer = project / "src/tasks/trainer.py"
+    trainer.write_text(
+        trainer.read_text().replace(
+            '        train = self.load("train")',
+            '        import time; time.sleep(60)\n        train = self.load("train")',
+        )
+    )
+    process = start_runner(project)
+    wait_for_line(process, "Trainer        started")
+    process.kill()
+    process.wait()
+    assert runs(project)[0].info.status == "RUNNING"
+    assert (
+        run_runner(project, "--set", 'PathConfig.input="nowhere"').returncode == 2
+    )  # no run, no sweep
+    trainer.write_text(trainer.read_text().replace("import time; time.sleep(60)", "pass"))
+    assert run_runner(project).returncode == 0
+    old, new = runs(project)[1], runs(project)[0]
+    assert (old.info.status, new.info.status) == ("KILLED", "FINISHED")
+
+
+def test_two_workers_give_the_same_result(project):
+    assert run_runner(project).returncode == 0
+    result = run_runner(project, "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    one, two = runs(project)[1], runs(project)[0]
+    assert two.data.tags["luigiflow.task.Trainer.status"] == "FINISHED"
+    assert (artifacts(project, one) / "Prediction/submission.csv").read_bytes() == (
+        artifacts(project, two) / "Prediction/submission.csv"
+    ).read_bytes()
+    assert one.data.metrics == two.data.metrics
+
+
+def test_two_runners_at_once_on_the_embedded_store(project):
+    first, second = start_runner(project), start_runner(project, "--set", "Trainer.seed=1")
+    outputs = [p.communicate(timeout=300) for p in (first, second)]
+    assert (first.returncode, second.returncode) == (0, 0), outputs
+    assert "database is locked" not in "".join(o[1] for o in outputs)
+    assert sorted(r.info.status for r in runs(project)) == ["FINISHED", "FINISHED"]
+
+
+def test_reuse_after_the_project_folder_moved(project, tmp_path):
+    assert run_runner(project).returncode == 0
+    [first] = runs(project)
+    moved = tmp_path / "moved"
+    shutil.move(project, moved)
+    reuse = ["--set", f'PathConfig.Trainer="runs:/{first.info.run_id}/Trainer"']
+    result = run_runner(moved, *reuse)
+    assert result.returncode == 2
+    assert (
+        "no longer exists" in result.stderr
+        and "python src/runner.py --repair-store" in result.stderr
+    )
+    assert len(runs(moved)) == 1, "no run is created in a store that points elsewhere"
+
+    repaired = run_runner(moved, "--repair-store")
+    assert repaired.returncode == 0 and "store repaired" in repaired.stdout
+    result = run_runner(moved, *reuse)
+    assert result.returncode == 0, result.stderr
+    latest = runs(moved)[0]
+    assert Path(latest.info.artifact_uri).is_relative_to(moved)
+    assert (Path(latest.info.artifact_uri) / "Prediction/submission.csv").exists()
+
+
+def test_help_lists_the_options(project):
+    result = run_runner(project, "--help")
+    assert result.returncode == 0
+    for option in ("--config", "--task", "--set", "--workers", "--scheduler-url", "--verbose"):
+        assert option in result.stdout
+    assert os.path.exists(project / "src/runner.py")
+    assert copy_project and store
