@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -267,3 +269,111 @@ def test_help_lists_the_options(project):
         assert option in result.stdout
     assert os.path.exists(project / "src/runner.py")
     assert copy_project and store
+
+
+def test_ctrl_c_mid_run_ends_killed_with_130(project):
+    trainer = project / "src/tasks/trainer.py"
+    trainer.write_text(
+        trainer.read_text().replace(
+            '        train = self.load("train")',
+            '        import time; time.sleep(60)\n        train = self.load("train")',
+        )
+    )
+    process = start_runner(project)
+    wait_for_line(process, "Trainer        started")
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    assert process.returncode == 130
+    [run] = runs(project)
+    assert run.info.status == "KILLED"
+
+
+def test_a_failed_upstream_task_is_named_and_its_downstream_not_run(project):
+    result = run_runner(project, "--set", "Trainer.estimator_params={ no_such_option = 1 }")
+    assert result.returncode == 1
+    assert "no_such_option" in result.stderr
+    assert re.search(r"Trainer\s+failed", result.stdout)
+    assert re.search(r"Prediction\s+not run\s+an upstream task failed", result.stdout)
+    [run] = runs(project)
+    assert run.info.status == "FAILED"
+    assert "luigiflow.task.Prediction.status" not in run.data.tags
+
+
+def test_secrets_never_reach_the_run(project):
+    secret, token = "hunter2-secret-value", "tok-0123456789"
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run(["git", "add", "."], cwd=project, check=True)
+    subprocess.run(
+        ["git", "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "x"],
+        cwd=project,
+        check=True,
+    )
+    trainer = project / "src/tasks/trainer.py"
+    trainer.write_text(
+        trainer.read_text().replace(
+            '        train = self.load("train")',
+            "        import logging, os\n"
+            '        password = os.environ["SERVICE_PASSWORD"]\n'
+            '        logging.getLogger("tasks").warning("service password=%s", password)\n'
+            '        train = self.load("train")',
+        )
+    )
+    (project / ".env.local").write_text(f"SERVICE_PASSWORD={secret}\n")
+    (project / "notes.txt").write_text(f"api_token = {token}\n")
+    result = run_runner(
+        project, "--set", f'RunConfig.tags={{ api_token = "{token}", owner = "me" }}'
+    )
+    assert result.returncode == 0, result.stderr
+    [run] = runs(project)
+    root = artifacts(project, run)
+    recorded = [json.dumps(run.data.params), json.dumps(run.data.tags)]
+    recorded += [
+        p.read_text()
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix in (".toml", ".log", ".patch", ".txt")
+    ]
+    assert any("service password=***" in text for text in recorded), "the log line is there, masked"
+    assert run.data.tags["api_token"] == "***" and run.data.tags["owner"] == "me"
+    assert (root / "git/diff.patch").exists()
+    for text in recorded:
+        assert secret not in text and token not in text
+    assert secret not in result.stdout + result.stderr
+
+
+def test_autolog_switch_logs_through_the_same_run(project):
+    result = run_runner(project, "--set", "Trainer.autolog=true")
+    assert result.returncode == 0, result.stderr
+    [run] = runs(project)
+    assert run.info.status == "FINISHED"
+    assert "training_accuracy_score" in run.data.metrics, "autolog wrote into this run"
+    assert "cv_accuracy" in run.data.metrics
+
+
+def test_verbose_shows_library_logs(project):
+    result = run_runner(project, "-v")
+    assert result.returncode == 0
+    assert "luigi" in result.stderr and "INFO" in result.stderr
+
+
+def test_crlf_line_endings_and_extra_columns_are_tolerated(project):
+    for name in ("train.csv", "test.csv"):
+        path = project / "input" / name
+        table = pd.read_csv(path)
+        table.insert(2, "Notes", "extra, unused")
+        path.write_bytes(table.to_csv(index=False, lineterminator="\r\n").encode())
+    assert b"\r\n" in (project / "input/train.csv").read_bytes()
+    result = run_runner(project)
+    assert result.returncode == 0, result.stderr
+    [run] = runs(project)
+    train = pd.read_parquet(artifacts(project, run) / "Preprocessor/train.parquet")
+    assert "Notes" not in train.columns
+    assert set(train["Sex"]) == {"male", "female"}
+    assert train["Parch"].dtype == "float64" and train["Parch"].notna().all()
+
+
+def test_a_missing_input_file_is_a_config_error(project):
+    (project / "input/test.csv").unlink()
+    result = run_runner(project)
+    assert result.returncode == 2
+    assert "[PathConfig] input: test.csv not found" in result.stderr
+    assert runs(project) == []

@@ -1,0 +1,186 @@
+"""End to end against real services started as processes: `luigid` and `mlflow server`."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import KAGGLE, run_runner, runner_env, start_runner
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+@pytest.fixture
+def luigid(tmp_path):
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(BIN / "luigid"),
+            "--port",
+            str(port),
+            "--address",
+            "127.0.0.1",
+            "--state-path",
+            str(tmp_path / "luigid.state"),
+            "--logdir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=runner_env(),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(url + "/api/graph", process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A tracking server with proxied artifacts (`mlflow-artifacts:/`), as a team would run it."""
+    folder = tmp_path_factory.mktemp("server")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'server.db'}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=runner_env(MLFLOW_DISABLE_TELEMETRY="true"),
+        cwd=folder,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(url + "/health", process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_two_invocations_on_one_luigid_never_share_a_task(project, luigid):
+    runners = [
+        start_runner(
+            project, "--scheduler-url", luigid, "--workers", "2", "--set", f"Trainer.seed={s}"
+        )
+        for s in (0, 1)
+    ]
+    outputs = [r.communicate(timeout=300) for r in runners]
+    assert [r.returncode for r in runners] == [0, 0], outputs
+    done = json.loads(
+        urllib.request.urlopen(
+            f"{luigid}/api/task_list?data="
+            + urllib.parse.quote(
+                json.dumps({"status": "DONE", "upstream_status": "", "search": ""})
+            )
+        ).read()
+    )["response"]
+    run_ids = {task["params"]["run_id"] for task in done.values()}
+    families = sorted(task["name"] for task in done.values())
+    assert len(run_ids) == 2, "each invocation's tasks carry its own run id"
+    assert families == sorted(["Preprocessor", "Trainer", "Prediction"] * 2), (
+        "every task ran in both"
+    )
+
+
+def test_tracking_server_with_proxied_artifacts(project, mlflow_server, tmp_path):
+    env = runner_env(MLFLOW_TRACKING_URI=mlflow_server)
+    result = run_runner(project, "--set", f'PathConfig.input="{KAGGLE}"', env=env)
+    assert result.returncode == 0, result.stderr
+    assert mlflow_server in result.stdout, "the summary links the server's UI"
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("titanic")
+    [run] = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
+    listed = {f.path for f in client.list_artifacts(run.info.run_id, "Prediction")}
+    assert listed == {"Prediction/submission.csv", "Prediction/_manifest.json"}
+
+    import mlflow.artifacts
+
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id,
+        artifact_path="Prediction/submission.csv",
+        dst_path=str(tmp_path),
+        tracking_uri=mlflow_server,
+    )
+    assert len(pd.read_csv(path)) == 418
+    assert not any("mlflow-artifacts" in p.name for p in project.rglob("*")), (
+        "no folder named after the URI"
+    )
+    assert not (project / "mlartifacts").exists() and not (project / "mlflow.db").exists()
+    assert not list((project / ".luigiflow" / "staging").rglob("*.csv")), "staging is emptied"
+
+    # reuse works through the server too: the model is downloaded, not retrained
+    source = run.info.run_id
+    result = run_runner(
+        project,
+        "--set",
+        f'PathConfig.input="{KAGGLE}"',
+        "--set",
+        f'PathConfig.Trainer="runs:/{source}/Trainer"',
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    latest = client.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time DESC"]
+    )[0]
+    assert "luigiflow.task.Trainer.status" not in latest.data.tags
+    assert latest.data.tags["luigiflow.task.Trainer.reused_from"] == f"runs:/{source}/Trainer"
+
+
+def test_workers_log_into_the_run_on_a_server(project, mlflow_server):
+    env = runner_env(MLFLOW_TRACKING_URI=mlflow_server)
+    result = run_runner(
+        project, "--workers", "2", "--set", 'RunConfig.experiment_name="workers"', env=env
+    )
+    assert result.returncode == 0, result.stderr
+    client = MlflowClient(mlflow_server)
+    [run] = client.search_runs([client.get_experiment_by_name("workers").experiment_id])
+    assert run.info.status == "FINISHED" and "cv_accuracy" in run.data.metrics
+    assert {
+        t: run.data.tags[f"luigiflow.task.{t}.status"]
+        for t in ("Preprocessor", "Trainer", "Prediction")
+    } == {"Preprocessor": "FINISHED", "Trainer": "FINISHED", "Prediction": "FINISHED"}
