@@ -20,6 +20,7 @@ from pathlib import Path
 from luigiflow.settings import Settings, load_settings
 
 UI_ADDRESS = "http://127.0.0.1:5000"
+STARTED = time.monotonic()  # the summary reports the whole invocation, imports included
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
@@ -137,7 +138,7 @@ def _run(settings, args, client, experiment_id, plan, config, redactor, log_path
 
     InterfaceLogging._configured = True  # our handlers already take Luigi's records
     signal.signal(signal.SIGTERM, _raise_terminated)
-    run_id, status, code, started = None, "FAILED", EXIT_FAILED, time.monotonic()
+    run_id, status, code = None, "FAILED", EXIT_FAILED
     try:
         run_id = tracking.start_run(
             client, experiment_id, config.run, resolved, redactor, settings.project_root, sys.argv
@@ -173,7 +174,7 @@ def _run(settings, args, client, experiment_id, plan, config, redactor, log_path
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if run_id:
-            _finish(client, run_id, status, plan, log_path, url, time.monotonic() - started)
+            _finish(client, run_id, status, plan, log_path, url, time.monotonic() - STARTED)
     return code
 
 

@@ -207,12 +207,13 @@ def _tracked(user_run: Callable[[PipelineTask], None]) -> Callable[[PipelineTask
         self._writer.begin()
         client().set_tag(run_id, STATUS_TAG.format(family), "RUNNING")
         report.task_started(family)
-        status = "FAILED"
+        status, seconds = "FAILED", 0.0
         try:
             user_began = time.monotonic()
             user_run(self)
             user_seconds = time.monotonic() - user_began
-            self._writer.commit(_manifest(self, started, time.monotonic() - began, user_seconds))
+            seconds = time.monotonic() - began
+            self._writer.commit(_manifest(self, started, seconds, user_seconds))
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -223,8 +224,8 @@ def _tracked(user_run: Callable[[PipelineTask], None]) -> Callable[[PipelineTask
             report.task_failed(family, text)
             raise
         finally:
-            _log_task_end(self, status, time.monotonic() - began)
-        report.task_finished(family, time.monotonic() - began)
+            _log_task_end(self, status, seconds or time.monotonic() - began)
+        report.task_finished(family, seconds)
 
     return run
 

@@ -31,6 +31,7 @@ from luigiflow.targets import local_path
 from luigiflow.task import library_versions
 
 HOST_TAG, PID_TAG, PROCESS_START_TAG = "luigiflow.host", "luigiflow.pid", "luigiflow.process_start"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 REPAIR_COMMAND = "python src/runner.py --repair-store"
 
 
@@ -73,7 +74,12 @@ def experiment(client: MlflowClient, name: str, settings: Settings) -> Experimen
                 suffix += 1
                 location = str(settings.artifact_root / f"{slug}-{suffix}")
         with contextlib.suppress(MlflowException):  # created meanwhile by another runner
-            client.create_experiment(name, artifact_location=location)
+            # The kind makes the MLflow UI open the experiment as model training, not GenAI.
+            client.create_experiment(
+                name,
+                artifact_location=location,
+                tags={EXPERIMENT_KIND_TAG: "custom_model_development"},
+            )
         found = client.get_experiment_by_name(name)
     if found.lifecycle_stage != "active":
         raise MlflowException(
