@@ -288,8 +288,10 @@ def test_ctrl_c_mid_run_ends_killed_with_130(project):
     assert run.info.status == "KILLED"
 
 
-def test_a_failed_upstream_task_is_named_and_its_downstream_not_run(project):
-    result = run_runner(project, "--set", "Trainer.estimator_params={ no_such_option = 1 }")
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_failed_upstream_task_is_named_and_its_downstream_not_run(project, workers):
+    bad = "Trainer.estimator_params={ no_such_option = 1 }"
+    result = run_runner(project, "--set", bad, "--workers", workers)
     assert result.returncode == 1
     assert "no_such_option" in result.stderr
     assert re.search(r"Trainer\s+failed", result.stdout)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -84,7 +85,7 @@ def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | 
 
     from luigiflow import tracking
     from luigiflow.config import ConfigError, load_config
-    from luigiflow.plan import check, make_plan, resolved_config
+    from luigiflow.plan import check, make_plan
     from luigiflow.redact import RedactingFilter, Redactor
     from luigiflow.task import PipelineTask
 
@@ -115,25 +116,16 @@ def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | 
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
-    return _run(
-        settings,
-        args,
-        client,
-        experiment.experiment_id,
-        plan,
-        config,
-        redactor,
-        log_path,
-        resolved_config(plan, config),
-    )
+    return _run(settings, args, client, experiment.experiment_id, plan, config, redactor, log_path)
 
 
-def _run(settings, args, client, experiment_id, plan, config, redactor, log_path, resolved) -> int:
+def _run(settings, args, client, experiment_id, plan, config, redactor, log_path) -> int:
     """Create the run, build, and end the run with a status that matches the exit code."""
     import luigi
     from luigi.setup_logging import InterfaceLogging
 
     from luigiflow import tracking
+    from luigiflow.plan import resolved_config
     from luigiflow.task import REUSED_TAG
 
     InterfaceLogging._configured = True  # our handlers already take Luigi's records
@@ -141,10 +133,16 @@ def _run(settings, args, client, experiment_id, plan, config, redactor, log_path
     run_id, status, code = None, "FAILED", EXIT_FAILED
     try:
         run_id = tracking.start_run(
-            client, experiment_id, config.run, resolved, redactor, settings.project_root, sys.argv
+            client,
+            experiment_id,
+            config.run,
+            resolved_config(plan, config),
+            redactor,
+            settings.project_root,
+            sys.argv,
         )
-        tracking.set_tags(client, run_id, {REUSED_TAG.format(f): s for f, s in plan.reused.items()})
         url = tracking.run_url(settings.tracking_uri, experiment_id, run_id, UI_ADDRESS)
+        tracking.set_tags(client, run_id, {REUSED_TAG.format(f): s for f, s in plan.reused.items()})
         print(
             f"Run {run_id} started: {config.task} in experiment '{config.run['experiment_name']}'"
         )
@@ -179,7 +177,7 @@ def _run(settings, args, client, experiment_id, plan, config, redactor, log_path
 
 
 def _finish(client, run_id, status, plan, log_path, url, seconds) -> None:
-    from luigiflow.report import summary
+    from luigiflow.report import outcomes, summary
 
     for handler in logging.getLogger().handlers:
         handler.flush()
@@ -188,49 +186,7 @@ def _finish(client, run_id, status, plan, log_path, url, seconds) -> None:
     finally:
         client.set_terminated(run_id, status)
     tags = client.get_run(run_id).data.tags
-    print(summary(_outcomes(plan, tags), f"{status} in {seconds:.1f}s", url, f"Log: {log_path}"))
-
-
-def _outcomes(plan, tags: dict[str, str]):
-    from luigiflow.report import TaskOutcome
-    from luigiflow.task import DURATION_TAG, STATUS_TAG
-
-    outcomes, done = [], set()
-    for task in plan.tasks:
-        family = task.task_family
-        status = tags.get(STATUS_TAG.format(family))
-        seconds = tags.get(DURATION_TAG.format(family))
-        seconds = float(seconds) if seconds else None
-        upstream_ok = _requirement_families(task) <= done | set(plan.reused)
-        if family in plan.reused:
-            outcome = TaskOutcome(family, "reused", None, f"from {plan.reused[family]}")
-        elif family not in plan.needed:
-            outcome = TaskOutcome(family, "not needed", None, "what needs it was reused")
-        elif status == "FINISHED":
-            outcome = TaskOutcome(family, "ran", seconds)
-        elif status in ("FAILED", "KILLED"):
-            outcome = TaskOutcome(
-                family,
-                status.lower(),
-                seconds,
-                f"see errors/{family}.txt" if status == "FAILED" else "",
-            )
-        elif status == "RUNNING":
-            outcome = TaskOutcome(family, "interrupted", seconds)
-        else:
-            outcome = TaskOutcome(
-                family, "not run", None, "" if upstream_ok else "an upstream task failed"
-            )
-        if outcome.outcome in ("ran", "reused"):
-            done.add(family)
-        outcomes.append(outcome)
-    return outcomes
-
-
-def _requirement_families(task) -> set[str]:
-    from luigiflow.plan import _requirements
-
-    return {t.task_family for t in _requirements(task)}
+    print(summary(outcomes(plan, tags), f"{status} in {seconds:.1f}s", url, f"Log: {log_path}"))
 
 
 def _raise_terminated(signum, frame) -> None:
@@ -247,7 +203,10 @@ def _subclasses(cls: type) -> list[type]:
 def _start_logging(settings: Settings, verbose: bool) -> tuple[Path, list[logging.Handler]]:
     """Everything Luigi and MLflow log goes to a file that is logged with the run."""
     folder = (
-        settings.project_root / ".luigiflow" / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{_pid()}"
+        settings.project_root
+        / ".luigiflow"
+        / "logs"
+        / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     )
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "runner.log"
@@ -264,12 +223,6 @@ def _start_logging(settings: Settings, verbose: bool) -> tuple[Path, list[loggin
         root.addHandler(handler)
     logging.captureWarnings(True)
     return path, handlers
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 def _quiet_mlflow_logger() -> None:

@@ -45,19 +45,12 @@ def make_plan(task_class: type[PipelineTask], config: Config, run_id: str = PEND
         reused = config.reuse.get(family)
         if reused and needed:
             plan.reused[family] = reused
-        for upstream in _requirements(task):
+        for upstream in task.upstream():
             visit(upstream, needed and not reused)
         plan.tasks.append(task)
 
     visit(plan.root, True)
     return plan
-
-
-def _requirements(task: PipelineTask) -> list[PipelineTask]:
-    required = task.requires()
-    if isinstance(required, dict):
-        return list(required.values())
-    return list(required) if isinstance(required, list | tuple) else [required] if required else []
 
 
 def check(plan: Plan, config: Config, settings: Settings) -> None:

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from luigiflow.plan import Plan
 
 
 def _line(text: str) -> None:
@@ -49,3 +54,35 @@ def summary(outcomes: list[TaskOutcome], status: str, run_url: str, log_hint: st
     if log_hint:
         lines.append(f"  {log_hint}")
     return "\n".join(lines)
+
+
+def outcomes(plan: Plan, tags: Mapping[str, str]) -> list[TaskOutcome]:
+    """What became of each task, from the tags the tasks wrote on the run (in any process)."""
+    from luigiflow.task import DURATION_TAG, STATUS_TAG
+
+    found, done = [], set(plan.reused)
+    for task in plan.tasks:
+        family = task.task_family
+        status = tags.get(STATUS_TAG.format(family))
+        seconds = (
+            float(tags[DURATION_TAG.format(family)])
+            if DURATION_TAG.format(family) in tags
+            else None
+        )
+        if family in plan.reused:
+            outcome = TaskOutcome(family, "reused", None, f"from {plan.reused[family]}")
+        elif family not in plan.needed:
+            outcome = TaskOutcome(family, "not needed", None, "what needs it was reused")
+        elif status == "FINISHED":
+            outcome = TaskOutcome(family, "ran", seconds)
+            done.add(family)
+        elif status == "FAILED":
+            outcome = TaskOutcome(family, "failed", seconds, f"see errors/{family}.txt")
+        elif status in ("KILLED", "RUNNING"):
+            outcome = TaskOutcome(family, "interrupted", seconds)
+        elif {t.task_family for t in task.upstream()} <= done:
+            outcome = TaskOutcome(family, "not run")
+        else:
+            outcome = TaskOutcome(family, "not run", None, "an upstream task failed")
+        found.append(outcome)
+    return found

@@ -78,6 +78,10 @@ class PipelineTask(luigi.Task):
         """Check parameter values before the run starts: {parameter: what is wrong}."""
         return {}
 
+    def upstream(self) -> list[PipelineTask]:
+        """The tasks this one requires, whatever shape `requires()` returns them in."""
+        return list(luigi.task.flatten(self.requires()))
+
     def reuse_source(self) -> str | None:
         """`[PathConfig] <TaskName>`: an earlier output to use instead of running this task."""
         return get_config().get("PathConfig", self.task_family, None)
@@ -251,17 +255,12 @@ def _manifest(task: PipelineTask, started: datetime, seconds: float, user_second
         "run_id": task.run_id,
         "params": task.significant_params(),
         "outputs": dict(task.outputs),
-        "upstream": {name: repr(dep.folder()) for name, dep in _requirements(task).items()},
+        "upstream": {dep.task_family: repr(dep.folder()) for dep in task.upstream()},
         "started": started.isoformat(),
         "duration_s": round(seconds, 3),
         "user_code_s": round(user_seconds, 3),
         "versions": library_versions(),
     }
-
-
-def _requirements(task: PipelineTask) -> dict[str, PipelineTask]:
-    required = task.requires()
-    return required if isinstance(required, dict) else {}
 
 
 def library_versions() -> dict[str, str]:
