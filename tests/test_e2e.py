@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -13,13 +12,33 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import KAGGLE, copy_project, run_runner, runs, start_runner, store
+from conftest import KAGGLE, run_runner, runs, start_runner
 
 pytestmark = pytest.mark.slow
 
 
 def artifacts(project: Path, run) -> Path:
     return Path(run.info.artifact_uri)
+
+
+def edit_task(project: Path, module: str, anchor: str, code: str, replace: bool = False) -> None:
+    """Change a task in the copy: put `code` before the line `anchor`, or in its place."""
+    path = project / "src" / "tasks" / f"{module}.py"
+    text = path.read_text()
+    assert anchor in text, anchor
+    path.write_text(text.replace(anchor, code if replace else f"{code}\n{anchor}"))
+
+
+def start_stuck_in_trainer(project: Path):
+    """Start a runner whose Trainer sleeps, and return once the Trainer has started."""
+    edit_task(
+        project,
+        "trainer",
+        '        train = self.load("train")',
+        "        import time; time.sleep(60)",
+    )
+    process = start_runner(project)
+    return process, wait_for_line(process, "Trainer        started")
 
 
 def wait_for_line(process, text: str, timeout: float = 120) -> str:
@@ -116,13 +135,13 @@ def test_config_errors_exit_2_and_create_no_run(project):
 
 
 def test_a_failing_task_fails_the_run_and_leaves_nothing_that_looks_complete(project):
-    prediction = project / "src/tasks/prediction.py"
-    prediction.write_text(
-        prediction.read_text().replace(
-            '        self.save("submission", pd.DataFrame({ID: test[ID], TARGET: predictions}))',
-            '        self.save("submission", pd.DataFrame({ID: test[ID], TARGET: predictions}))\n'
-            '        raise RuntimeError("boom after writing")',
-        )
+    save = '        self.save("submission", pd.DataFrame({ID: test[ID], TARGET: predictions}))'
+    edit_task(
+        project,
+        "prediction",
+        save,
+        f'{save}\n        raise RuntimeError("boom after writing")',
+        replace=True,
     )
     result = run_runner(project)
     assert result.returncode == 1
@@ -177,15 +196,7 @@ def test_reuse_from_an_earlier_run(project):
 
 
 def test_sigterm_mid_run_ends_killed_with_143(project):
-    trainer = project / "src/tasks/trainer.py"
-    trainer.write_text(
-        trainer.read_text().replace(
-            '        train = self.load("train")',
-            '        import time; time.sleep(60)\n        train = self.load("train")',
-        )
-    )
-    process = start_runner(project)
-    seen = wait_for_line(process, "Trainer        started")
+    process, seen = start_stuck_in_trainer(project)
     process.send_signal(signal.SIGTERM)
     stdout, _ = process.communicate(timeout=60)
     stdout = seen + stdout
@@ -198,22 +209,15 @@ def test_sigterm_mid_run_ends_killed_with_143(project):
 
 
 def test_kill_9_leaves_a_run_the_next_runner_marks_killed(project):
-    trainer = project / "src/tasks/trainer.py"
-    trainer.write_text(
-        trainer.read_text().replace(
-            '        train = self.load("train")',
-            '        import time; time.sleep(60)\n        train = self.load("train")',
-        )
-    )
-    process = start_runner(project)
-    wait_for_line(process, "Trainer        started")
+    process, _ = start_stuck_in_trainer(project)
     process.kill()
     process.wait()
     assert runs(project)[0].info.status == "RUNNING"
-    assert (
-        run_runner(project, "--set", 'PathConfig.input="nowhere"').returncode == 2
-    )  # no run, no sweep
-    trainer.write_text(trainer.read_text().replace("import time; time.sleep(60)", "pass"))
+    bad_config = run_runner(project, "--set", 'PathConfig.input="nowhere"')
+    assert bad_config.returncode == 2 and runs(project)[0].info.status == "RUNNING", (
+        "no run, no sweep"
+    )
+    edit_task(project, "trainer", "        import time; time.sleep(60)\n", "", replace=True)
     assert run_runner(project).returncode == 0
     old, new = runs(project)[1], runs(project)[0]
     assert (old.info.status, new.info.status) == ("KILLED", "FINISHED")
@@ -267,20 +271,10 @@ def test_help_lists_the_options(project):
     assert result.returncode == 0
     for option in ("--config", "--task", "--set", "--workers", "--scheduler-url", "--verbose"):
         assert option in result.stdout
-    assert os.path.exists(project / "src/runner.py")
-    assert copy_project and store
 
 
 def test_ctrl_c_mid_run_ends_killed_with_130(project):
-    trainer = project / "src/tasks/trainer.py"
-    trainer.write_text(
-        trainer.read_text().replace(
-            '        train = self.load("train")',
-            '        import time; time.sleep(60)\n        train = self.load("train")',
-        )
-    )
-    process = start_runner(project)
-    wait_for_line(process, "Trainer        started")
+    process, _ = start_stuck_in_trainer(project)
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=60)
     assert process.returncode == 130
@@ -310,15 +304,13 @@ def test_secrets_never_reach_the_run(project):
         cwd=project,
         check=True,
     )
-    trainer = project / "src/tasks/trainer.py"
-    trainer.write_text(
-        trainer.read_text().replace(
-            '        train = self.load("train")',
-            "        import logging, os\n"
-            '        password = os.environ["SERVICE_PASSWORD"]\n'
-            '        logging.getLogger("tasks").warning("service password=%s", password)\n'
-            '        train = self.load("train")',
-        )
+    edit_task(
+        project,
+        "trainer",
+        '        train = self.load("train")',
+        "        import logging, os\n"
+        '        password = os.environ["SERVICE_PASSWORD"]\n'
+        '        logging.getLogger("tasks").warning("service password=%s", password)',
     )
     (project / ".env.local").write_text(f"SERVICE_PASSWORD={secret}\n")
     (project / "notes.txt").write_text(f"api_token = {token}\n")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -38,66 +40,60 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
     raise TimeoutError(url)
 
 
-@pytest.fixture
-def luigid(tmp_path):
+@contextmanager
+def service(command: list[str], health_path: str, folder: Path) -> Iterator[str]:
+    """Start a server on a free loopback port, wait until it answers, stop it afterwards."""
     port = free_port()
     process = subprocess.Popen(
-        [
-            str(BIN / "luigid"),
-            "--port",
-            str(port),
-            "--address",
-            "127.0.0.1",
-            "--state-path",
-            str(tmp_path / "luigid.state"),
-            "--logdir",
-            str(tmp_path),
-        ],
+        [str(BIN / command[0]), *command[1:], "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=runner_env(),
+        cwd=folder,
+        env=runner_env(MLFLOW_DISABLE_TELEMETRY="true"),
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(url + "/api/graph", process)
+        wait_for(url + health_path, process)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture
+def luigid(tmp_path):
+    """Luigi's central scheduler."""
+    command = [
+        "luigid",
+        "--address",
+        "127.0.0.1",
+        "--state-path",
+        str(tmp_path / "state"),
+        "--logdir",
+        str(tmp_path),
+    ]
+    with service(command, "/api/graph", tmp_path) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A tracking server with proxied artifacts (`mlflow-artifacts:/`), as a team would run it."""
     folder = tmp_path_factory.mktemp("server")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{folder / 'server.db'}",
-            "--artifacts-destination",
-            str(folder / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=runner_env(MLFLOW_DISABLE_TELEMETRY="true"),
-        cwd=folder,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(url + "/health", process)
+    command = [
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'server.db'}",
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--workers",
+        "1",
+    ]
+    with service(command, "/health", folder) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_two_invocations_on_one_luigid_never_share_a_task(project, luigid):
