@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ARGS ?=
 UI_PORT ?= 5000
 
-.PHONY: run test test-fast ui lint lock repair-store clean
+.PHONY: run test test-fast ui lint lock repair-store bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ ui: $(VENV)/.installed  ## the MLflow UI on the project's store, at http://127.0
 
 repair-store: $(VENV)/.installed  ## after moving the project folder
 	$(BIN)/python src/runner.py --repair-store
+
+bench: $(VENV)/.installed-dev  ## measure luigiflow against a plain script; writes bench/RESULTS.md
+	$(BIN)/python bench/run.py $(ARGS)
+
+bench-quick: $(VENV)/.installed-dev  ## the benchmark on the example data, once: checks the harness
+	$(BIN)/python bench/run.py --quick --work bench/out/quick --results bench/out/quick
 
 lock: $(BIN)/python  ## re-resolve constraints.txt from pyproject.toml's ranges
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

@@ -3,11 +3,10 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(
-    0, str(Path(__file__).resolve().parent)
-)  # run from a fresh clone without installing
+# Importable from a fresh clone, installed or not.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from luigiflow.cli import main
+from luigiflow.cli import exit_now, main
 
 if __name__ == "__main__":
-    sys.exit(main(project_root=Path(__file__).resolve().parents[1], task_modules=["tasks"]))
+    exit_now(main(project_root=Path(__file__).resolve().parents[1], task_modules=["tasks"]))

@@ -8,6 +8,7 @@ a bad command line, config or store (no run is created), 130 on Ctrl-C and 143 o
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import logging
 import os
@@ -17,6 +18,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from luigiflow.settings import Settings, load_settings
 
@@ -187,6 +189,21 @@ def _finish(client, run_id, status, plan, log_path, url, seconds) -> None:
         client.set_terminated(run_id, status)
     tags = client.get_run(run_id).data.tags
     print(summary(outcomes(plan, tags), f"{status} in {seconds:.1f}s", url, f"Log: {log_path}"))
+
+
+def exit_now(code: int) -> NoReturn:
+    """Exit without tearing the interpreter down.
+
+    Python's own shutdown frees every module and object one by one: with mlflow, scikit-learn
+    and pandas loaded that takes about 0.7 s after the run has already ended. Everything that
+    matters is done by then (the run is terminated, its artifacts written); exit handlers still
+    run and logs and terminal output are flushed before the process ends.
+    """
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _raise_terminated(signum, frame) -> None:

@@ -122,9 +122,10 @@ class TaskFolder:
             from mlflow.artifacts import download_artifacts
 
             partial = Path(tempfile.mkdtemp(dir=staging_root(), prefix="download-"))
-            downloaded = download_artifacts(
-                run_id=self.run_id, artifact_path=f"{self.name}/{filename}", dst_path=str(partial)
-            )
+            # By artifact URI, not run id: a `runs:/` download costs extra requests per file
+            # (run lookup, logged-model search).
+            uri = f"{run_artifact_uri(str(self.run_id)).rstrip('/')}/{self.name}/{filename}"
+            downloaded = download_artifacts(artifact_uri=uri, dst_path=str(partial))
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(downloaded, target)  # appear whole or not at all
             shutil.rmtree(partial, ignore_errors=True)

@@ -28,6 +28,7 @@ from luigiflow.targets import ArtifactTarget, TaskFolder, TaskWriter, client, wr
 
 STATUS_TAG = "luigiflow.task.{}.status"
 DURATION_TAG = "luigiflow.task.{}.duration_s"
+USER_CODE_TAG = "luigiflow.task.{}.user_code_s"
 REUSED_TAG = "luigiflow.task.{}.reused_from"
 
 
@@ -158,8 +159,13 @@ class PipelineTask(luigi.Task):
         tmp.replace(path)
 
     def save_model(self, model: Any, example: Any, name: str = "model") -> None:
-        """Save a scikit-learn model in MLflow's format, with its signature and an input example."""
+        """Save a scikit-learn model in MLflow's format, with its signature and an input example.
+
+        The format is skops, which loads without running arbitrary code (a pickle from a shared
+        tracking server could run anything); it trusts exactly the types this model is made of.
+        """
         import mlflow.sklearn
+        import skops.io
         from mlflow.models import infer_signature
 
         signature = infer_signature(example, model.predict(example))
@@ -169,7 +175,8 @@ class PipelineTask(luigi.Task):
             signature=signature,
             input_example=example,
             pip_requirements=_pip_requirements(),  # inferring them costs seconds
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
         )
 
     # tracking ---------------------------------------------------------------------------------
@@ -211,13 +218,12 @@ def _tracked(user_run: Callable[[PipelineTask], None]) -> Callable[[PipelineTask
         self._writer.begin()
         client().set_tag(run_id, STATUS_TAG.format(family), "RUNNING")
         report.task_started(family)
-        status, seconds = "FAILED", 0.0
+        status, user_seconds = "FAILED", 0.0
         try:
             user_began = time.monotonic()
             user_run(self)
             user_seconds = time.monotonic() - user_began
-            seconds = time.monotonic() - began
-            self._writer.commit(_manifest(self, started, seconds, user_seconds))
+            self._writer.commit(_manifest(self, started, time.monotonic() - began, user_seconds))
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -228,13 +234,15 @@ def _tracked(user_run: Callable[[PipelineTask], None]) -> Callable[[PipelineTask
             report.task_failed(family, text)
             raise
         finally:
-            _log_task_end(self, status, seconds or time.monotonic() - began)
+            seconds = time.monotonic() - began
+            _log_task_end(self, status, seconds, user_seconds)
         report.task_finished(family, seconds)
 
     return run
 
 
-def _log_task_end(task: PipelineTask, status: str, seconds: float) -> None:
+def _log_task_end(task: PipelineTask, status: str, seconds: float, user_seconds: float) -> None:
+    """One request for everything the task recorded: metrics, params, status and timings."""
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
@@ -245,6 +253,7 @@ def _log_task_end(task: PipelineTask, status: str, seconds: float) -> None:
         tags=[
             RunTag(STATUS_TAG.format(task.task_family), status),
             RunTag(DURATION_TAG.format(task.task_family), f"{seconds:.3f}"),
+            RunTag(USER_CODE_TAG.format(task.task_family), f"{user_seconds:.3f}"),
         ],
     )
 
@@ -277,7 +286,7 @@ def _pip_requirements() -> list[str]:
 
     return [
         f"{name}=={version(name)}"
-        for name in ("mlflow", "scikit-learn", "pandas", "numpy", "cloudpickle")
+        for name in ("mlflow", "scikit-learn", "pandas", "numpy", "skops")
     ]
 
 

@@ -1,16 +1,17 @@
 """Fit the model of record: cleaning, encoding and the configured estimator in one pipeline."""
 
+from __future__ import annotations
+
 import importlib
+from typing import TYPE_CHECKING
 
 import luigi
-from sklearn.compose import ColumnTransformer, make_column_selector
-from sklearn.impute import SimpleImputer
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from luigiflow import PipelineTask, requires
 from tasks.preprocessor import ID, TARGET, Preprocessor
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 @requires(Preprocessor)
@@ -33,6 +34,8 @@ class Trainer(PipelineTask):
         return {} if self.cv_folds >= 2 else {"cv_folds": "needs at least 2 folds"}
 
     def run(self) -> None:
+        from sklearn.model_selection import StratifiedKFold, cross_val_score
+
         train = self.load("train")
         features, target = train.drop(columns=[ID, TARGET]), train[TARGET]
         model = build_pipeline(self.estimator, dict(self.estimator_params), self.seed)
@@ -63,24 +66,27 @@ def estimator_class(dotted_path: str) -> type:
 
 
 def build_pipeline(estimator: str, params: dict, seed: int) -> Pipeline:
-    """Impute and scale numbers, impute and one-hot encode categories, then the estimator."""
+    """Impute and scale numbers, impute and one-hot encode categories, then the estimator.
+
+    scikit-learn is imported here, not at the top: a run that reuses the model never pays
+    for importing it.
+    """
+    from sklearn.compose import ColumnTransformer, make_column_selector
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
     cls = estimator_class(estimator)
     if "random_state" in cls().get_params():
         params = {"random_state": seed, **params}
+    numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+    categorical = make_pipeline(
+        SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")
+    )
     preprocess = ColumnTransformer(
         [
-            (
-                "numeric",
-                make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
-                make_column_selector(dtype_include="number"),
-            ),
-            (
-                "categorical",
-                make_pipeline(
-                    SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")
-                ),
-                make_column_selector(dtype_exclude="number"),
-            ),
+            ("numeric", numeric, make_column_selector(dtype_include="number")),
+            ("categorical", categorical, make_column_selector(dtype_exclude="number")),
         ]
     )
     return Pipeline([("preprocess", preprocess), ("estimator", cls(**params))])

@@ -1,0 +1,127 @@
+"""Turn the benchmark's raw samples into the tables and ratios of bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import statistics
+
+TASKS = ("Preprocessor", "Trainer", "Prediction")
+# (name, numerator, denominator, measure, target, sizes the target applies to)
+RATIOS = [
+    (
+        "cold / plain + MLflow",
+        "luigiflow cold",
+        "plain + MLflow",
+        "seconds",
+        {"example": 1.10, "1M": 1.05},
+    ),
+    ("cold / plain", "luigiflow cold", "plain", "seconds", {}),
+    ("reused / store floor", "luigiflow reused", "store floor", "seconds", {"*": 1.25}),
+    ("reused / import floor", "luigiflow reused", "import floor", "seconds", {}),
+    ("--workers 2 / cold", "luigiflow --workers 2", "luigiflow cold", "seconds", {}),
+    ("on server / cold", "luigiflow on server", "luigiflow cold", "seconds", {}),
+    ("peak RSS cold / plain", "luigiflow cold", "plain", "peak_rss_mb", {"1M": 1.3}),
+]
+OVERHEAD_TARGET = 0.1  # seconds of bookkeeping per task, on the example data
+
+
+def median(samples: list[dict], key: str) -> float:
+    return statistics.median(s[key] for s in samples)
+
+
+def ratios(size: str, variants: dict[str, list[dict]]) -> list[tuple[str, float, float | None]]:
+    found = []
+    for name, top, bottom, key, targets in RATIOS:
+        if top in variants and bottom in variants:
+            value = median(variants[top], key) / median(variants[bottom], key)
+            found.append((name, value, targets.get(size, targets.get("*"))))
+    return found
+
+
+def task_overheads(samples: list[dict]) -> dict[str, tuple[float, float]]:
+    """Per task: median wall time and median framework overhead."""
+    return {
+        task: (
+            statistics.median(s["tasks"][task]["seconds"] for s in samples),
+            statistics.median(s["tasks"][task]["overhead"] for s in samples),
+        )
+        for task in TASKS
+        if all(task in s.get("tasks", {}) for s in samples)
+    }
+
+
+def write_report(results: dict) -> str:
+    machine = results["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+    lines = [
+        "# Benchmark: luigiflow against a plain script",
+        "",
+        f"{machine['date']} on {machine['platform']}, {machine['cores']} cores, "
+        f"{machine['memory_gb']} GB; Python {machine['python']}; {versions}.",
+        "Each variant is a fresh process; times are wall seconds (median, min, max),",
+        "memory is the peak resident set of the whole process tree. Made by `make bench`.",
+    ]
+    for size, variants in results["sizes"].items():
+        lines += [
+            "",
+            f"## {size}",
+            "",
+            "| variant | runs | median s | min s | max s | peak RSS MB |",
+            "|---|---|---|---|---|---|",
+        ]
+        for variant, samples in variants.items():
+            seconds = [s["seconds"] for s in samples]
+            lines.append(
+                f"| {variant} | {len(samples)} | {statistics.median(seconds):.2f} "
+                f"| {min(seconds):.2f} "
+                f"| {max(seconds):.2f} | {median(samples, 'peak_rss_mb'):.0f} |"
+            )
+        lines += ["", "| ratio | value | target |", "|---|---|---|"]
+        for name, value, target in ratios(size, variants):
+            verdict = (
+                ""
+                if target is None
+                else f"≤ {target:.2f} {'met' if value <= target else '**missed**'}"
+            )
+            lines.append(f"| {name} | {value:.3f} | {verdict} |")
+        for variant in ("luigiflow cold", "luigiflow on server"):
+            if variant not in variants:
+                continue
+            per_task = task_overheads(variants[variant])
+            lines += [
+                "",
+                f"{variant}, per task:",
+                "",
+                "| task | median s | framework overhead s |",
+                "|---|---|---|",
+            ]
+            for task, (seconds, overhead) in per_task.items():
+                mark = (
+                    " (target ≤ 0.1)" if size == "example" and variant == "luigiflow cold" else ""
+                )
+                lines.append(f"| {task} | {seconds:.3f} | {overhead:.3f}{mark} |")
+        server = variants.get("luigiflow on server")
+        if server and server[-1].get("requests"):
+            counts = {}
+            for request, count in server[-1]["requests"].items():
+                method, path = request.split(" ", 1)
+                if "/mlflow-artifacts/artifacts/" in path:  # one artifact's upload or download
+                    request = f"{method} /api/2.0/mlflow-artifacts/artifacts/<file>"
+                counts[request] = counts.get(request, 0) + count
+            lines += [
+                "",
+                f"HTTP requests of one cold run against the server: {sum(counts.values())}",
+                "",
+            ]
+            lines += ["| request | count |", "|---|---|"]
+            lines += [f"| `{k}` | {v} |" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
+    model = results.get("serialization", {})
+    if model:
+        lines += [
+            "",
+            "## Model serialization (fresh process each, import of the serializer included)",
+            "",
+            "| format | save s | load s |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {fmt} | {t['save']:.2f} | {t['load']:.2f} |" for fmt, t in model.items()]
+    return "\n".join(lines) + "\n"

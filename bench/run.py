@@ -1,0 +1,278 @@
+"""What luigiflow costs over a plain script, measured side by side: `make bench`.
+
+Every variant is a fresh process doing the same preprocessing, training and prediction. For
+each, the harness records wall time (median, min and max over the repeats) and the peak memory
+of the whole process tree; for luigiflow also each task's time and the framework's own part of
+it (the task's time minus its user code). It writes bench/RESULTS.md (a table for a person)
+and bench/results.json (the machine, the versions and every raw sample).
+
+`--quick` runs the example data once, to check that the harness works (the tests do so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from counting_proxy import CountingProxy
+from report import write_report
+from workloads import make_workload
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+TASKS = ("Preprocessor", "Trainer", "Prediction")
+SIZES = {"example": None, "100k": 100_000, "1M": 1_000_000}
+ENV = {
+    **{
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "LUIGI", "PROJECT_ROOT"))
+    },
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+IMPORT_FLOOR = "import mlflow, luigi, sklearn, pandas"
+STORE_FLOOR = (
+    "import luigi, mlflow; from mlflow import MlflowClient; client = MlflowClient(); "
+    "experiment = client.get_experiment_by_name('titanic'); "
+    "[run] = client.search_runs([experiment.experiment_id], max_results=1); "
+    "client.get_run(run.info.run_id)"
+)
+
+
+@dataclass
+class Sample:
+    seconds: float
+    peak_rss_mb: float
+    run_id: str | None = None
+    tasks: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> seconds, overhead
+    requests: dict[str, int] | None = None  # method and path -> count, against a server
+
+
+def measure(command: list[str], cwd: Path, env: dict) -> tuple[float, float, str]:
+    """Wall time, peak resident memory of the process and all its descendants, and stdout."""
+    started = time.monotonic()
+    process = psutil.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    peak = 0
+    while process.poll() is None:
+        try:
+            tree = [process, *process.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree))
+        except psutil.Error:
+            pass  # a child ended between listing and reading: the next sample sees the rest
+        time.sleep(0.005)
+    seconds = time.monotonic() - started
+    stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command)} exited {process.returncode}:\n{stderr.decode()[-4000:]}"
+        )
+    return seconds, peak / 2**20, stdout.decode()
+
+
+class Workload:
+    """One data size: its data, a fresh copy of the project and that copy's store."""
+
+    def __init__(self, size: str, rows: int | None, repeats: int, work: Path) -> None:
+        self.size, self.repeats = size, repeats
+        self.folder = work / size
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.data = make_workload(REPO / "input", rows, self.folder / "data")
+        self.project = self.folder / "project"
+        shutil.copytree(
+            REPO / "src", self.project / "src", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        for name in (".env", "luigi.toml"):
+            shutil.copy(REPO / name, self.project / name)
+        self.store = f"sqlite:///{self.project / 'mlflow.db'}"
+        self.samples: dict[str, list[Sample]] = {}
+
+    def runner(self, *args: str) -> list[str]:
+        return [PYTHON, "src/runner.py", "--set", f'PathConfig.input="{self.data}"', *args]
+
+    def plain(self, *args: str) -> list[str]:
+        return [
+            PYTHON,
+            str(REPO / "bench/plain.py"),
+            "--data",
+            str(self.data),
+            "--out",
+            str(self.folder / "plain"),
+            *args,
+        ]
+
+    def record(
+        self, variant: str, command: list[str], tracking_uri: str | None = None, proxy=None
+    ) -> None:
+        env = {**ENV, "MLFLOW_TRACKING_URI": tracking_uri or self.store}
+        for _ in range(self.repeats):
+            if proxy:
+                proxy.reset()
+            seconds, peak, stdout = measure(command, self.project, env)
+            sample = Sample(seconds, peak, requests=proxy.counts() if proxy else None)
+            self._read_run(sample, stdout, tracking_uri or self.store)
+            self.samples.setdefault(variant, []).append(sample)
+            print(f"{self.size:>8}  {variant:<24}{seconds:7.2f} s {peak:8.0f} MB", flush=True)
+
+    def _read_run(self, sample: Sample, stdout: str, tracking_uri: str) -> None:
+        """Per-task time and framework overhead, read back from the run the runner made."""
+        started = [
+            line.split()[1]
+            for line in stdout.splitlines()
+            if line.startswith("Run ") and " started" in line
+        ]
+        if not started:
+            return
+        from mlflow import MlflowClient
+
+        sample.run_id = started[0]
+        tags = MlflowClient(tracking_uri).get_run(sample.run_id).data.tags
+        for task in TASKS:
+            if f"luigiflow.task.{task}.duration_s" in tags:
+                total = float(tags[f"luigiflow.task.{task}.duration_s"])
+                user = float(tags[f"luigiflow.task.{task}.user_code_s"])
+                sample.tasks[task] = {"seconds": total, "overhead": total - user}
+
+    def run(self, server: bool) -> None:
+        env = {**ENV, "MLFLOW_TRACKING_URI": self.store}
+        seconds, peak, _ = measure(
+            [PYTHON, "-c", "from mlflow import MlflowClient; MlflowClient().search_experiments()"],
+            self.project,
+            env,
+        )
+        self.samples["create empty store"] = [Sample(seconds, peak)]
+        measure(
+            self.runner(), self.project, env
+        )  # the experiment, and a run for the store floor to read
+
+        self.record("import floor", [PYTHON, "-c", IMPORT_FLOOR])
+        self.record("store floor", [PYTHON, "-c", STORE_FLOOR])
+        self.record("plain", self.plain())
+        self.record("plain + MLflow", self.plain("--tracking-uri", self.store))
+        self.record("luigiflow cold", self.runner())
+        source = self.samples["luigiflow cold"][-1].run_id
+        self.record(
+            "luigiflow reused",
+            self.runner(
+                *[a for t in TASKS for a in ("--set", f'PathConfig.{t}="runs:/{source}/{t}"')]
+            ),
+        )
+        self.record("luigiflow --workers 2", self.runner("--workers", "2"))
+        if server:
+            self.on_server()
+
+    def on_server(self) -> None:
+        """luigiflow cold against a local `mlflow server`, through a proxy that counts requests."""
+        folder = self.folder / "server"
+        folder.mkdir()
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        server = subprocess.Popen(
+            [
+                str(Path(PYTHON).parent / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{folder / 'db'}",
+                "--artifacts-destination",
+                str(folder / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=folder,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            with CountingProxy(f"http://127.0.0.1:{port}") as proxy:
+                proxy.wait_until_up("/health", timeout=180)
+                measure(self.runner(), self.project, {**ENV, "MLFLOW_TRACKING_URI": proxy.url})
+                self.record("luigiflow on server", self.runner(), proxy.url, proxy)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+
+def serialization(work: Path) -> dict[str, dict[str, float]]:
+    """skops and cloudpickle: save and load, each in a fresh process."""
+    results = {}
+    for fmt in ("skops", "cloudpickle"):
+        folder = work / f"model-{fmt}"
+        shutil.rmtree(folder, ignore_errors=True)
+        timings = {}
+        for mode in ("save", "load"):
+            _, _, stdout = measure(
+                [PYTHON, str(REPO / "bench/serialization.py"), mode, fmt, str(folder)], work, ENV
+            )
+            timings[mode] = json.loads(stdout.strip().splitlines()[-1])["seconds"]
+        results[fmt] = timings
+    return results
+
+
+def machine() -> dict:
+    names = ("luigi", "mlflow", "scikit-learn", "pandas", "pyarrow", "numpy", "skops")
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "versions": {name: version(name) for name in names},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="example data, one repeat: checks the harness, not the timings",
+    )
+    parser.add_argument("--sizes", nargs="+", choices=SIZES, default=list(SIZES))
+    parser.add_argument("--repeats", type=int, default=5, help="repeats per variant (3 at 1M rows)")
+    parser.add_argument("--work", type=Path, default=REPO / "bench" / "out", help="scratch folder")
+    parser.add_argument("--results", type=Path, default=REPO / "bench")
+    parser.add_argument("--no-server", action="store_true", help="skip the tracking-server variant")
+    args = parser.parse_args()
+    sizes = ["example"] if args.quick else args.sizes
+
+    results = {"machine": machine(), "sizes": {}}
+    for size in sizes:
+        repeats = 1 if args.quick else (min(args.repeats, 3) if size == "1M" else args.repeats)
+        workload = Workload(size, SIZES[size], repeats, args.work)
+        workload.run(server=not args.no_server)
+        results["sizes"][size] = {
+            v: [asdict(s) for s in samples] for v, samples in workload.samples.items()
+        }
+    results["serialization"] = serialization(args.work)
+
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "results.json").write_text(json.dumps(results, indent=1))
+    text = write_report(results)
+    (args.results / "RESULTS.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
