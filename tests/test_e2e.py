@@ -135,7 +135,7 @@ def test_config_errors_exit_2_and_create_no_run(project):
 
 
 def test_a_failing_task_fails_the_run_and_leaves_nothing_that_looks_complete(project):
-    save = '        self.save("submission", pd.DataFrame({ID: test[ID], TARGET: predictions}))'
+    save = '        self.save("submission", pd.DataFrame({ID: test[ID], TARGET: survived}))'
     edit_task(
         project,
         "prediction",
@@ -173,6 +173,7 @@ def test_reuse_from_an_earlier_run(project):
     source = first.info.run_id
     result = run_runner(
         project,
+        "--no-cache",
         "--set",
         f'PathConfig.Preprocessor="runs:/{source}/Preprocessor"',
         "--set",
@@ -225,7 +226,7 @@ def test_kill_9_leaves_a_run_the_next_runner_marks_killed(project):
 
 def test_two_workers_give_the_same_result(project):
     assert run_runner(project).returncode == 0
-    result = run_runner(project, "--workers", "2")
+    result = run_runner(project, "--workers", "2", "--no-cache")
     assert result.returncode == 0, result.stderr
     one, two = runs(project)[1], runs(project)[0]
     assert two.data.tags["luigiflow.task.Trainer.status"] == "FINISHED"
@@ -248,7 +249,7 @@ def test_reuse_after_the_project_folder_moved(project, tmp_path):
     [first] = runs(project)
     moved = tmp_path / "moved"
     shutil.move(project, moved)
-    reuse = ["--set", f'PathConfig.Trainer="runs:/{first.info.run_id}/Trainer"']
+    reuse = ["--no-cache", "--set", f'PathConfig.Trainer="runs:/{first.info.run_id}/Trainer"']
     result = run_runner(moved, *reuse)
     assert result.returncode == 2
     assert (

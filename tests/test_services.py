@@ -99,7 +99,14 @@ def mlflow_server(tmp_path_factory):
 def test_two_invocations_on_one_luigid_never_share_a_task(project, luigid):
     runners = [
         start_runner(
-            project, "--scheduler-url", luigid, "--workers", "2", "--set", f"Trainer.seed={s}"
+            project,
+            "--scheduler-url",
+            luigid,
+            "--workers",
+            "2",
+            "--no-cache",
+            "--set",
+            f"Trainer.seed={s}",
         )
         for s in (0, 1)
     ]
@@ -155,6 +162,7 @@ def test_tracking_server_with_proxied_artifacts(project, mlflow_server, tmp_path
         project,
         "--set",
         f'PathConfig.input="{KAGGLE}"',
+        "--no-cache",
         "--set",
         f'PathConfig.Trainer="runs:/{source}/Trainer"',
         env=env,

@@ -58,6 +58,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="URL",
         help="a running luigid, e.g. http://127.0.0.1:8082 (default: a local scheduler)",
     )
+    cache = parser.add_argument_group("reuse of earlier outputs")
+    cache.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what would run or be reused, and why; create no run",
+    )
+    cache.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="TASK",
+        help="rerun TASK and what depends on it, even if its outputs exist (repeatable)",
+    )
+    cache.add_argument("--no-cache", action="store_true", help="reuse nothing found by fingerprint")
+    cache.add_argument(
+        "--copy-reused",
+        action="store_true",
+        help="copy reused outputs into this run instead of pointing at their source",
+    )
+    cache.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="reuse a [PathConfig] source even if made with another config (recorded on the run)",
+    )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="show Luigi's and MLflow's logs too"
     )
@@ -87,8 +111,9 @@ def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | 
 
     from luigiflow import tracking
     from luigiflow.config import ConfigError, load_config
-    from luigiflow.plan import check, make_plan
+    from luigiflow.plan import CacheOptions, make_plan
     from luigiflow.redact import RedactingFilter, Redactor
+    from luigiflow.report import dry_run
     from luigiflow.task import PipelineTask
 
     _quiet_mlflow_logger()
@@ -105,11 +130,14 @@ def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | 
         redactor = Redactor.from_environment(config.sections)
         for handler in handlers:
             handler.addFilter(RedactingFilter(redactor))
-        plan = make_plan(task_classes[config.task], config)
         with tracking.store_lock(settings):
             client = MlflowClient()  # creates or migrates the store: one runner at a time
             client.search_experiments(max_results=1)
-        check(plan, config, settings)
+        options = CacheOptions(not args.no_cache, frozenset(args.force), args.allow_mismatch)
+        plan = make_plan(task_classes[config.task], config, settings, options)
+        if args.dry_run:
+            print(dry_run(plan))
+            return EXIT_OK
         with tracking.store_lock(settings):
             experiment = tracking.experiment(client, str(config.run["experiment_name"]), settings)
             for run_id in tracking.mark_abandoned_runs(client, experiment.experiment_id):
@@ -127,8 +155,7 @@ def _run(settings, args, client, experiment_id, plan, config, redactor, log_path
     from luigi.setup_logging import InterfaceLogging
 
     from luigiflow import tracking
-    from luigiflow.plan import resolved_config
-    from luigiflow.task import REUSED_TAG
+    from luigiflow.plan import activate, resolved_config
 
     InterfaceLogging._configured = True  # our handlers already take Luigi's records
     signal.signal(signal.SIGTERM, _raise_terminated)
@@ -144,7 +171,8 @@ def _run(settings, args, client, experiment_id, plan, config, redactor, log_path
             sys.argv,
         )
         url = tracking.run_url(settings.tracking_uri, experiment_id, run_id, UI_ADDRESS)
-        tracking.set_tags(client, run_id, {REUSED_TAG.format(f): s for f, s in plan.reused.items()})
+        activate(plan, run_id, copy=args.copy_reused)
+        tracking.record_plan(client, run_id, plan, settings.tracking_uri, UI_ADDRESS)
         print(
             f"Run {run_id} started: {config.task} in experiment '{config.run['experiment_name']}'"
         )

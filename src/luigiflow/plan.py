@@ -1,9 +1,10 @@
 """The pipeline about to run, worked out and checked before any MLflow run exists.
 
-From the requested task down, Luigi will look at every task whose output is missing; a task
-reused from `[PathConfig]` counts as complete, so what lies below it is not needed. Every
-problem found here (a missing input file or column, a bad parameter value, an output that
-cannot be reused) is a ConfigError: exit status 2 and no run.
+From the requested task down, Luigi looks at every task whose output is missing. A task whose
+output can be reused, named in `[PathConfig]` or found in the tracking store by its
+fingerprint, counts as complete, so what lies below it is not needed. Every problem found here
+(a missing input file or column, a bad parameter value, an output that cannot be reused) is a
+ConfigError: exit status 2 and no run.
 """
 
 from __future__ import annotations
@@ -13,13 +14,21 @@ from dataclasses import dataclass, field
 
 from mlflow.exceptions import MlflowException
 
+from luigiflow import caching
 from luigiflow.config import PATH_SECTION, RUN_SECTION, Config, ConfigError
 from luigiflow.settings import Settings
-from luigiflow.targets import TaskFolder, client, run_artifact_uri
+from luigiflow.targets import TaskFolder, client, copy_outputs, run_artifact_uri
 from luigiflow.task import STATUS_TAG, PipelineTask
 from luigiflow.tracking import check_location
 
 PENDING_RUN = "0" * 32  # run id of the tasks planned before the run exists
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    enabled: bool = True  # look for earlier outputs with the same fingerprint
+    force: frozenset[str] = frozenset()  # rerun these tasks and what depends on them
+    allow_mismatch: bool = False  # accept a [PathConfig] source made with another config
 
 
 @dataclass
@@ -28,105 +37,178 @@ class Plan:
     tasks: list[PipelineTask] = field(default_factory=list)  # upstream first
     needed: set[str] = field(default_factory=set)  # families Luigi will look at
     reused: dict[str, str] = field(default_factory=dict)  # family -> source
+    cached: set[str] = field(default_factory=set)  # reused because the fingerprint matched
+    copied: dict[str, str] = field(default_factory=dict)  # family -> source copied into the run
+    reasons: dict[str, str] = field(default_factory=dict)  # family -> why it runs
+    mismatches: dict[str, str] = field(default_factory=dict)  # accepted [PathConfig] differences
+    fingerprints: caching.Fingerprints = field(default_factory=caching.Fingerprints)
 
     def for_run(self, run_id: str) -> PipelineTask:
         return self.root.clone(run_id=run_id)
 
+    def task(self, family: str) -> PipelineTask:
+        return next(t for t in self.tasks if t.task_family == family)
 
-def make_plan(task_class: type[PipelineTask], config: Config, run_id: str = PENDING_RUN) -> Plan:
-    plan = Plan(task_class(run_id=run_id))
 
-    def visit(task: PipelineTask, needed: bool) -> None:
+def make_plan(
+    task_class: type[PipelineTask],
+    config: Config,
+    settings: Settings,
+    options: CacheOptions = CacheOptions(),
+) -> Plan:
+    """Check every task of the pipeline, fingerprint it, and decide what runs and what is reused."""
+    plan = Plan(task_class(run_id=PENDING_RUN))
+    plan.tasks = _upstream_first(plan.root)
+    for name in options.force:
+        if name not in {t.task_family for t in plan.tasks}:
+            raise ConfigError(
+                "--force",
+                f"{name} is not part of this pipeline",
+                choices=[t.task_family for t in plan.tasks],
+                name=name,
+            )
+    for task in plan.tasks:
+        _check_task(task, config)
+
+    explicit = {
+        t.task_family: config.reuse[t.task_family]
+        for t in plan.tasks
+        if t.task_family in config.reuse
+    }
+    for family, source in explicit.items():
+        manifest = _check_reusable(family, source, config, settings)
+        plan.fingerprints.sources[family] = manifest.get("fingerprint", {}).get("digest", "")
+    for family, source in explicit.items():
+        expected = plan.fingerprints.of(plan.task(family))
+        recorded = TaskFolder.from_source(source).manifest().get("fingerprint", {})
+        if recorded.get("digest") != expected.digest:
+            differences = ", ".join(expected.differences(recorded))
+            if not options.allow_mismatch:
+                raise ConfigError(
+                    config.path,
+                    f"{source} was made with another config or input: {differences} "
+                    "(reuse it anyway with --allow-mismatch)",
+                    PATH_SECTION,
+                    family,
+                )
+            plan.mismatches[family] = differences
+
+    forced = _with_downstream(plan.tasks, options.force)
+    plan.needed.add(plan.root.task_family)
+    for task in reversed(plan.tasks):  # every task after all the tasks that require it
         family = task.task_family
-        if needed:
-            plan.needed.add(family)
-        if any(t.task_family == family for t in plan.tasks):
-            return
-        reused = config.reuse.get(family)
-        if reused and needed:
-            plan.reused[family] = reused
-        for upstream in task.upstream():
-            visit(upstream, needed and not reused)
-        plan.tasks.append(task)
-
-    visit(plan.root, True)
+        if family not in plan.needed:
+            continue
+        source = explicit.get(family)
+        if source is None and options.enabled and family not in forced:
+            digest = plan.fingerprints.of(task).digest
+            run_id = caching.find_reusable(client(), family, digest)
+            if run_id:
+                source = f"runs:/{run_id}/{family}"
+                plan.cached.add(family)
+                plan.fingerprints.sources[family] = digest
+        if source:
+            plan.reused[family] = source
+            continue
+        plan.needed.update(dep.task_family for dep in task.upstream())
+        if family in forced:
+            plan.reasons[family] = "forced (--force)"
+        elif not options.enabled:
+            plan.reasons[family] = "cache disabled (--no-cache)"
+        else:
+            plan.reasons[family] = caching.why_run(client(), plan.fingerprints.of(task))
     return plan
 
 
-def check(plan: Plan, config: Config, settings: Settings) -> None:
-    """Parameter values, input files and reuse sources of the tasks that will be looked at."""
-    for task in plan.tasks:
-        family = task.task_family
-        if family not in plan.needed or family in plan.reused:
-            continue
-        for key, problem in task.validate().items():
-            raise ConfigError(config.path, problem, family, key)
-        for input_file in task.input_files().values():
-            _check_input_file(task, config, input_file.filename, input_file.columns)
-    for family, source in plan.reused.items():
-        _check_reusable(family, source, config, settings)
+def activate(plan: Plan, run_id: str, copy: bool = False) -> None:
+    """Hand the plan's decisions to the tasks, in this process and the worker processes it
+    forks: where each reused output lives (or a copy of it in this run), and the fingerprints."""
+    from luigi.configuration import get_config
+
+    caching.use(plan.fingerprints)
+    for family, source in list(plan.reused.items()):
+        if copy:
+            copy_outputs(TaskFolder.from_source(source), TaskFolder(run_id, family))
+            plan.copied[family] = plan.reused.pop(family)
+        else:
+            get_config().set(PATH_SECTION, family, source)
 
 
-def _check_input_file(task: PipelineTask, config: Config, filename: str, columns: tuple) -> None:
-    path = config.input_dir / filename
-    if not path.is_file():
-        raise ConfigError(
-            config.path, f"{filename} not found in {config.input_dir}", PATH_SECTION, "input"
-        )
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        header = next(csv.reader(handle), [])
-    for column in columns:
-        if column not in header:
-            params = task.significant_params()
-            key = next((k for k, v in params.items() if f'"{column}"' in v or v == column), None)
-            raise ConfigError(
-                config.path,
-                f"{path} has no column '{column}'",
-                task.task_family,
-                key,
-                choices=header,
-                name=column,
-            )
+def _upstream_first(root: PipelineTask) -> list[PipelineTask]:
+    ordered: list[PipelineTask] = []
+
+    def visit(task: PipelineTask) -> None:
+        if any(t.task_family == task.task_family for t in ordered):
+            return
+        for upstream in task.upstream():
+            visit(upstream)
+        ordered.append(task)
+
+    visit(root)
+    return ordered
 
 
-def _check_reusable(family: str, source: str, config: Config, settings: Settings) -> None:
+def _with_downstream(tasks: list[PipelineTask], families: frozenset[str]) -> set[str]:
+    found = set(families)
+    for task in tasks:  # upstream first, so a task's requirements are decided before it
+        if any(dep.task_family in found for dep in task.upstream()):
+            found.add(task.task_family)
+    return found
+
+
+def _check_task(task: PipelineTask, config: Config) -> None:
+    """Parameter values and input files (presence and columns) of one task."""
+    for key, problem in task.validate().items():
+        raise ConfigError(config.path, problem, task.task_family, key)
+    for input_file in task.input_files().values():
+        path = config.input_dir / input_file.filename
+        if not path.is_file():
+            message = f"{input_file.filename} not found in {config.input_dir}"
+            raise ConfigError(config.path, message, PATH_SECTION, "input")
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            header = next(csv.reader(handle), [])
+        for column in input_file.columns:
+            if column not in header:
+                params = task.significant_params()
+                key = next(
+                    (k for k, v in params.items() if f'"{column}"' in v or v == column), None
+                )
+                raise ConfigError(
+                    config.path,
+                    f"{path} has no column '{column}'",
+                    task.task_family,
+                    key,
+                    choices=header,
+                    name=column,
+                )
+
+
+def _check_reusable(family: str, source: str, config: Config, settings: Settings) -> dict:
+    """A `[PathConfig]` source must hold complete outputs of that task; returns its manifest."""
     folder = TaskFolder.from_source(source)
+
+    def refuse(message: str) -> ConfigError:
+        return ConfigError(config.path, message, PATH_SECTION, family)
+
     if folder.run_id is not None:
         try:
             run = client().get_run(folder.run_id)
         except MlflowException:
-            raise ConfigError(
-                config.path,
-                f"run {folder.run_id} not found in the tracking store",
-                PATH_SECTION,
-                family,
-            ) from None
+            raise refuse(f"run {folder.run_id} not found in the tracking store") from None
         if run.info.lifecycle_stage != "active":
-            raise ConfigError(config.path, f"run {folder.run_id} is deleted", PATH_SECTION, family)
+            raise refuse(f"run {folder.run_id} is deleted")
         status = run.data.tags.get(STATUS_TAG.format(folder.name))
         if status in ("FAILED", "KILLED", "RUNNING"):
-            raise ConfigError(
-                config.path,
-                f"{folder.name} {status} in run {folder.run_id}: its outputs cannot be reused",
-                PATH_SECTION,
-                family,
+            raise refuse(
+                f"{folder.name} {status} in run {folder.run_id}: its outputs cannot be reused"
             )
         check_location(run_artifact_uri(folder.run_id), settings)
     manifest = folder.manifest()
     if manifest is None:
-        raise ConfigError(
-            config.path,
-            f"{source} holds no complete outputs (the task did not finish there)",
-            PATH_SECTION,
-            family,
-        )
+        raise refuse(f"{source} holds no complete outputs (the task did not finish there)")
     if manifest.get("task") != family:
-        raise ConfigError(
-            config.path,
-            f"{source} holds outputs of {manifest.get('task')}, not {family}",
-            PATH_SECTION,
-            family,
-        )
+        raise refuse(f"{source} holds outputs of {manifest.get('task')}, not {family}")
+    return manifest
 
 
 def resolved_config(plan: Plan, config: Config) -> dict[str, dict[str, object]]:
@@ -136,6 +218,5 @@ def resolved_config(plan: Plan, config: Config) -> dict[str, dict[str, object]]:
         PATH_SECTION: {"input": str(config.input_dir), **config.reuse},
     }
     for task in plan.tasks:
-        if task.task_family in plan.needed and task.task_family not in plan.reused:
-            resolved[task.task_family] = dict(task.significant_params())
+        resolved[task.task_family] = dict(task.significant_params())
     return resolved

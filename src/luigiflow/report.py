@@ -60,21 +60,21 @@ def outcomes(plan: Plan, tags: Mapping[str, str]) -> list[TaskOutcome]:
     """What became of each task, from the tags the tasks wrote on the run (in any process)."""
     from luigiflow.task import DURATION_TAG, STATUS_TAG
 
-    found, done = [], set(plan.reused)
+    found, done = [], set(plan.reused) | set(plan.copied)
     for task in plan.tasks:
         family = task.task_family
         status = tags.get(STATUS_TAG.format(family))
-        seconds = (
-            float(tags[DURATION_TAG.format(family)])
-            if DURATION_TAG.format(family) in tags
-            else None
-        )
-        if family in plan.reused:
-            outcome = TaskOutcome(family, "reused", None, f"from {plan.reused[family]}")
-        elif family not in plan.needed:
-            outcome = TaskOutcome(family, "not needed", None, "what needs it was reused")
+        seconds = tags.get(DURATION_TAG.format(family))
+        seconds = float(seconds) if seconds else None
+        if family in plan.reused or family in plan.copied:
+            found.append(TaskOutcome(family, *_reuse(plan, family)))
+            continue
+        if family not in plan.needed:
+            outcome = TaskOutcome(
+                family, "skipped", None, f"not needed: {_covering(plan, task)} reused"
+            )
         elif status == "FINISHED":
-            outcome = TaskOutcome(family, "ran", seconds)
+            outcome = TaskOutcome(family, "ran", seconds, plan.reasons.get(family, ""))
             done.add(family)
         elif status == "FAILED":
             outcome = TaskOutcome(family, "failed", seconds, f"see errors/{family}.txt")
@@ -86,3 +86,44 @@ def outcomes(plan: Plan, tags: Mapping[str, str]) -> list[TaskOutcome]:
             outcome = TaskOutcome(family, "not run", None, "an upstream task failed")
         found.append(outcome)
     return found
+
+
+def _reuse(plan: Plan, family: str) -> tuple[str, None, str]:
+    if family in plan.copied:
+        return "copied", None, f"from {plan.copied[family]}"
+    how = " (same fingerprint)" if family in plan.cached else " ([PathConfig])"
+    return "reused", None, f"from {plan.reused[family]}{how}"
+
+
+def _covering(plan: Plan, task) -> str:
+    """The reused tasks that make `task` unnecessary (those that need it, directly or not)."""
+    names = []
+    for family in {**plan.reused, **plan.copied}:
+        todo = list(plan.task(family).upstream())
+        while todo:
+            current = todo.pop()
+            if current.task_family == task.task_family:
+                names.append(family)
+                break
+            todo.extend(current.upstream())
+    return " and ".join(sorted(names)) or "a downstream task"
+
+
+def dry_run(plan: Plan) -> str:
+    """The pipeline, and for each task whether it would run (and why) or be reused."""
+    lines = [f"Dry run of {plan.root.task_family}: no task runs and no MLflow run is created."]
+    width = max(len(t.task_family) for t in plan.tasks)
+    for task in plan.tasks:
+        family = task.task_family
+        needs = ", ".join(dep.task_family for dep in task.upstream())
+        if family in plan.cached:
+            run_id = plan.reused[family].split("/")[1]
+            verdict = f"would reuse from run {run_id} (same fingerprint)"
+        elif family in plan.reused:
+            verdict = f"complete: [PathConfig] {plan.reused[family]}"
+        elif family not in plan.needed:
+            verdict = f"not needed: {_covering(plan, task)} would be reused"
+        else:
+            verdict = f"would run: {plan.reasons.get(family, '')}"
+        lines.append(f"  {family:<{width}}  {verdict}" + (f"   (needs {needs})" if needs else ""))
+    return "\n".join(lines)

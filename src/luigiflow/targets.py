@@ -175,6 +175,19 @@ class TaskWriter:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def copy_outputs(source: TaskFolder, destination: TaskFolder) -> None:
+    """Copy a task's complete outputs into another run, as atomically as the task wrote them."""
+    manifest = source.manifest()
+    if manifest is None:
+        raise RuntimeError(f"{source!r} holds no complete outputs")
+    writer = TaskWriter(destination)
+    writer.begin()
+    for filename in manifest["outputs"].values():
+        copy = shutil.copytree if source.fetch(filename).is_dir() else shutil.copy2
+        copy(source.fetch(filename), writer.path(filename))
+    writer.commit({**manifest, "copied_from": repr(source)})
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write a small file whole or not at all (temp file, fsync, rename)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

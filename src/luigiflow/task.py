@@ -30,6 +30,7 @@ STATUS_TAG = "luigiflow.task.{}.status"
 DURATION_TAG = "luigiflow.task.{}.duration_s"
 USER_CODE_TAG = "luigiflow.task.{}.user_code_s"
 REUSED_TAG = "luigiflow.task.{}.reused_from"
+REASON_TAG = "luigiflow.task.{}.why_run"
 
 
 @dataclass(frozen=True)
@@ -242,10 +243,19 @@ def _tracked(user_run: Callable[[PipelineTask], None]) -> Callable[[PipelineTask
 
 
 def _log_task_end(task: PipelineTask, status: str, seconds: float, user_seconds: float) -> None:
-    """One request for everything the task recorded: metrics, params, status and timings."""
+    """One request for everything the task recorded: metrics, params, status and timings, and
+    (once it finished) the fingerprint by which later runs find its outputs."""
     from mlflow.entities import Metric, Param, RunTag
 
+    from luigiflow.caching import FINGERPRINT_TAG, current
+
     now = int(time.time() * 1000)
+    family = task.task_family
+    done = (
+        [RunTag(FINGERPRINT_TAG.format(family), current().of(task).digest)]
+        if status == "FINISHED"
+        else []
+    )
     client().log_batch(
         task.run_id,
         metrics=[Metric(k, v, now, 0) for k, v in task._metrics.items()],
@@ -254,13 +264,17 @@ def _log_task_end(task: PipelineTask, status: str, seconds: float, user_seconds:
             RunTag(STATUS_TAG.format(task.task_family), status),
             RunTag(DURATION_TAG.format(task.task_family), f"{seconds:.3f}"),
             RunTag(USER_CODE_TAG.format(task.task_family), f"{user_seconds:.3f}"),
+            *done,
         ],
     )
 
 
 def _manifest(task: PipelineTask, started: datetime, seconds: float, user_seconds: float) -> dict:
+    from luigiflow.caching import current
+
     return {
         "task": task.task_family,
+        "fingerprint": current().of(task).as_dict(),
         "run_id": task.run_id,
         "params": task.significant_params(),
         "outputs": dict(task.outputs),

@@ -18,6 +18,7 @@ import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import toml
 from mlflow import MlflowClient
@@ -27,8 +28,11 @@ from mlflow.exceptions import MlflowException
 from luigiflow.provenance import git_state
 from luigiflow.redact import Redactor, redact_uri
 from luigiflow.settings import Settings
-from luigiflow.targets import local_path
-from luigiflow.task import library_versions
+from luigiflow.targets import TaskFolder, local_path
+from luigiflow.task import REASON_TAG, REUSED_TAG, library_versions
+
+if TYPE_CHECKING:
+    from luigiflow.plan import Plan
 
 HOST_TAG, PID_TAG, PROCESS_START_TAG = "luigiflow.host", "luigiflow.pid", "luigiflow.process_start"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -237,6 +241,56 @@ def _param_text(value: object) -> str:
 def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
     if tags:
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+def record_plan(client: MlflowClient, run_id: str, plan: Plan, tracking_uri: str, ui: str) -> None:
+    """What the run builds on: reused outputs and where they came from (tags, and an index a
+    person can follow to the files), why each task runs, and the input files as datasets."""
+    tags = {REUSED_TAG.format(f): s for f, s in {**plan.reused, **plan.copied}.items()}
+    tags.update({REASON_TAG.format(f): reason for f, reason in plan.reasons.items()})
+    tags.update({f"luigiflow.reuse.mismatch.{f}": d for f, d in plan.mismatches.items()})
+    sources = [TaskFolder.from_source(s) for s in {**plan.reused, **plan.copied}.values()]
+    upstream_runs = sorted({folder.run_id for folder in sources if folder.run_id})
+    if upstream_runs:
+        tags["luigiflow.upstream_runs"] = ",".join(upstream_runs)
+    set_tags(client, run_id, tags)
+    _log_input_files(client, run_id, plan)
+    if plan.reused or plan.copied:
+        client.log_dict(run_id, _reuse_index(client, plan, tracking_uri, ui), "reused_outputs.json")
+
+
+def _reuse_index(client: MlflowClient, plan: Plan, tracking_uri: str, ui: str) -> dict:
+    index = {}
+    for family, source in {**plan.reused, **plan.copied}.items():
+        folder = TaskFolder.from_source(source)
+        entry = {"source": source, "copied": family in plan.copied, "cached": family in plan.cached}
+        if folder.run_id:
+            experiment_id = client.get_run(folder.run_id).info.experiment_id
+            page = run_url(tracking_uri, experiment_id, folder.run_id, ui)
+            entry["outputs"] = {
+                name: f"{page}/artifacts/{family}/{filename}"
+                for name, filename in plan.task(family).outputs.items()
+            }
+        index[family] = entry
+    return index
+
+
+def _log_input_files(client: MlflowClient, run_id: str, plan: Plan) -> None:
+    """The input files the pipeline reads, as MLflow dataset inputs carrying their hashes."""
+    from luigi.configuration import get_config
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    input_dir = Path(get_config().get("PathConfig", "input"))
+    inputs = {}
+    for task in plan.tasks:
+        for filename, digest in plan.fingerprints.of(task).inputs.items():
+            source = json.dumps({"uri": (input_dir / filename).as_uri(), "sha256": digest})
+            dataset = Dataset(filename, digest[:32], "local", source)
+            inputs[filename] = DatasetInput(
+                dataset, [InputTag("mlflow.data.context", task.task_family)]
+            )
+    if inputs:
+        client.log_inputs(run_id, datasets=list(inputs.values()))
 
 
 def run_url(tracking_uri: str, experiment_id: str, run_id: str, ui_address: str) -> str:
