@@ -35,8 +35,12 @@ class CountingProxy:
                     target.hostname, target.port, timeout=300
                 )
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-                upstream_conn.request(self.command, self.path, body=body, headers=headers)
-                response = upstream_conn.getresponse()
+                try:
+                    upstream_conn.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream_conn.getresponse()
+                except ConnectionRefusedError:  # the server is still starting
+                    self.send_error(502)
+                    return
                 payload = response.read()
                 self.send_response(response.status)
                 for key, value in response.getheaders():

@@ -94,9 +94,7 @@ class Workload:
         shutil.rmtree(self.folder, ignore_errors=True)
         self.data = make_workload(REPO / "input", rows, self.folder / "data")
         self.project = self.folder / "project"
-        shutil.copytree(
-            REPO / "src", self.project / "src", ignore=shutil.ignore_patterns("__pycache__")
-        )
+        shutil.copytree(work / "src", self.project / "src")
         for name in (".env", "luigi.toml"):
             shutil.copy(REPO / name, self.project / name)
         self.store = f"sqlite:///{self.project / 'mlflow.db'}"
@@ -164,15 +162,9 @@ class Workload:
         self.record("store floor", [PYTHON, "-c", STORE_FLOOR])
         self.record("plain", self.plain())
         self.record("plain + MLflow", self.plain("--tracking-uri", self.store))
-        self.record("luigiflow cold", self.runner())
-        source = self.samples["luigiflow cold"][-1].run_id
-        self.record(
-            "luigiflow reused",
-            self.runner(
-                *[a for t in TASKS for a in ("--set", f'PathConfig.{t}="runs:/{source}/{t}"')]
-            ),
-        )
-        self.record("luigiflow --workers 2", self.runner("--workers", "2"))
+        self.record("luigiflow cold", self.runner("--no-cache"))
+        self.record("luigiflow reused", self.runner())  # found by fingerprint in the store
+        self.record("luigiflow --workers 2", self.runner("--workers", "2", "--no-cache"))
         if server:
             self.on_server()
 
@@ -207,7 +199,7 @@ class Workload:
             with CountingProxy(f"http://127.0.0.1:{port}") as proxy:
                 proxy.wait_until_up("/health", timeout=180)
                 measure(self.runner(), self.project, {**ENV, "MLFLOW_TRACKING_URI": proxy.url})
-                self.record("luigiflow on server", self.runner(), proxy.url, proxy)
+                self.record("luigiflow on server", self.runner("--no-cache"), proxy.url, proxy)
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -257,6 +249,9 @@ def main() -> None:
     args = parser.parse_args()
     sizes = ["example"] if args.quick else args.sizes
 
+    # The code measured is the code as it was at the start, whatever happens to src/ meanwhile.
+    shutil.rmtree(args.work / "src", ignore_errors=True)
+    shutil.copytree(REPO / "src", args.work / "src", ignore=shutil.ignore_patterns("__pycache__"))
     results = {"machine": machine(), "sizes": {}}
     for size in sizes:
         repeats = 1 if args.quick else (min(args.repeats, 3) if size == "1M" else args.repeats)

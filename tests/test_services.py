@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,82 +12,6 @@ from conftest import KAGGLE, run_runner, runner_env, start_runner
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(url)
-
-
-@contextmanager
-def service(command: list[str], health_path: str, folder: Path) -> Iterator[str]:
-    """Start a server on a free loopback port, wait until it answers, stop it afterwards."""
-    port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / command[0]), *command[1:], "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=folder,
-        env=runner_env(MLFLOW_DISABLE_TELEMETRY="true"),
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(url + health_path, process)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-@pytest.fixture
-def luigid(tmp_path):
-    """Luigi's central scheduler."""
-    command = [
-        "luigid",
-        "--address",
-        "127.0.0.1",
-        "--state-path",
-        str(tmp_path / "state"),
-        "--logdir",
-        str(tmp_path),
-    ]
-    with service(command, "/api/graph", tmp_path) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A tracking server with proxied artifacts (`mlflow-artifacts:/`), as a team would run it."""
-    folder = tmp_path_factory.mktemp("server")
-    command = [
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{folder / 'server.db'}",
-        "--artifacts-destination",
-        str(folder / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--workers",
-        "1",
-    ]
-    with service(command, "/health", folder) as url:
-        yield url
 
 
 def test_two_invocations_on_one_luigid_never_share_a_task(project, luigid):

@@ -169,6 +169,7 @@ def _run(settings, args, client, experiment_id, plan, config, redactor, log_path
             redactor,
             settings.project_root,
             sys.argv,
+            tracking.plan_tags(plan),
         )
         url = tracking.run_url(settings.tracking_uri, experiment_id, run_id, UI_ADDRESS)
         activate(plan, run_id, copy=args.copy_reused)

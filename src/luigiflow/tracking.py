@@ -194,9 +194,11 @@ def start_run(
     redactor: Redactor,
     project_root: Path,
     argv: list[str],
+    extra_tags: Mapping[str, str] | None = None,
 ) -> str:
     """Create the run and record the config, the git state, the command line and versions."""
     tags = {str(k): str(v) for k, v in dict(run_config.get("tags") or {}).items()}
+    tags.update(extra_tags or {})
     tags.update(
         {
             "mlflow.note.content": str(run_config.get("description", "")),
@@ -243,9 +245,9 @@ def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
-def record_plan(client: MlflowClient, run_id: str, plan: Plan, tracking_uri: str, ui: str) -> None:
-    """What the run builds on: reused outputs and where they came from (tags, and an index a
-    person can follow to the files), why each task runs, and the input files as datasets."""
+def plan_tags(plan: Plan) -> dict[str, str]:
+    """Tags for what the run builds on: where reused outputs come from (and the runs they
+    belong to), accepted [PathConfig] mismatches, and why each task runs."""
     tags = {REUSED_TAG.format(f): s for f, s in {**plan.reused, **plan.copied}.items()}
     tags.update({REASON_TAG.format(f): reason for f, reason in plan.reasons.items()})
     tags.update({f"luigiflow.reuse.mismatch.{f}": d for f, d in plan.mismatches.items()})
@@ -253,7 +255,11 @@ def record_plan(client: MlflowClient, run_id: str, plan: Plan, tracking_uri: str
     upstream_runs = sorted({folder.run_id for folder in sources if folder.run_id})
     if upstream_runs:
         tags["luigiflow.upstream_runs"] = ",".join(upstream_runs)
-    set_tags(client, run_id, tags)
+    return tags
+
+
+def record_plan(client: MlflowClient, run_id: str, plan: Plan, tracking_uri: str, ui: str) -> None:
+    """The input files as MLflow datasets, and an index a person can follow to reused files."""
     _log_input_files(client, run_id, plan)
     if plan.reused or plan.copied:
         client.log_dict(run_id, _reuse_index(client, plan, tracking_uri, ui), "reused_outputs.json")
