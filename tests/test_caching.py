@@ -151,6 +151,9 @@ def test_force_reruns_a_task_and_what_depends_on_it(project, first):
     assert ran(run) == {"Trainer", "Prediction"} and set(reused(run)) == {"Preprocessor"}
     run, _ = latest_run(project, "--no-cache")
     assert ran(run) == set(TASKS)
+    explicit = f'PathConfig.Trainer="runs:/{first.info.run_id}/Trainer"'
+    run, _ = latest_run(project, "--force", "Trainer", "--set", explicit)
+    assert ran(run) == {"Trainer", "Prediction"}, "--force wins over [PathConfig]"
     result = run_runner(project, "--force", "Trainr")
     assert result.returncode == 2 and "'Trainer'" in result.stderr
 

@@ -99,7 +99,7 @@ def make_plan(
         family = task.task_family
         if family not in plan.needed:
             continue
-        source = explicit.get(family)
+        source = explicit.get(family) if family not in forced else None
         if source is None and options.enabled and family not in forced:
             digest = plan.fingerprints.of(task).digest
             run_id = caching.find_reusable(client(), family, digest)
@@ -126,12 +126,15 @@ def activate(plan: Plan, run_id: str, copy: bool = False) -> None:
     from luigi.configuration import get_config
 
     caching.use(plan.fingerprints)
+    sources = get_config().data.setdefault(PATH_SECTION, {})
+    for task in plan.tasks:  # the plan decides: a forced task ignores its [PathConfig] entry
+        sources.pop(task.task_family, None)
     for family, source in list(plan.reused.items()):
         if copy:
             copy_outputs(TaskFolder.from_source(source), TaskFolder(run_id, family))
             plan.copied[family] = plan.reused.pop(family)
         else:
-            get_config().set(PATH_SECTION, family, source)
+            sources[family] = source
 
 
 def _upstream_first(root: PipelineTask) -> list[PipelineTask]:
