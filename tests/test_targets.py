@@ -70,14 +70,16 @@ def test_a_target_needs_its_own_file_listed(run_id):
 
 def test_remote_store_stages_locally_then_uploads_manifest_last(run_id, tmp_path, monkeypatch):
     """A store that is not local (here forced) is written to staging and uploaded on commit."""
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
     uploaded = []
-    real_log_artifact = MlflowClient.log_artifact
+    real_log_artifact = LocalArtifactRepository.log_artifact
 
-    def recording(self, run, path, artifact_path=None):
+    def recording(self, path, artifact_path=None):
         uploaded.append(f"{artifact_path}/{path.rsplit('/', 1)[-1]}")
-        return real_log_artifact(self, run, path, artifact_path)
+        return real_log_artifact(self, path, artifact_path)
 
-    monkeypatch.setattr(MlflowClient, "log_artifact", recording)
+    monkeypatch.setattr(LocalArtifactRepository, "log_artifact", recording)
     remote = TaskFolder(run_id, "Task", None)
     remote.folder = None  # what a run on a tracking server with proxied artifacts looks like
     writer = TaskWriter(remote)

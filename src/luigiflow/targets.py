@@ -39,6 +39,18 @@ def run_artifact_uri(run_id: str) -> str:
     return client().get_run(run_id).info.artifact_uri
 
 
+@cache
+def repository(run_id: str):
+    """The run's artifact repository, addressed by its URI.
+
+    MlflowClient's artifact calls take a run id and look the run up again on every call (on a
+    tracking server: two requests and a logged-model search per file); this does it once.
+    """
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    return get_artifact_repository(run_artifact_uri(run_id))
+
+
 def local_path(uri: str) -> Path | None:
     """The folder an artifact URI names on this machine, or None for a remote store."""
     parsed = urlparse(uri)
@@ -100,7 +112,7 @@ class TaskFolder:
             if not path.is_file():
                 return None
         else:
-            listing = client().list_artifacts(self.run_id, self.name)
+            listing = repository(str(self.run_id)).list_artifacts(self.name)
             if not any(f.path == f"{self.name}/{MANIFEST}" for f in listing):
                 return None
         _complete[key] = manifest = json.loads(self.fetch(MANIFEST).read_text())
@@ -163,15 +175,15 @@ class TaskWriter:
         write_atomic(self.folder / MANIFEST, json.dumps(manifest, indent=2, default=str))
         if self.destination.is_local:
             return
-        name, run_id = self.destination.name, self.destination.run_id
+        name, store = self.destination.name, repository(str(self.destination.run_id))
         for entry in sorted(self.folder.iterdir()):
             if entry.name == MANIFEST:
                 continue
             if entry.is_dir():
-                client().log_artifacts(run_id, str(entry), f"{name}/{entry.name}")
+                store.log_artifacts(str(entry), f"{name}/{entry.name}")
             else:
-                client().log_artifact(run_id, str(entry), name)
-        client().log_artifact(run_id, str(self.folder / MANIFEST), name)
+                store.log_artifact(str(entry), name)
+        store.log_artifact(str(self.folder / MANIFEST), name)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
