@@ -125,11 +125,12 @@ def test_abandoned_runs_are_marked_killed_live_ones_are_not(client, settings, tm
 
 
 def test_run_url():
-    assert tracking.run_url("sqlite:////x/mlflow.db", "1", "abc", "http://127.0.0.1:5000") == (
-        "http://127.0.0.1:5000/#/experiments/1/runs/abc"
-    )
-    assert tracking.run_url("https://u:pw@mlflow.example/", "2", "r", "x") == (
-        f"https://u:{MASK}@mlflow.example/#/experiments/2/runs/r"
+    page = tracking.run_url("sqlite:////x/mlflow.db", "1", "abc", "http://127.0.0.1:5000")
+    assert page == "http://127.0.0.1:5000/#/experiments/1/runs/abc?workflowType=machine_learning"
+    remote = tracking.run_url("https://u:pw@mlflow.example/", "2", "r", "x", "/artifacts/T/a.csv")
+    assert remote == (
+        f"https://u:{MASK}@mlflow.example/#/experiments/2/runs/r/artifacts/T/a.csv"
+        "?workflowType=machine_learning"
     )
 
 

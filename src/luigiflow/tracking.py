@@ -272,9 +272,14 @@ def _reuse_index(client: MlflowClient, plan: Plan, tracking_uri: str, ui: str) -
         entry = {"source": source, "copied": family in plan.copied, "cached": family in plan.cached}
         if folder.run_id:
             experiment_id = client.get_run(folder.run_id).info.experiment_id
-            page = run_url(tracking_uri, experiment_id, folder.run_id, ui)
             entry["outputs"] = {
-                name: f"{page}/artifacts/{family}/{filename}"
+                name: run_url(
+                    tracking_uri,
+                    experiment_id,
+                    folder.run_id,
+                    ui,
+                    f"/artifacts/{family}/{filename}",
+                )
                 for name, filename in plan.task(family).outputs.items()
             }
         index[family] = entry
@@ -299,10 +304,14 @@ def _log_input_files(client: MlflowClient, run_id: str, plan: Plan) -> None:
         client.log_inputs(run_id, datasets=list(inputs.values()))
 
 
-def run_url(tracking_uri: str, experiment_id: str, run_id: str, ui_address: str) -> str:
-    """The run's page in the MLflow UI (the embedded store is served by `make ui`)."""
+def run_url(
+    tracking_uri: str, experiment_id: str, run_id: str, ui_address: str, path: str = ""
+) -> str:
+    """The run's page in the MLflow UI (the embedded store is served by `make ui`), or one of
+    its artifacts. The UI opens on its GenAI side unless told this is model training."""
     base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else ui_address
-    return f"{redact_uri(base).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    page = f"{redact_uri(base).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{page}{path}?workflowType=machine_learning"
 
 
 __all__ = ["REPAIR_COMMAND", "StoreMoved", "experiment", "mark_abandoned_runs", "start_run"]
