@@ -24,7 +24,7 @@ import luigi
 from luigi.configuration import get_config
 
 from luigiflow import report
-from luigiflow.targets import ArtifactTarget, TaskFolder, TaskWriter, client, write_atomic
+from luigiflow.targets import ArtifactTarget, TaskFolder, TaskWriter, client
 
 STATUS_TAG = "luigiflow.task.{}.status"
 DURATION_TAG = "luigiflow.task.{}.duration_s"
@@ -304,4 +304,4 @@ def _pip_requirements() -> list[str]:
     ]
 
 
-__all__ = ["InputFile", "PipelineTask", "requires", "write_atomic"]
+__all__ = ["InputFile", "PipelineTask", "requires"]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import toml
 from mlflow import MlflowClient
-from mlflow.entities import Experiment, Param, RunTag
+from mlflow.entities import Experiment, Param
 from mlflow.exceptions import MlflowException
 
 from luigiflow.provenance import git_state
@@ -238,11 +238,6 @@ def start_run(
 
 def _param_text(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
-    if tags:
-        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
 def plan_tags(plan: Plan) -> dict[str, str]:
