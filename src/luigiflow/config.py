@@ -46,7 +46,8 @@ class ConfigError(Exception):
             hint = f" Did you mean '{near[0]}'?"
         elif name and choices:
             hint = f" Valid names: {', '.join(sorted(choices))}."
-        super().__init__(f"{location}: {message}{hint}")
+        end = "" if not hint or message.endswith((".", "?", ")")) else "."
+        super().__init__(f"{location}: {message}{end}{hint}")
 
 
 class RunConfig(luigi.Config):
