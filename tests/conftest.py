@@ -28,7 +28,7 @@ def copy_project(destination: Path) -> Path:
         shutil.copytree(
             REPO / name, destination / name, ignore=shutil.ignore_patterns("__pycache__")
         )
-    for name in (".env", "luigi.toml"):
+    for name in (".env", "luigi.toml", "MLproject"):
         shutil.copy(REPO / name, destination / name)
     return destination
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import KAGGLE, run_runner, runs, start_runner
+from conftest import BIN, KAGGLE, run_runner, runner_env, runs, start_runner
 
 pytestmark = pytest.mark.slow
 
@@ -372,3 +373,27 @@ def test_a_missing_input_file_is_a_config_error(project):
     assert result.returncode == 2
     assert "[PathConfig] input: test.csv not found" in result.stderr
     assert runs(project) == []
+
+
+def test_mlflow_run_is_adopted_not_doubled(project):
+    """`mlflow run .` starts a run and passes MLFLOW_RUN_ID: the runner logs into that one."""
+    assert run_runner(project).returncode == 0
+    env = runner_env(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(
+        [str(BIN / "mlflow"), "run", ".", "--env-manager", "local", "--experiment-name", "titanic"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    adopted, first = runs(project)
+    assert len(runs(project)) == 2, "one run per invocation, even under mlflow run"
+    assert adopted.data.tags["mlflow.project.entryPoint"] == "main"
+    assert adopted.info.status == "FINISHED"
+    assert adopted.data.tags["luigiflow.task.Prediction.reused_from"].startswith(
+        f"runs:/{first.info.run_id}"
+    )
+    assert adopted.data.params["RunConfig.task"] == "Prediction"
+    assert (artifacts(project, adopted) / "logs/runner.log").exists()

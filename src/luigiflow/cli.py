@@ -123,6 +123,7 @@ def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | 
         importlib.import_module(module)
     task_classes = {cls.get_task_family(): cls for cls in _subclasses(PipelineTask)}
 
+    adopted = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into that run
     try:
         config = load_config(
             settings.config_path, settings.project_root, task_classes, args.overrides, args.task
@@ -139,17 +140,22 @@ def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | 
             print(dry_run(plan))
             return EXIT_OK
         with tracking.store_lock(settings):
-            experiment = tracking.experiment(client, str(config.run["experiment_name"]), settings)
+            if adopted:  # `mlflow run` started the run, in the experiment it was given
+                experiment = client.get_experiment(client.get_run(adopted).info.experiment_id)
+            else:
+                experiment = tracking.experiment(
+                    client, str(config.run["experiment_name"]), settings
+                )
             for run_id in tracking.mark_abandoned_runs(client, experiment.experiment_id):
                 logging.info("marked run %s KILLED: its runner is gone", run_id)
     except (ConfigError, tracking.StoreMoved, MlflowException) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
-    return _run(settings, args, client, experiment.experiment_id, plan, config, redactor, log_path)
+    return _run(settings, args, client, experiment, plan, config, redactor, log_path, adopted)
 
 
-def _run(settings, args, client, experiment_id, plan, config, redactor, log_path) -> int:
+def _run(settings, args, client, experiment, plan, config, redactor, log_path, adopted) -> int:
     """Create the run, build, and end the run with a status that matches the exit code."""
     import luigi
     from luigi.setup_logging import InterfaceLogging
@@ -163,20 +169,19 @@ def _run(settings, args, client, experiment_id, plan, config, redactor, log_path
     try:
         run_id = tracking.start_run(
             client,
-            experiment_id,
+            experiment.experiment_id,
             config.run,
             resolved_config(plan, config),
             redactor,
             settings.project_root,
             sys.argv,
             tracking.plan_tags(plan),
+            adopted,
         )
-        url = tracking.run_url(settings.tracking_uri, experiment_id, run_id, UI_ADDRESS)
+        url = tracking.run_url(settings.tracking_uri, experiment.experiment_id, run_id, UI_ADDRESS)
         activate(plan, run_id, copy=args.copy_reused)
         tracking.record_plan(client, run_id, plan, settings.tracking_uri, UI_ADDRESS)
-        print(
-            f"Run {run_id} started: {config.task} in experiment '{config.run['experiment_name']}'"
-        )
+        print(f"Run {run_id} started: {config.task} in experiment '{experiment.name}'")
         root = plan.for_run(run_id)
         result = luigi.build(
             [root],

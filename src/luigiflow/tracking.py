@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import toml
 from mlflow import MlflowClient
-from mlflow.entities import Experiment, Param
+from mlflow.entities import Experiment, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from luigiflow.provenance import git_state
@@ -195,8 +195,10 @@ def start_run(
     project_root: Path,
     argv: list[str],
     extra_tags: Mapping[str, str] | None = None,
+    adopt: str | None = None,
 ) -> str:
-    """Create the run and record the config, the git state, the command line and versions."""
+    """Create the run (or adopt `adopt`, one that `mlflow run` started) and record the config,
+    the git state, the command line and versions."""
     tags = {str(k): str(v) for k, v in dict(run_config.get("tags") or {}).items()}
     tags.update(extra_tags or {})
     tags.update(
@@ -220,10 +222,16 @@ def start_run(
         )
     tags = {k: redactor.value(k, v) for k, v in tags.items()}
 
-    run = client.create_run(
-        experiment_id, run_name=str(run_config.get("run_name") or "") or None, tags=tags
-    )
-    run_id = run.info.run_id
+    run_name = str(run_config.get("run_name") or "") or None
+    if adopt:
+        if run_name:
+            tags["mlflow.runName"] = run_name
+        tags.pop("mlflow.source.name")  # `mlflow run` recorded the project as the source
+        tags.pop("mlflow.source.type")
+        client.log_batch(adopt, tags=[RunTag(k, v) for k, v in tags.items()])
+        run_id = adopt
+    else:
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
     safe = {section: redactor.mapping(values) for section, values in resolved.items()}
     params = [
         Param(f"{s}.{k}", _param_text(v)) for s, values in safe.items() for k, v in values.items()
