@@ -125,19 +125,21 @@ def use(fingerprints: Fingerprints) -> None:
     _current = fingerprints
 
 
-def find_reusable(client: MlflowClient, family: str, digest: str) -> str | None:
+def find_reusable(
+    client: MlflowClient, experiments: list[str], family: str, digest: str
+) -> str | None:
     """The newest run, in any experiment, holding complete outputs of `family` with this
     fingerprint (deleted runs are not searched; runs whose artifacts are gone are skipped)."""
-    for run in _runs_with(client, family, f"= '{digest}'", max_results=20):
+    for run in _runs_with(client, experiments, family, f"= '{digest}'", max_results=20):
         manifest = _manifest(run.info.run_id, family)
         if manifest and manifest.get("fingerprint", {}).get("digest") == digest:
             return run.info.run_id
     return None
 
 
-def why_run(client: MlflowClient, fingerprint: Fingerprint) -> str:
+def why_run(client: MlflowClient, experiments: list[str], fingerprint: Fingerprint) -> str:
     """Why the task must run: what differs from its newest earlier run."""
-    earlier = _runs_with(client, fingerprint.task, "LIKE '%'", max_results=1)
+    earlier = _runs_with(client, experiments, fingerprint.task, "LIKE '%'", max_results=1)
     if not earlier:
         return "no earlier run"
     run_id = earlier[0].info.run_id
@@ -150,8 +152,14 @@ def why_run(client: MlflowClient, fingerprint: Fingerprint) -> str:
     return ", ".join(fingerprint.differences(recorded))
 
 
-def _runs_with(client: MlflowClient, family: str, condition: str, max_results: int) -> list:
-    experiments = [e.experiment_id for e in client.search_experiments()]
+def searchable_experiments(client: MlflowClient) -> list[str]:
+    """Every active experiment on the store: a colleague's runs are reused too."""
+    return [e.experiment_id for e in client.search_experiments()]
+
+
+def _runs_with(
+    client: MlflowClient, experiments: list[str], family: str, condition: str, max_results: int
+) -> list:
     if not experiments:
         return []
     return client.search_runs(

@@ -94,6 +94,7 @@ def make_plan(
             plan.mismatches[family] = differences
 
     forced = _with_downstream(plan.tasks, options.force)
+    experiments = caching.searchable_experiments(client()) if options.enabled else []
     plan.needed.add(plan.root.task_family)
     for task in reversed(plan.tasks):  # every task after all the tasks that require it
         family = task.task_family
@@ -102,7 +103,7 @@ def make_plan(
         source = explicit.get(family) if family not in forced else None
         if source is None and options.enabled and family not in forced:
             digest = plan.fingerprints.of(task).digest
-            run_id = caching.find_reusable(client(), family, digest)
+            run_id = caching.find_reusable(client(), experiments, family, digest)
             if run_id:
                 source = f"runs:/{run_id}/{family}"
                 plan.cached.add(family)
@@ -116,7 +117,9 @@ def make_plan(
         elif not options.enabled:
             plan.reasons[family] = "cache disabled (--no-cache)"
         else:
-            plan.reasons[family] = caching.why_run(client(), plan.fingerprints.of(task))
+            plan.reasons[family] = caching.why_run(
+                client(), experiments, plan.fingerprints.of(task)
+            )
     return plan
 
 
