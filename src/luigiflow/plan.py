@@ -75,12 +75,15 @@ def make_plan(
         for t in plan.tasks
         if t.task_family in config.reuse
     }
+    recorded_fingerprints = {}
     for family, source in explicit.items():
         manifest = _check_reusable(family, source, config, settings)
-        plan.fingerprints.sources[family] = manifest.get("fingerprint", {}).get("digest", "")
+        recorded_fingerprints[family] = manifest.get("fingerprint", {})
+        plan.fingerprints.sources[family] = recorded_fingerprints[family].get("digest", "")
+    # Only once every source is known: a source's expected fingerprint builds on those below it.
     for family, source in explicit.items():
         expected = plan.fingerprints.of(plan.task(family))
-        recorded = TaskFolder.from_source(source).manifest().get("fingerprint", {})
+        recorded = recorded_fingerprints[family]
         if recorded.get("digest") != expected.digest:
             differences = ", ".join(expected.differences(recorded))
             if not options.allow_mismatch:

@@ -315,6 +315,3 @@ def run_url(
     base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else ui_address
     page = f"{redact_uri(base).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
     return f"{page}{path}?workflowType=machine_learning"
-
-
-__all__ = ["REPAIR_COMMAND", "StoreMoved", "experiment", "mark_abandoned_runs", "start_run"]
