@@ -42,7 +42,7 @@ SHAPING_LIBRARIES = ("scikit-learn", "pandas", "numpy")
 class Fingerprint:
     task: str
     params: dict[str, str]
-    inputs: dict[str, str]  # input file name -> sha256 of its content
+    inputs: dict[str, str]  # input file -> sha256 of its content; plus external_state()
     upstream: dict[str, str]  # required task -> its fingerprint
     code: str  # hash of the task's code
     versions: dict[str, str] = field(default_factory=dict)
@@ -100,8 +100,11 @@ class Fingerprints:
                 task=task.task_family,
                 params=task.significant_params(),
                 inputs={
-                    f.filename: file_digest(input_dir / f.filename)
-                    for f in task.input_files().values()
+                    **{
+                        f.filename: file_digest(input_dir / f.filename)
+                        for f in task.input_files().values()
+                    },
+                    **task.external_state(),
                 },
                 upstream={dep.task_family: self.digest(dep) for dep in task.upstream()},
                 code=code_digest(type(task)),

@@ -1,8 +1,9 @@
 """`python src/runner.py`: check the config, open one MLflow run, let Luigi build, report.
 
 Exit status: 0 when the pipeline succeeded (run FINISHED), 1 when a task failed (FAILED), 2 for
-a bad command line, config or store (no run is created), 130 on Ctrl-C and 143 on SIGTERM
-(KILLED). Luigi's own exit codes are not used: it reports success even when a task fails.
+a bad command line, config or store (no run is created), 3 with `--require-validated` when the
+model was REJECTED (the run is still FINISHED), 130 on Ctrl-C and 143 on SIGTERM (KILLED).
+Luigi's own exit codes are not used: it reports success even when a task fails.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from luigiflow.settings import Settings, load_settings
 UI_ADDRESS = "http://127.0.0.1:5000"
 STARTED = time.monotonic()  # the summary reports the whole invocation, imports included
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+EXIT_REJECTED = 3
+REPORT = "report.html"
 
 
 class Terminated(KeyboardInterrupt):
@@ -36,7 +39,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python src/runner.py",
         description="Run the pipeline in luigi.toml as one MLflow run.",
         epilog="Exit status: 0 success, 1 a task failed, 2 bad command line or config, "
-        "130 interrupted, 143 terminated.",
+        "3 model rejected (with --require-validated), 130 interrupted, 143 terminated.",
     )
     parser.add_argument(
         "--config", metavar="PATH", help="the TOML config (default: LUIGI_CONFIG_PATH from .env)"
@@ -81,6 +84,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--allow-mismatch",
         action="store_true",
         help="reuse a [PathConfig] source even if made with another config (recorded on the run)",
+    )
+    parser.add_argument(
+        "--require-validated",
+        action="store_true",
+        help="exit 3 if the model fails its validation criteria (for CI scripts)",
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="show Luigi's and MLflow's logs too"
@@ -208,21 +216,68 @@ def _run(settings, args, client, experiment, plan, config, redactor, log_path, a
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if run_id:
-            _finish(client, run_id, status, plan, log_path, url, time.monotonic() - STARTED)
+            found = _finish(client, run_id, status, plan, log_path, url, time.monotonic() - STARTED)
+            if (
+                code == EXIT_OK
+                and args.require_validated
+                and found.get("validation") != "VALIDATED"
+            ):
+                code = EXIT_REJECTED
     return code
 
 
-def _finish(client, run_id, status, plan, log_path, url, seconds) -> None:
+def _finish(client, run_id, status, plan, log_path, url, seconds) -> dict[str, str]:
+    """End the run: conclusions and the HTML report, the log, the status; print the summary.
+    Returns the conclusions (`validation`, `registration`, ...)."""
     from luigiflow.report import outcomes, summary
 
+    found: dict[str, str] = {}
+    tags = client.get_run(run_id).data.tags
+    try:
+        found = _conclude(client, run_id, plan, tags, url)
+    except Exception:  # a broken report must not leave the run RUNNING
+        logging.exception("could not write the conclusions or the report")
     for handler in logging.getLogger().handlers:
         handler.flush()
     try:
         client.log_artifact(run_id, str(log_path), "logs")
     finally:
         client.set_terminated(run_id, status)
-    tags = client.get_run(run_id).data.tags
-    print(summary(outcomes(plan, tags), f"{status} in {seconds:.1f}s", url, f"Log: {log_path}"))
+    print(
+        summary(outcomes(plan, tags), f"{status} in {seconds:.1f}s", url, f"Log: {log_path}", found)
+    )
+    return found
+
+
+def _conclude(client, run_id, plan, tags, url) -> dict[str, str]:
+    """Each task's conclusions, tagged on the run, and the run's report (report.html)."""
+    from mlflow.entities import RunTag
+
+    from luigiflow.cards import run_report
+    from luigiflow.plan import locate
+    from luigiflow.report import outcomes
+
+    folders = locate(plan, run_id)
+    found: dict[str, str] = {}
+    for task in plan.tasks:
+        folder = folders[task.task_family]
+        if folder is not None and folder.manifest() is not None:
+            found.update(task.clone(run_id=run_id).conclusions())
+    client.log_batch(run_id, tags=[RunTag(f"luigiflow.{k}", v) for k, v in found.items() if v])
+    run = client.get_run(run_id)
+    facts = {
+        "run": f"{run.info.run_name} ({run_id})",
+        "experiment": client.get_experiment(run.info.experiment_id).name,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.info.start_time / 1000)),
+        "description": run.data.tags.get("mlflow.note.content", ""),
+        "git commit": run.data.tags.get("mlflow.source.git.commit", ""),
+        **found,
+        "MLflow": url,
+    }
+    title = f"Run report: {plan.root.task_family} in {facts['experiment']}"
+    html = run_report(title, facts, outcomes(plan, tags), folders)
+    client.log_text(run_id, html, REPORT)
+    return found
 
 
 def exit_now(code: int) -> NoReturn:

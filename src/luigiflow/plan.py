@@ -143,6 +143,29 @@ def activate(plan: Plan, run_id: str, copy: bool = False) -> None:
             sources[family] = source
 
 
+def locate(plan: Plan, run_id: str) -> dict[str, TaskFolder | None]:
+    """Where this run's outputs of each task are: its own, reused, or (for a task skipped
+    because a later task was reused) the ones that later task was made from, as its manifest
+    records. Skipped tasks are pointed there so their `read_output` works; None if nowhere."""
+    from luigi.configuration import get_config
+
+    found: dict[str, TaskFolder | None] = {}
+    for task in plan.tasks:
+        family = task.task_family
+        if family in plan.reused:
+            found[family] = TaskFolder.from_source(plan.reused[family])
+        elif family in plan.needed or family in plan.copied:
+            found[family] = TaskFolder(run_id, family)
+    for task in reversed(plan.tasks):  # downstream first: a manifest names its upstream folders
+        folder = found.get(task.task_family)
+        manifest = folder.manifest() if folder is not None else None
+        for family, source in (manifest or {}).get("upstream", {}).items():
+            if family not in found:
+                found[family] = TaskFolder.from_source(source)
+                get_config().data.setdefault(PATH_SECTION, {})[family] = source
+    return {t.task_family: found.get(t.task_family) for t in plan.tasks}
+
+
 def _upstream_first(root: PipelineTask) -> list[PipelineTask]:
     ordered: list[PipelineTask] = []
 

@@ -42,14 +42,23 @@ class TaskOutcome:
     detail: str = ""
 
 
-def summary(outcomes: list[TaskOutcome], status: str, run_url: str, log_hint: str = "") -> str:
-    """The end-of-run table a person reads."""
+def summary(
+    outcomes: list[TaskOutcome],
+    status: str,
+    run_url: str,
+    log_hint: str = "",
+    conclusions: Mapping[str, str] | None = None,
+) -> str:
+    """The end-of-run table a person reads, then what the tasks concluded."""
     width = max([len(o.task) for o in outcomes] + [4])
     lines = ["", f"Run {status}"]
     for o in outcomes:
         seconds = f"{o.seconds:6.1f}s" if o.seconds is not None else " " * 7
         detail = f"  {o.detail}" if o.detail else ""
         lines.append(f"  {o.task:<{width}}  {o.outcome:<16}{seconds}{detail}")
+    for key, value in (conclusions or {}).items():
+        if value:
+            lines.append(f"  {key.replace('.', ' ').capitalize()}: {value}")
     lines.append(f"  MLflow: {run_url}")
     if log_hint:
         lines.append(f"  {log_hint}")

@@ -69,6 +69,7 @@ def load_settings(project_root: Path, config_path: str | None = None) -> Setting
         LUIGIFLOW_ARTIFACT_ROOT=str(artifact_root),
     )
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MPLBACKEND", "Agg")  # plots go to files, never to a window
     if tracking_uri.startswith("sqlite:"):
         # A fresh SQLite connection per session: safe across Luigi's forked worker processes.
         os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")

@@ -23,6 +23,7 @@ from urllib.request import url2pathname
 import luigi
 
 MANIFEST = "_manifest.json"
+CARD = "_card.html"  # the task's page in the run report, written with its outputs
 _complete: dict[str, dict] = {}  # manifests of complete task folders seen by this process
 
 
@@ -143,6 +144,16 @@ class TaskFolder:
             shutil.rmtree(partial, ignore_errors=True)
         return target
 
+    def fetch_optional(self, filename: str) -> Path | None:
+        """Like `fetch`, for a file that may not be there (a card from an older version)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            path = self.fetch(filename)
+        except (OSError, MlflowException):
+            return None
+        return path if path.exists() else None
+
 
 class TaskWriter:
     """Writes one task's outputs so that they count only once all of them are there."""
@@ -197,6 +208,9 @@ def copy_outputs(source: TaskFolder, destination: TaskFolder) -> None:
     for filename in manifest["outputs"].values():
         copy = shutil.copytree if source.fetch(filename).is_dir() else shutil.copy2
         copy(source.fetch(filename), writer.path(filename))
+    card = source.fetch_optional(CARD)
+    if card is not None:
+        shutil.copy2(card, writer.path(CARD))
     writer.commit({**manifest, "copied_from": repr(source)})
 
 
@@ -221,6 +235,14 @@ class ArtifactTarget(luigi.Target):
 
     def local_path(self) -> Path:
         return self.folder.fetch(self.filename)
+
+    def uri(self) -> str:
+        """The artifact URI (or, for a local reuse folder, the path) of this output."""
+        if self.folder.run_id is None:
+            return str((self.folder.folder / self.filename).resolve())
+        return (
+            f"{run_artifact_uri(self.folder.run_id).rstrip('/')}/{self.folder.name}/{self.filename}"
+        )
 
     def __repr__(self) -> str:
         return f"{self.folder!r}/{self.filename}"

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import luigi
 from luigi.configuration import get_config
 
-from luigiflow import report
+from luigiflow import cards, report
 from luigiflow.targets import ArtifactTarget, TaskFolder, TaskWriter, client
 
 STATUS_TAG = "luigiflow.task.{}.status"
@@ -80,6 +80,16 @@ class PipelineTask(luigi.Task):
         """Check parameter values before the run starts: {parameter: what is wrong}."""
         return {}
 
+    def external_state(self) -> dict[str, str]:
+        """What the task reads from outside the pipeline besides input files (a registered
+        model, say), described so that a change invalidates its cached outputs."""
+        return {}
+
+    def conclusions(self) -> dict[str, str]:
+        """What the run should say about this task's outputs (a verdict, a registration):
+        tagged `luigiflow.<key>` on the run and printed in the summary, even when reused."""
+        return {}
+
     def upstream(self) -> list[PipelineTask]:
         """The tasks this one requires, whatever shape `requires()` returns them in."""
         return list(luigi.task.flatten(self.requires()))
@@ -116,23 +126,17 @@ class PipelineTask(luigi.Task):
         return targets[name].local_path()
 
     def load(self, name: str) -> Any:
-        """Read an input by name: a table (Parquet or CSV) as a DataFrame, a model as pyfunc."""
-        path = self.input_path(name)
-        if path.is_dir():
-            import mlflow.pyfunc
+        """Read an input by name: a table (Parquet or CSV) as a DataFrame, a model as pyfunc,
+        JSON as Python values."""
+        return _read(self.input_path(name))
 
-            return mlflow.pyfunc.load_model(str(path))
-        import pandas as pd
+    def read_output(self, name: str) -> Any:
+        """Read one of this task's own finished outputs (wherever this run took them from)."""
+        return _read(self.output()[name].local_path())
 
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        if path.suffix == ".csv":
-            return pd.read_csv(path)
-        if path.suffix == ".json":
-            import json
-
-            return json.loads(path.read_text())
-        raise ValueError(f"{path.name}: no reader for '{path.suffix}' files; use input_path()")
+    def add_to_card(self, title: str, content: Any) -> None:
+        """Add a section to the task's card in the run report: a DataFrame or a text."""
+        self._card_sections.append((title, content))
 
     # writing ----------------------------------------------------------------------------------
     def output_path(self, name: str) -> Path:
@@ -144,7 +148,7 @@ class PipelineTask(luigi.Task):
         return self._writer.path(self.outputs[name])
 
     def save(self, name: str, table: Any) -> None:
-        """Write a DataFrame as Parquet or CSV, as the output's file name says."""
+        """Write a DataFrame as Parquet or CSV, or JSON-able values, as the file name says."""
         path = self.output_path(name)
         tmp = path.with_name(f".{path.name}.tmp")
         if path.suffix == ".parquet":
@@ -158,6 +162,8 @@ class PipelineTask(luigi.Task):
         else:
             raise ValueError(f"{path.name}: no writer for '{path.suffix}' files; use output_path()")
         tmp.replace(path)
+        if path.suffix in (".parquet", ".csv"):
+            self._profiles[name] = cards.profile(table)  # while the table is in memory
 
     def save_model(self, model: Any, example: Any, name: str = "model") -> None:
         """Save a scikit-learn model in MLflow's format, with its signature and an input example.
@@ -215,6 +221,7 @@ def _tracked(user_run: Callable[[PipelineTask], None]) -> Callable[[PipelineTask
         family, run_id = self.task_family, self.run_id
         started, began = datetime.now(UTC), time.monotonic()
         self._metrics, self._params = {}, {}
+        self._profiles, self._card_sections = {}, []
         self._writer = TaskWriter(TaskFolder(run_id, family))
         self._writer.begin()
         client().set_tag(run_id, STATUS_TAG.format(family), "RUNNING")
@@ -224,6 +231,7 @@ def _tracked(user_run: Callable[[PipelineTask], None]) -> Callable[[PipelineTask
             user_began = time.monotonic()
             user_run(self)
             user_seconds = time.monotonic() - user_began
+            cards.write_card(self, self._writer.path(cards.CARD))
             self._writer.commit(_manifest(self, started, time.monotonic() - began, user_seconds))
             status = "FINISHED"
         except KeyboardInterrupt:
@@ -302,6 +310,25 @@ def _pip_requirements() -> list[str]:
         f"{name}=={version(name)}"
         for name in ("mlflow", "scikit-learn", "pandas", "numpy", "skops")
     ]
+
+
+def _read(path: Path) -> Any:
+    """A model folder as pyfunc, a table as a DataFrame, JSON as Python values."""
+    if path.is_dir():
+        import mlflow.pyfunc
+
+        return mlflow.pyfunc.load_model(str(path))
+    if path.suffix == ".json":
+        import json
+
+        return json.loads(path.read_text())
+    import pandas as pd
+
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    raise ValueError(f"{path.name}: no reader for '{path.suffix}' files; use input_path()")
 
 
 __all__ = ["InputFile", "PipelineTask", "requires"]

@@ -1,29 +1,59 @@
-"""Score the test passengers with the trained model and write Kaggle's submission file."""
+"""Score the test passengers and write Kaggle's submission file."""
 
 import luigi
 import numpy as np
 import pandas as pd
 
-from luigiflow import PipelineTask, requires
+from luigiflow import InputFile, PipelineTask, registry, requires
 from tasks.preprocessor import ID, TARGET, Preprocessor
+from tasks.register import Register
 from tasks.trainer import Trainer
 
 
-@requires(Preprocessor, Trainer)
+@requires(Trainer, Register)
 class Prediction(PipelineTask):
-    """Predict every test passenger through mlflow.pyfunc: `PassengerId,Survived` per row."""
+    """Predict every row of the scoring file, raw as it is, through mlflow.pyfunc.
 
+    The model is this pipeline's Trainer's by default, or a registered one
+    (`model_uri = "models:/titanic@champion"`); both take the rows of the file unchanged.
+    """
+
+    model_uri = luigi.Parameter(default="", description="e.g. models:/titanic@champion")
+    scoring_file = luigi.Parameter(default="test.csv", description="in [PathConfig] input")
     batch_size = luigi.IntParameter(default=100_000, description="rows scored at a time")
 
-    outputs = {"submission": "submission.csv"}
+    outputs = {"submission": "submission.csv", "predictions": "predictions.parquet"}
+
+    def input_files(self) -> dict[str, InputFile]:
+        features = Preprocessor(run_id=self.run_id).features
+        return {"scoring": InputFile(self.scoring_file, (ID, *features))}
 
     def validate(self) -> dict[str, str]:
-        return {} if self.batch_size >= 1 else {"batch_size": "must be at least 1"}
+        if self.batch_size < 1:
+            return {"batch_size": "must be at least 1"}
+        return registry.uri_problems(model_uri=self.model_uri) if self.model_uri else {}
+
+    def external_state(self) -> dict[str, str]:
+        """The registered version the URI points at now: moving the alias rescores."""
+        return {self.model_uri: registry.describe(self.model_uri)} if self.model_uri else {}
 
     def run(self) -> None:
-        test, model = self.load("test"), self.load("model")
-        features = test[model.metadata.get_input_schema().input_names()]
-        batches = range(0, len(features), self.batch_size)
-        predicted = [model.predict(features.iloc[i : i + self.batch_size]) for i in batches]
-        survived = np.concatenate(predicted).astype(int) if predicted else np.array([], dtype=int)
-        self.save("submission", pd.DataFrame({ID: test[ID], TARGET: survived}))
+        import mlflow.pyfunc
+
+        rows = self.load("scoring")
+        model = mlflow.pyfunc.load_model(self.model_uri) if self.model_uri else self.load("model")
+        if self.model_uri:
+            self.log_params(scored_model=registry.describe(self.model_uri))
+        estimator = model.get_raw_model()
+        labels, probabilities = [], []
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows.iloc[start : start + self.batch_size]
+            labels.append(np.asarray(model.predict(batch)))
+            if hasattr(estimator, "predict_proba"):
+                probabilities.append(estimator.predict_proba(batch)[:, -1])
+        survived = np.concatenate(labels).astype(int) if labels else np.array([], dtype=int)
+        self.save("submission", pd.DataFrame({ID: rows[ID], TARGET: survived}))
+        table = pd.DataFrame({ID: rows[ID], TARGET: survived})
+        if probabilities:
+            table["probability"] = np.concatenate(probabilities)
+        self.save("predictions", table)

@@ -8,15 +8,20 @@ from typing import TYPE_CHECKING
 import luigi
 
 from luigiflow import PipelineTask, requires
-from tasks.preprocessor import ID, TARGET, Preprocessor
+from tasks.preprocessor import ID, TARGET
+from tasks.splitter import Splitter
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 
-@requires(Preprocessor)
+@requires(Splitter)
 class Trainer(PipelineTask):
-    """Fit imputation, encoding and the estimator on the training table; save it for MLflow."""
+    """Fit imputation, encoding and the estimator on the train split; save it for MLflow.
+
+    The saved model is the whole pipeline, so it takes raw rows (any extra columns, such as
+    the passenger id, are ignored) in the registry, in batch scoring and behind a REST server.
+    """
 
     estimator = luigi.Parameter(default="sklearn.linear_model.LogisticRegression")
     estimator_params = luigi.DictParameter(default={})
@@ -38,7 +43,13 @@ class Trainer(PipelineTask):
 
         train = self.load("train")
         features, target = train.drop(columns=[ID, TARGET]), train[TARGET]
-        model = build_pipeline(self.estimator, dict(self.estimator_params), self.seed)
+        model = build_pipeline(
+            self.estimator,
+            dict(self.estimator_params),
+            self.seed,
+            numeric=list(features.select_dtypes("number").columns),
+            categorical=list(features.select_dtypes(exclude="number").columns),
+        )
         folds = StratifiedKFold(self.cv_folds, shuffle=True, random_state=self.seed)
         if self.autolog:
             import mlflow.sklearn
@@ -65,13 +76,17 @@ def estimator_class(dotted_path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def build_pipeline(estimator: str, params: dict, seed: int) -> Pipeline:
+def build_pipeline(
+    estimator: str, params: dict, seed: int, numeric: list[str], categorical: list[str]
+) -> Pipeline:
     """Impute and scale numbers, impute and one-hot encode categories, then the estimator.
+
+    Columns are picked by name, so other columns in the input (an id, the target) are dropped.
 
     scikit-learn is imported here, not at the top: a run that reuses the model never pays
     for importing it.
     """
-    from sklearn.compose import ColumnTransformer, make_column_selector
+    from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -79,14 +94,16 @@ def build_pipeline(estimator: str, params: dict, seed: int) -> Pipeline:
     cls = estimator_class(estimator)
     if "random_state" in cls().get_params():
         params = {"random_state": seed, **params}
-    numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
-    categorical = make_pipeline(
-        SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")
-    )
     preprocess = ColumnTransformer(
         [
-            ("numeric", numeric, make_column_selector(dtype_include="number")),
-            ("categorical", categorical, make_column_selector(dtype_exclude="number")),
+            ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+            (
+                "categorical",
+                make_pipeline(
+                    SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")
+                ),
+                categorical,
+            ),
         ]
     )
     return Pipeline([("preprocess", preprocess), ("estimator", cls(**params))])

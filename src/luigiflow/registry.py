@@ -1,0 +1,104 @@
+"""The Model Registry: one version per trained model, found again by its fingerprint.
+
+A model is registered from the artifact folder its task wrote (no copy, no pickle), tagged with
+that task's fingerprint. Registering the same fingerprint again finds the existing version
+instead of adding a duplicate, then points the alias at it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from luigiflow.targets import client
+
+if TYPE_CHECKING:
+    from luigiflow.task import PipelineTask
+
+FINGERPRINT_TAG = "luigiflow.fingerprint"
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
+NAME = re.compile(r"^[A-Za-z0-9][\w.\- ]*$")
+
+
+def register(
+    task: PipelineTask,
+    output: str,
+    name: str,
+    alias: str,
+    description: str,
+    tags: dict[str, str],
+) -> dict:
+    """Register `task`'s model output under `name` (once per fingerprint) and set `alias`."""
+    from mlflow.exceptions import MlflowException
+
+    from luigiflow.caching import current
+
+    fingerprint = current().digest(task)
+    target = task.output()[output]
+    try:
+        client().create_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    same = client().search_model_versions(
+        f"name = '{name}' and tags.`{FINGERPRINT_TAG}` = '{fingerprint}'"
+    )
+    if same:
+        version, new = min(same, key=lambda v: int(v.version)), False
+    else:
+        version, new = (
+            client().create_model_version(
+                name,
+                source=target.uri(),
+                run_id=target.folder.run_id,
+                tags={
+                    FINGERPRINT_TAG: fingerprint,
+                    **{f"luigiflow.{k}": v for k, v in tags.items()},
+                },
+                description=description,
+            ),
+            True,
+        )
+    client().set_registered_model_alias(name, alias, version.version)
+    return {
+        "version": int(version.version),
+        "new": new,
+        "uri": f"models:/{name}@{alias}",
+        "source": version.source,
+        "fingerprint": fingerprint,
+    }
+
+
+def describe(uri: str) -> str:
+    """Which registered version a `models:/` URI names right now, e.g. `titanic version 3`."""
+    from mlflow.exceptions import MlflowException
+
+    match = MODEL_URI.match(uri)
+    if not match:
+        return uri
+    try:
+        if match["alias"]:
+            version = client().get_model_version_by_alias(match["name"], match["alias"])
+        else:
+            version = client().get_model_version(match["name"], match["version"])
+    except MlflowException:
+        return "not registered"
+    return f"{version.name} version {version.version} (run {version.run_id})"
+
+
+def uri_problems(**uris: str) -> dict[str, str]:
+    """Config check: each value must be `models:/<name>@<alias>` or `models:/<name>/<version>`."""
+    return {
+        key: f"'{uri}' is not models:/<name>@<alias> or models:/<name>/<version>"
+        for key, uri in uris.items()
+        if not MODEL_URI.match(uri)
+    }
+
+
+def name_problems(**names: str) -> dict[str, str]:
+    """Config check: registry names and aliases are letters, digits, '_', '-', '.' and spaces."""
+    return {
+        key: f"'{value}' is not a valid registry name (letters, digits, _ - . and spaces)"
+        for key, value in names.items()
+        if not NAME.match(value)
+    }

@@ -1,0 +1,55 @@
+"""Put a validated model in the Model Registry, once per fingerprint, and point an alias at it."""
+
+import luigi
+
+from luigiflow import PipelineTask, registry, requires
+from tasks.evaluator import VALIDATED, Evaluator
+from tasks.trainer import Trainer
+
+
+@requires(Trainer, Evaluator)
+class Register(PipelineTask):
+    """Register the Trainer's model under `model_name` and set `alias`, if it was VALIDATED.
+
+    A REJECTED model is not registered (unless `allow_unvalidated`, which is written on the
+    version); the task still finishes and says why in registration.json.
+    """
+
+    model_name = luigi.Parameter(default="titanic")
+    alias = luigi.Parameter(default="champion")
+    allow_unvalidated = luigi.BoolParameter(default=False, description="register REJECTED too")
+
+    outputs = {"registration": "registration.json"}
+
+    def validate(self) -> dict[str, str]:
+        return registry.name_problems(model_name=self.model_name, alias=self.alias)
+
+    def run(self) -> None:
+        evaluation = self.load("evaluation")
+        verdict = evaluation["verdict"]
+        failed = [c["text"] for c in evaluation["criteria"] if not c["passed"]]
+        result = {"model_name": self.model_name, "alias": self.alias, "verdict": verdict}
+        if verdict != VALIDATED and not self.allow_unvalidated:
+            reason = f"{verdict}: " + "; ".join(failed)
+            self.save("registration", {**result, "registered": False, "reason": reason})
+            return
+        checks = "; ".join(c["text"] for c in evaluation["criteria"]) or "no criteria"
+        description = f"{verdict} on the validation set ({checks})."
+        if verdict != VALIDATED:
+            description += " Registered although rejected: [Register] allow_unvalidated = true."
+        version = registry.register(
+            self.requires()["Trainer"],
+            "model",
+            self.model_name,
+            self.alias,
+            description,
+            tags={"validation": verdict, "registered_by_run": self.run_id},
+        )
+        self.save("registration", {**result, "registered": True, **version})
+
+    def conclusions(self) -> dict[str, str]:
+        r = self.read_output("registration")
+        if not r["registered"]:
+            return {"registration": f"not registered ({r['reason']})"}
+        new = "new version" if r["new"] else "already registered, no new version"
+        return {"registration": f"{r['uri']} = version {r['version']} ({new})"}
