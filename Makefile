@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 ARGS ?=
 UI_PORT ?= 5000
 
-.PHONY: run test test-fast ui lint lock repair-store bench bench-quick clean
+SERVE_PORT ?= 5001
+
+.PHONY: run test test-fast ui serve lint lock repair-store bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +39,9 @@ lint: $(VENV)/.installed-dev
 ui: $(VENV)/.installed  ## the MLflow UI on the project's store, at http://127.0.0.1:$(UI_PORT)
 	cd $(CURDIR) && MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui \
 		--backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(UI_PORT) --workers 1
+
+serve: $(VENV)/.installed  ## serve models:/<model_name>@<alias> of [Register] at http://127.0.0.1:$(SERVE_PORT)
+	$(BIN)/python src/serve.py --port $(SERVE_PORT) $(ARGS)
 
 repair-store: $(VENV)/.installed  ## after moving the project folder
 	$(BIN)/python src/runner.py --repair-store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-TASKS = ("Preprocessor", "Trainer", "Prediction")
+TASKS = ("Preprocessor", "Splitter", "Trainer", "Evaluator", "Register", "Prediction")
 # (name, numerator, denominator, measure, target, sizes the target applies to)
 RATIOS = [
     (

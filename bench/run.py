@@ -34,7 +34,7 @@ from workloads import make_workload
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-TASKS = ("Preprocessor", "Trainer", "Prediction")
+TASKS = ("Preprocessor", "Splitter", "Trainer", "Evaluator", "Register", "Prediction")
 SIZES = {"example": None, "100k": 100_000, "1M": 1_000_000}
 ENV = {
     **{

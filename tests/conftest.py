@@ -112,7 +112,7 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
 
 
 @contextmanager
-def service(command: list[str], health_path: str, folder: Path) -> Iterator[str]:
+def service(command: list[str], health_path: str, folder: Path, **env: str) -> Iterator[str]:
     """Start a server on a free loopback port, wait until it answers, stop it afterwards."""
     port = free_port()
     process = subprocess.Popen(
@@ -120,7 +120,7 @@ def service(command: list[str], health_path: str, folder: Path) -> Iterator[str]
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=folder,
-        env=runner_env(MLFLOW_DISABLE_TELEMETRY="true"),
+        env=runner_env(MLFLOW_DISABLE_TELEMETRY="true", **env),
     )
     url = f"http://127.0.0.1:{port}"
     try:

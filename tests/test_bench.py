@@ -41,11 +41,12 @@ def test_quick_benchmark_measures_every_variant(tmp_path):
     ):
         assert variants[name] and variants[name][0]["seconds"] > 0, name
     cold = variants["luigiflow cold"][0]
-    assert set(cold["tasks"]) == {"Preprocessor", "Trainer", "Prediction"}
+    tasks = {"Preprocessor", "Splitter", "Trainer", "Evaluator", "Register", "Prediction"}
+    assert set(cold["tasks"]) == tasks
     assert variants["luigiflow reused"][0]["tasks"] == {}, "a fully reused run runs no task"
     requests = variants["luigiflow on server"][0]["requests"]
-    assert requests["POST /api/2.0/mlflow/runs/log-batch"] <= 4, (
-        "one batch per task, one for params"
+    assert requests["POST /api/2.0/mlflow/runs/log-batch"] <= len(tasks) + 2, (
+        "one batch per task, one for params, one for the conclusions"
     )
     assert set(results["serialization"]) == {"skops", "cloudpickle"}
     report = (tmp_path / "RESULTS.md").read_text()

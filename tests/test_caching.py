@@ -11,7 +11,8 @@ from conftest import run_runner, runner_env, runs, store
 from test_e2e import artifacts, edit_task
 
 pytestmark = pytest.mark.slow
-TASKS = ("Preprocessor", "Trainer", "Prediction")
+TASKS = ("Preprocessor", "Splitter", "Trainer", "Evaluator", "Register", "Prediction")
+FROM_TRAINER = {"Trainer", "Evaluator", "Register", "Prediction"}  # Trainer and downstream
 
 
 def ran(run) -> set[str]:
@@ -82,13 +83,16 @@ def test_description_and_worker_count_do_not_count(project, first):
 
 def test_a_trainer_parameter_reruns_trainer_and_prediction(project, first):
     assert dry_run(project, "--set", "Trainer.seed=3") == {
-        "Preprocessor": f"would reuse from run {first.info.run_id} (same fingerprint)",
+        "Preprocessor": "not needed: Splitter would be reused",
+        "Splitter": f"would reuse from run {first.info.run_id} (same fingerprint)",
         "Trainer": "would run: Trainer.seed 0 → 3",
-        "Prediction": "would run: upstream Trainer changed",
+        "Evaluator": "would run: upstream Trainer changed",
+        "Register": "would run: upstream Evaluator changed, upstream Trainer changed",
+        "Prediction": "would run: upstream Register changed, upstream Trainer changed",
     }
     run, stdout = latest_run(project, "--set", "Trainer.seed=3")
-    assert ran(run) == {"Trainer", "Prediction"}
-    assert reused(run) == {"Preprocessor": f"runs:/{first.info.run_id}/Preprocessor"}
+    assert ran(run) == FROM_TRAINER
+    assert reused(run) == {"Splitter": f"runs:/{first.info.run_id}/Splitter"}
     assert run.data.tags["luigiflow.task.Trainer.why_run"] == "Trainer.seed 0 → 3"
     assert re.search(r"Trainer\s+ran\s+[\d.]+s\s+Trainer.seed 0 → 3", stdout)
 
@@ -99,7 +103,7 @@ def test_a_prediction_parameter_reruns_prediction_only(project, first):
     )
     run, _ = latest_run(project, "--set", "Prediction.batch_size=50")
     assert ran(run) == {"Prediction"}
-    assert set(reused(run)) == {"Preprocessor", "Trainer"}
+    assert set(reused(run)) == {"Trainer", "Register"}
     same = (artifacts(project, run) / "Prediction/submission.csv").read_bytes()
     assert same == (artifacts(project, first) / "Prediction/submission.csv").read_bytes()
 
@@ -149,12 +153,12 @@ def test_outputs_removed_from_the_store_are_not_reused(project, first):
 
 def test_force_reruns_a_task_and_what_depends_on_it(project, first):
     run, _ = latest_run(project, "--force", "Trainer")
-    assert ran(run) == {"Trainer", "Prediction"} and set(reused(run)) == {"Preprocessor"}
+    assert ran(run) == FROM_TRAINER and set(reused(run)) == {"Splitter"}
     run, _ = latest_run(project, "--no-cache")
     assert ran(run) == set(TASKS)
     explicit = f'PathConfig.Trainer="runs:/{first.info.run_id}/Trainer"'
     run, _ = latest_run(project, "--force", "Trainer", "--set", explicit)
-    assert ran(run) == {"Trainer", "Prediction"}, "--force wins over [PathConfig]"
+    assert ran(run) == FROM_TRAINER, "--force wins over [PathConfig]"
     result = run_runner(project, "--force", "Trainr")
     assert result.returncode == 2 and "'Trainer'" in result.stderr
 
@@ -191,13 +195,13 @@ def test_explicit_reuse_made_with_another_config_is_refused(project, first):
     assert reused(run) == {"Prediction": f"runs:/{first.info.run_id}/Prediction"}
 
 
-def test_a_failed_trainer_leaves_its_preprocessor_reusable(project):
+def test_a_failed_trainer_leaves_its_upstream_reusable(project):
     bad = run_runner(project, "--set", "Trainer.estimator_params={ no_such_option = 1 }")
     assert bad.returncode == 1
     failed = runs(project)[0]
     run, _ = latest_run(project)
-    assert reused(run) == {"Preprocessor": f"runs:/{failed.info.run_id}/Preprocessor"}
-    assert ran(run) == {"Trainer", "Prediction"}
+    assert reused(run) == {"Splitter": f"runs:/{failed.info.run_id}/Splitter"}
+    assert ran(run) == FROM_TRAINER
 
 
 def test_reuse_through_a_tracking_server(project, mlflow_server):
@@ -224,7 +228,7 @@ def test_reuse_through_a_tracking_server(project, mlflow_server):
     again = server_run("--set", "Trainer.seed=7")
     assert ran(again) == set() and "Prediction" in reused(again)
     changed = server_run("--set", "Trainer.seed=8")
-    assert ran(changed) == {"Trainer", "Prediction"} and set(reused(changed)) == {"Preprocessor"}
+    assert ran(changed) == FROM_TRAINER and set(reused(changed)) == {"Splitter"}
     client.delete_run(first.info.run_id)
     client.delete_run(again.info.run_id)
     client.delete_run(changed.info.run_id)

@@ -73,9 +73,12 @@ def test_cold_run_logs_everything_into_one_run(project):
     )
     for name in (
         "Preprocessor/train.parquet",
-        "Preprocessor/test.parquet",
+        "Splitter/validation.parquet",
         "Trainer/model/MLmodel",
+        "Evaluator/evaluation.json",
         "Prediction/submission.csv",
+        "Prediction/predictions.parquet",
+        "report.html",
         "config/luigi.toml",
         "logs/runner.log",
     ):
@@ -93,12 +96,11 @@ def test_cold_run_logs_everything_into_one_run(project):
         "library logs go to the log file, not the terminal"
     )
 
-    # the model of record loads through MLflow and predicts the Preprocessor's columns as they are
+    # the model of record loads through MLflow and predicts raw test.csv rows as they are
     import mlflow.pyfunc
 
     model = mlflow.pyfunc.load_model(str(root / "Trainer/model"))
-    features = pd.read_parquet(root / "Preprocessor/test.parquet")
-    predictions = model.predict(features[model.metadata.get_input_schema().input_names()])
+    predictions = model.predict(test)
     assert (predictions == submission["Survived"].to_numpy()).all()
     assert model.metadata.signature is not None
     assert (root / "Trainer/model/input_example.json").exists()
@@ -136,7 +138,7 @@ def test_config_errors_exit_2_and_create_no_run(project):
 
 
 def test_a_failing_task_fails_the_run_and_leaves_nothing_that_looks_complete(project):
-    save = '        self.save("submission", pd.DataFrame({ID: test[ID], TARGET: survived}))'
+    save = '        self.save("submission", table)'
     edit_task(
         project,
         "prediction",
@@ -364,7 +366,7 @@ def test_crlf_line_endings_and_extra_columns_are_tolerated(project):
     train = pd.read_parquet(artifacts(project, run) / "Preprocessor/train.parquet")
     assert "Notes" not in train.columns
     assert set(train["Sex"]) == {"male", "female"}
-    assert train["Parch"].dtype == "float64" and train["Parch"].notna().all()
+    assert train["Parch"].dtype == "int64" and train["Age"].dtype == "float64"
 
 
 def test_a_missing_input_file_is_a_config_error(project):

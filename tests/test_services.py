@@ -41,12 +41,11 @@ def test_two_invocations_on_one_luigid_never_share_a_task(project, luigid):
     run_ids = {task["params"]["run_id"] for task in done.values()}
     families = sorted(task["name"] for task in done.values())
     assert len(run_ids) == 2, "each invocation's tasks carry its own run id"
-    assert families == sorted(["Preprocessor", "Trainer", "Prediction"] * 2), (
-        "every task ran in both"
-    )
+    tasks = ["Preprocessor", "Splitter", "Trainer", "Evaluator", "Register", "Prediction"]
+    assert families == sorted(tasks * 2), "every task ran in both"
 
 
-def test_tracking_server_with_proxied_artifacts(project, mlflow_server, tmp_path):
+def test_tracking_server_with_proxied_artifacts(project, mlflow_server, tmp_path, monkeypatch):
     env = runner_env(MLFLOW_TRACKING_URI=mlflow_server)
     result = run_runner(project, "--set", f'PathConfig.input="{KAGGLE}"', env=env)
     assert result.returncode == 0, result.stderr
@@ -57,9 +56,20 @@ def test_tracking_server_with_proxied_artifacts(project, mlflow_server, tmp_path
     assert run.info.status == "FINISHED"
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
     listed = {f.path for f in client.list_artifacts(run.info.run_id, "Prediction")}
-    assert listed == {"Prediction/submission.csv", "Prediction/_manifest.json"}
-
+    assert listed == {
+        f"Prediction/{name}"
+        for name in ("submission.csv", "predictions.parquet", "_card.html", "_manifest.json")
+    }
+    assert "report.html" in {f.path for f in client.list_artifacts(run.info.run_id)}
+    champion = client.get_model_version_by_alias("titanic", "champion")
+    assert champion.source.startswith("mlflow-artifacts:/"), "registered from the run's artifacts"
     import mlflow.artifacts
+    import mlflow.pyfunc
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    assert mlflow.pyfunc.load_model("models:/titanic@champion").predict(
+        pd.read_csv(KAGGLE / "test.csv")  # Kaggle's raw rows, Name, Ticket, Cabin and all
+    ).shape == (418,)
 
     path = mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id,

@@ -52,8 +52,8 @@ class Prediction(PipelineTask):
             if hasattr(estimator, "predict_proba"):
                 probabilities.append(estimator.predict_proba(batch)[:, -1])
         survived = np.concatenate(labels).astype(int) if labels else np.array([], dtype=int)
-        self.save("submission", pd.DataFrame({ID: rows[ID], TARGET: survived}))
         table = pd.DataFrame({ID: rows[ID], TARGET: survived})
+        self.save("submission", table)
         if probabilities:
             table["probability"] = np.concatenate(probabilities)
         self.save("predictions", table)

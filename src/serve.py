@@ -1,0 +1,42 @@
+"""`python src/serve.py`: serve the registered model over REST with `mlflow models serve`.
+
+The model is `models:/<[Register] model_name>@<[Register] alias>` from luigi.toml, on the
+tracking store `.env` names; it runs in this environment (no new one is built) on 127.0.0.1.
+POST raw rows (the columns of test.csv) to /invocations; see the README.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from luigiflow.settings import load_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python src/serve.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--model-uri", help="default: models:/<model_name>@<alias> of [Register]")
+    parser.add_argument("--port", type=int, default=5001)
+    parser.add_argument("--config", metavar="PATH")
+    args = parser.parse_args()
+    settings = load_settings(PROJECT_ROOT, args.config)
+
+    from tasks.register import Register
+
+    register = Register(run_id="serve")  # its parameters as luigi.toml sets them
+    uri = args.model_uri or f"models:/{register.model_name}@{register.alias}"
+    mlflow = Path(sys.executable).with_name("mlflow")
+    # `mlflow models serve` starts its web server by name: find it next to this Python.
+    os.environ["PATH"] = f"{mlflow.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    command = [str(mlflow), "models", "serve", "-m", uri, "--env-manager", "local"]
+    command += ["--host", "127.0.0.1", "--port", str(args.port)]
+    print(f"Serving {uri} from {settings.tracking_uri} at http://127.0.0.1:{args.port}/invocations")
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Split, evaluate against criteria, register, score from the registry, serve, and the report."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import run_runner, runs, service, store
+from test_e2e import artifacts
+
+from tasks.evaluator import check, criterion_problem
+
+IMPOSSIBLE = 'Evaluator.validation_criteria=[{ metric = "accuracy", threshold = 0.999 }]'
+KNOWN = ("accuracy", "roc_auc", "log_loss", "balanced_accuracy")
+
+
+# criteria, without a run ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("criterion", "problem"),
+    [
+        ({"metric": "accuracy", "threshold": 0.8}, None),
+        ({"metric": "log_loss", "threshold": 0.5, "direction": "lower"}, None),
+        ({"metric": "acuracy", "threshold": 0.8}, "unknown metric 'acuracy'"),
+        ({"metric": "accuracy", "threshold": "high"}, "must be a number, not 'high'"),
+        ({"metric": "accuracy", "threshold": True}, "must be a number, not True"),
+        ({"metric": "accuracy", "threshold": 0.8, "direction": "up"}, "'higher' (at least)"),
+        ({"metric": "accuracy", "treshold": 0.8}, "unknown key 'treshold'"),
+        ("accuracy > 0.8", "each criterion is a table"),
+    ],
+)
+def test_criteria_are_checked(criterion, problem):
+    found = criterion_problem(criterion, KNOWN)
+    assert found is None if problem is None else problem in found
+
+
+def test_a_criterion_passes_or_fails_in_its_direction():
+    values = {"accuracy": 0.8, "log_loss": 0.45}
+    assert check({"metric": "accuracy", "threshold": 0.8}, values)["passed"]
+    assert not check({"metric": "accuracy", "threshold": 0.81}, values)["passed"]
+    assert check({"metric": "log_loss", "threshold": 0.5}, values)["passed"], "lower is better"
+    failed = check({"metric": "log_loss", "threshold": 0.4}, values)
+    assert not failed["passed"] and failed["text"] == "log_loss 0.4500 > 0.4"
+
+
+# end to end ------------------------------------------------------------------------------------
+
+
+def versions(project: Path, name: str = "titanic") -> list:
+    return store(project).search_model_versions(f"name = '{name}'")
+
+
+@pytest.fixture
+def validated(project):
+    """One cold run of the example project, whose default criteria pass."""
+    result = run_runner(project)
+    assert result.returncode == 0, result.stderr
+    [run] = runs(project)
+    return run, result.stdout
+
+
+@pytest.mark.slow
+def test_a_validated_model_is_registered_once_with_its_alias(project, validated):
+    run, stdout = validated
+    tags, metrics = run.data.tags, run.data.metrics
+    assert tags["luigiflow.validation"] == "VALIDATED"
+    for name in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"):
+        assert 0 < metrics[name] < 1, name
+    assert 0.5 < metrics["balanced_accuracy"] < 1, "the custom metric of luigi.toml is logged"
+    assert metrics["train_rows"] + metrics["validation_rows"] == 891
+
+    [version] = versions(project)
+    assert store(project).get_model_version_by_alias("titanic", "champion").version == (
+        version.version
+    )
+    assert version.run_id == run.info.run_id
+    assert version.description.startswith("VALIDATED on the validation set (accuracy ")
+    assert version.tags["luigiflow.fingerprint"] == tags["luigiflow.task.Trainer.fingerprint"]
+    assert "Registration: models:/titanic@champion = version 1 (new version)" in stdout
+
+    again = run_runner(project, "--no-cache")
+    assert again.returncode == 0, again.stderr
+    assert len(versions(project)) == 1, "the same fingerprint is registered once"
+    assert "already registered, no new version" in again.stdout
+
+
+@pytest.mark.slow
+def test_a_rejected_model_is_not_registered_and_says_why(project):
+    result = run_runner(project, "--set", IMPOSSIBLE)
+    assert result.returncode == 0, result.stderr
+    [run] = runs(project)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["luigiflow.validation"] == "REJECTED"
+    assert run.data.tags["luigiflow.validation.failed"].startswith("accuracy 0.")
+    assert "< 0.999" in run.data.tags["luigiflow.validation.failed"]
+    assert "Validation: REJECTED" in result.stdout
+    assert "Registration: not registered (REJECTED: accuracy 0." in result.stdout
+    assert versions(project) == []
+    evaluation = json.loads((artifacts(project, run) / "Evaluator/evaluation.json").read_text())
+    assert evaluation["criteria"][0]["passed"] is False
+    assert (artifacts(project, run) / "Prediction/submission.csv").exists(), "still scored"
+
+    strict = run_runner(project, "--set", IMPOSSIBLE, "--require-validated")
+    assert strict.returncode == 3, "for CI scripts: rejected even though every task was reused"
+    assert runs(project)[0].info.status == "FINISHED"
+
+    allowed = run_runner(project, "--set", IMPOSSIBLE, "--set", "Register.allow_unvalidated=true")
+    assert allowed.returncode == 0, allowed.stderr
+    [version] = versions(project)
+    assert "Registered although rejected" in version.description
+    assert version.tags["luigiflow.validation"] == "REJECTED"
+
+
+@pytest.mark.slow
+def test_bad_criteria_stop_before_any_run(project):
+    for value, message in (
+        ('[{ metric = "acuracy", threshold = 0.8 }]', "unknown metric 'acuracy'"),
+        (
+            '[{ metric = "accuracy", threshold = "high" }]',
+            "the threshold of accuracy must be a number",
+        ),
+    ):
+        result = run_runner(project, "--set", f"Evaluator.validation_criteria={value}")
+        assert result.returncode == 2
+        assert f"[Evaluator] validation_criteria: {message}" in result.stderr
+    result = run_runner(project, "--set", 'Evaluator.custom_metrics=["no_such_metric"]')
+    assert result.returncode == 2 and "'no_such_metric' is not a function" in result.stderr
+    result = run_runner(project, "--set", 'Prediction.model_uri="titanic"')
+    assert result.returncode == 2 and "[Prediction] model_uri" in result.stderr
+    assert runs(project) == []
+
+
+@pytest.mark.slow
+def test_a_custom_metric_from_src_tasks_is_logged_and_usable_in_criteria(project):
+    metrics_module = project / "src/tasks/metrics.py"
+    metrics_module.write_text(
+        metrics_module.read_text()
+        + "\n\ndef always_seven(y_true, y_pred, y_proba) -> float:\n    return 7.0\n"
+    )
+    criteria = 'Evaluator.validation_criteria=[{ metric = "always_seven", threshold = 6 }]'
+    result = run_runner(
+        project, "--set", 'Evaluator.custom_metrics=["always_seven"]', "--set", criteria
+    )
+    assert result.returncode == 0, result.stderr
+    [run] = runs(project)
+    assert run.data.metrics["always_seven"] == 7.0
+    assert run.data.tags["luigiflow.validation"] == "VALIDATED"
+
+
+@pytest.mark.slow
+def test_scoring_from_the_registry_equals_scoring_the_upstream_model(project, validated):
+    first, _ = validated
+    result = run_runner(project, "--set", 'Prediction.model_uri="models:/titanic@champion"')
+    assert result.returncode == 0, result.stderr
+    second = runs(project)[0]
+    assert second.data.tags["luigiflow.task.Prediction.status"] == "FINISHED"
+    assert second.data.params["Prediction.scored_model"].startswith("titanic version 1 (run ")
+    upstream = pd.read_parquet(artifacts(project, first) / "Prediction/predictions.parquet")
+    registry = pd.read_parquet(artifacts(project, second) / "Prediction/predictions.parquet")
+    assert list(registry.columns) == ["PassengerId", "Survived", "probability"]
+    pd.testing.assert_frame_equal(upstream, registry)
+    assert registry["probability"].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_the_served_model_answers_raw_rows_like_batch_scoring(project, validated):
+    run, _ = validated
+    batch = pd.read_csv(artifacts(project, run) / "Prediction/submission.csv")
+    rows = pd.read_csv(project / "input/test.csv")  # raw, the passenger id included
+    body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+    with service(["python", "src/serve.py"], "/ping", project) as url:
+        request = urllib.request.Request(
+            f"{url}/invocations",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+    assert answer["predictions"] == batch["Survived"].tolist()
+
+
+class _Report(HTMLParser):
+    """Section ids, table cells and inline images of report.html."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections, self.images, self.cells, self.links = [], [], [], []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self.sections.append(attrs["id"])
+        elif tag == "img":
+            self.images.append((self.sections[-1], attrs["alt"], attrs["src"]))
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag in ("script", "link") or (tag == "img" and "http" in attrs.get("src", "")):
+            self.links.append(tag)
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.cells.append("".join(self._cell).strip())
+            self._cell = None
+
+
+@pytest.mark.slow
+def test_the_report_holds_every_task_metric_and_plot(project, validated):
+    run, _ = validated
+    report = _Report()
+    report.feed((artifacts(project, run) / "report.html").read_text())
+    tasks = ["Preprocessor", "Splitter", "Trainer", "Evaluator", "Register", "Prediction"]
+    assert report.sections == tasks
+    assert report.links == [], "nothing is loaded from elsewhere: the report works offline"
+    plots = {alt for section, alt, src in report.images if src.startswith("data:image/png;base64")}
+    assert plots == {"confusion_matrix.png", "roc_curve.png", "feature_importance.png"}
+    cells = report.cells
+    for metric in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"):
+        assert metric in cells, metric
+    assert "balanced_accuracy" in cells
+    assert cells.count("pass") == 2, "both default criteria, checked"
+    assert "VALIDATED" in cells and "validation share" in cells, "verdict and class balance"
+    assert "missing" in cells and "Age" in cells, "data profile of the tables"
+    assert "probability" in cells and "error" in cells, "the worst-predicted rows"
+
+    reused = run_runner(project)
+    assert reused.returncode == 0, reused.stderr
+    again = _Report()
+    again.feed((artifacts(project, runs(project)[0]) / "report.html").read_text())
+    assert again.sections == tasks and len(again.images) == 3, "cards come along when reused"
+    assert "reused" in again.cells
