@@ -79,12 +79,19 @@ def test_a_validated_model_is_registered_once_with_its_alias(project, validated)
     assert version.run_id == run.info.run_id
     assert version.description.startswith("VALIDATED on the validation set (accuracy ")
     assert version.tags["luigiflow.fingerprint"] == tags["luigiflow.task.Trainer.fingerprint"]
-    assert "Registration: models:/titanic@champion = version 1 (new version)" in stdout
+    assert "Registration: models:/titanic@champion = version 1\n" in stdout
 
     again = run_runner(project, "--no-cache")
     assert again.returncode == 0, again.stderr
     assert len(versions(project)) == 1, "the same fingerprint is registered once"
-    assert "already registered, no new version" in again.stdout
+    assert "version 1 (already registered: no new version)" in again.stdout
+
+    client = store(project)
+    moved = client.create_model_version("titanic", version.source, version.run_id)
+    client.set_registered_model_alias("titanic", "champion", moved.version)
+    reused = run_runner(project)
+    assert reused.returncode == 0, reused.stderr
+    assert "@champion has since moved to version 2" in reused.stdout
 
 
 @pytest.mark.slow
@@ -163,6 +170,16 @@ def test_scoring_from_the_registry_equals_scoring_the_upstream_model(project, va
     assert list(registry.columns) == ["PassengerId", "Survived", "probability"]
     pd.testing.assert_frame_equal(upstream, registry)
     assert registry["probability"].between(0, 1).all()
+
+    # moving the alias makes the next run score again, and says why
+    client = store(project)
+    version = client.get_model_version_by_alias("titanic", "champion")
+    moved = client.create_model_version("titanic", version.source, version.run_id)
+    client.set_registered_model_alias("titanic", "champion", moved.version)
+    result = run_runner(
+        project, "--dry-run", "--set", 'Prediction.model_uri="models:/titanic@champion"'
+    )
+    assert "Prediction    would run: input models:/titanic@champion changed" in result.stdout
 
 
 @pytest.mark.slow

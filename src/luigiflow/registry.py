@@ -86,6 +86,16 @@ def describe(uri: str) -> str:
     return f"{version.name} version {version.version} (run {version.run_id})"
 
 
+def alias_version(name: str, alias: str) -> int | None:
+    """The version `alias` points at now, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(client().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
 def uri_problems(**uris: str) -> dict[str, str]:
     """Config check: each value must be `models:/<name>@<alias>` or `models:/<name>/<version>`."""
     return {

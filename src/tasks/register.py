@@ -51,5 +51,10 @@ class Register(PipelineTask):
         r = self.read_output("registration")
         if not r["registered"]:
             return {"registration": f"not registered ({r['reason']})"}
-        new = "new version" if r["new"] else "already registered, no new version"
-        return {"registration": f"{r['uri']} = version {r['version']} ({new})"}
+        text = f"{r['uri']} = version {r['version']}"
+        if not r["new"]:
+            text += " (already registered: no new version)"
+        now = registry.alias_version(self.model_name, self.alias)
+        if now != r["version"]:  # moved since, by another run or by hand
+            text += f"; @{self.alias} has since moved to version {now}"
+        return {"registration": text}
