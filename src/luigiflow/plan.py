@@ -68,7 +68,7 @@ def make_plan(
                 name=name,
             )
     for task in plan.tasks:
-        _check_task(task, config)
+        _check_inputs(task, config)
 
     explicit = {
         t.task_family: config.reuse[t.task_family]
@@ -123,6 +123,12 @@ def make_plan(
             plan.reasons[family] = caching.why_run(
                 client(), experiments, plan.fingerprints.of(task)
             )
+    # Parameter values only of the tasks that will run: a reused task's values made its
+    # outputs already, and checking them can be costly (Trainer imports its estimator).
+    for task in plan.tasks:
+        if task.task_family in plan.needed and task.task_family not in plan.reused:
+            for key, problem in task.validate().items():
+                raise ConfigError(config.path, problem, task.task_family, key)
     return plan
 
 
@@ -188,10 +194,8 @@ def _with_downstream(tasks: list[PipelineTask], families: frozenset[str]) -> set
     return found
 
 
-def _check_task(task: PipelineTask, config: Config) -> None:
-    """Parameter values and input files (presence and columns) of one task."""
-    for key, problem in task.validate().items():
-        raise ConfigError(config.path, problem, task.task_family, key)
+def _check_inputs(task: PipelineTask, config: Config) -> None:
+    """The input files of one task: present, with the columns it needs."""
     for input_file in task.input_files().values():
         path = config.input_dir / input_file.filename
         if not path.is_file():
