@@ -247,6 +247,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=REPO / "bench")
     parser.add_argument("--no-server", action="store_true", help="skip the tracking-server variant")
     args = parser.parse_args()
+    args.work, args.results = args.work.resolve(), args.results.resolve()  # runs change folder
     sizes = ["example"] if args.quick else args.sizes
 
     # The code measured is the code as it was at the start, whatever happens to src/ meanwhile.
