@@ -15,6 +15,7 @@ import base64
 import html
 import itertools
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,15 @@ nav a{margin-right:1em}img{max-width:480px;border:1px solid #eee;margin:.3em .6e
 
 def profile(table: pd.DataFrame) -> str:
     """Shape, per-column type, missing values, distinct values, summary and distribution, and
-    the first rows of a table, as HTML."""
+    the first rows of a table, as HTML. A table it cannot profile never fails the task."""
+    try:
+        return _profile(table)
+    except Exception as error:
+        logging.getLogger(__name__).exception("could not profile a table")
+        return f"<p class=muted>No profile: {html.escape(repr(error))}</p>"
+
+
+def _profile(table: pd.DataFrame) -> str:
     import pandas as pd
 
     sample = table.sample(PROFILE_SAMPLE, random_state=0) if len(table) > PROFILE_SAMPLE else table
@@ -91,15 +100,24 @@ def profile(table: pd.DataFrame) -> str:
 
 
 def write_card(task: PipelineTask, path: Path) -> None:
-    """The task's card, written next to its outputs before the manifest."""
+    """The task's card, written next to its outputs before the manifest. A card that cannot be
+    made says why instead: the report is never a reason for a task to fail."""
+    try:
+        text = _card(task, path.parent)
+    except Exception as error:
+        logging.getLogger(__name__).exception("could not make the card of %s", task.task_family)
+        text = f"<p class=muted>No card: {html.escape(repr(error))}</p>"
+    write_atomic(path, text)
+
+
+def _card(task: PipelineTask, folder: Path) -> str:
     parts = [_params(task.significant_params())]
     for name, filename in task.outputs.items():
-        file = path.parent / filename
         parts.append(f"<h3>Output <code>{html.escape(name)}</code>: {html.escape(filename)}</h3>")
-        parts.append(task._profiles.get(name) or _render_file(file))
+        parts.append(task._profiles.get(name) or _render_file(folder / filename))
     for title, content in task._card_sections:
         parts.append(f"<h3>{html.escape(title)}</h3>{_content(content)}")
-    write_atomic(path, "\n".join(parts))
+    return "\n".join(parts)
 
 
 def run_report(

@@ -77,7 +77,8 @@ class PipelineTask(luigi.Task):
         return {}
 
     def validate(self) -> dict[str, str]:
-        """Check parameter values before the run starts: {parameter: what is wrong}."""
+        """Check parameter values before the run starts: {parameter: what is wrong}. Asked only
+        of tasks that will run (a reused task's values already made its outputs)."""
         return {}
 
     def external_state(self) -> dict[str, str]:
