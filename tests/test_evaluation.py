@@ -77,6 +77,9 @@ def test_a_validated_model_is_registered_once_with_its_alias(project, validated)
         version.version
     )
     assert version.run_id == run.info.run_id
+    assert (
+        "once per model fingerprint" in store(project).get_registered_model("titanic").description
+    )
     assert version.description.startswith("VALIDATED on the validation set (accuracy ")
     assert version.tags["luigiflow.fingerprint"] == tags["luigiflow.task.Trainer.fingerprint"]
     assert "Registration: models:/titanic@champion = version 1\n" in stdout

@@ -36,7 +36,12 @@ def register(
     fingerprint = current().digest(task)
     target = task.output()[output]
     try:
-        client().create_registered_model(name)
+        client().create_registered_model(
+            name,
+            description="Versions are registered by the pipeline's Register task, once per "
+            "model fingerprint (tag luigiflow.fingerprint); each says how it did on the "
+            "validation criteria.",
+        )
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
