@@ -31,15 +31,25 @@ def edit_task(project: Path, module: str, anchor: str, code: str, replace: bool 
 
 
 def start_stuck_in_trainer(project: Path):
-    """Start a runner whose Trainer sleeps, and return once the Trainer has started."""
+    """Start a runner whose Trainer sleeps, and return once it is asleep.
+
+    The Trainer signals by a file, at the top of `run()`: a signal sent while it still imports
+    scikit-learn can be swallowed by code in that import, which would make the test flaky.
+    """
+    asleep = project / "trainer-asleep"
     edit_task(
         project,
         "trainer",
-        '        train = self.load("train")',
-        "        import time; time.sleep(60)",
+        "        from sklearn.model_selection import StratifiedKFold, cross_val_score",
+        f"        import pathlib, time; pathlib.Path({str(asleep)!r}).touch(); time.sleep(60)",
     )
     process = start_runner(project)
-    return process, wait_for_line(process, "Trainer        started")
+    seen = wait_for_line(process, "Trainer        started")
+    deadline = time.monotonic() + 60
+    while not asleep.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert asleep.exists(), "the Trainer never went to sleep"
+    return process, seen
 
 
 def wait_for_line(process, text: str, timeout: float = 120) -> str:
@@ -221,7 +231,7 @@ def test_kill_9_leaves_a_run_the_next_runner_marks_killed(project):
     assert bad_config.returncode == 2 and runs(project)[0].info.status == "RUNNING", (
         "no run, no sweep"
     )
-    edit_task(project, "trainer", "        import time; time.sleep(60)\n", "", replace=True)
+    edit_task(project, "trainer", "time.sleep(60)", "pass", replace=True)
     assert run_runner(project).returncode == 0
     old, new = runs(project)[1], runs(project)[0]
     assert (old.info.status, new.info.status) == ("KILLED", "FINISHED")
