@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -63,6 +64,8 @@ def run_runner(
 
 
 def start_runner(project: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """A runner as started from a terminal, where Ctrl-C (SIGINT) is not ignored, even when the
+    tests themselves run in the background (which makes the shell ignore SIGINT)."""
     return subprocess.Popen(
         [sys.executable, "src/runner.py", *args],
         cwd=project,
@@ -70,6 +73,7 @@ def start_runner(project: Path, *args: str, env: dict | None = None) -> subproce
         stderr=subprocess.PIPE,
         text=True,
         env=env or runner_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

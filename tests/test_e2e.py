@@ -30,12 +30,9 @@ def edit_task(project: Path, module: str, anchor: str, code: str, replace: bool 
     path.write_text(text.replace(anchor, code if replace else f"{code}\n{anchor}"))
 
 
-def start_stuck_in_trainer(project: Path):
-    """Start a runner whose Trainer sleeps, and return once it is asleep.
-
-    The Trainer signals by a file, at the top of `run()`: a signal sent while it still imports
-    scikit-learn can be swallowed by code in that import, which would make the test flaky.
-    """
+def start_stuck_in_trainer(project: Path, **env: str):
+    """Start a runner whose Trainer sleeps, and return once it is asleep (it touches a file
+    at the top of `run()`), so that signals reach it in a known place."""
     asleep = project / "trainer-asleep"
     edit_task(
         project,
@@ -43,7 +40,7 @@ def start_stuck_in_trainer(project: Path):
         "        from sklearn.model_selection import StratifiedKFold, cross_val_score",
         f"        import pathlib, time; pathlib.Path({str(asleep)!r}).touch(); time.sleep(60)",
     )
-    process = start_runner(project)
+    process = start_runner(project, env=runner_env(**env))
     seen = wait_for_line(process, "Trainer        started")
     deadline = time.monotonic() + 60
     while not asleep.exists() and time.monotonic() < deadline:
@@ -288,10 +285,15 @@ def test_help_lists_the_options(project):
 
 
 def test_ctrl_c_mid_run_ends_killed_with_130(project):
-    process, _ = start_stuck_in_trainer(project)
+    process, _ = start_stuck_in_trainer(project, PYTHONFAULTHANDLER="1")
     process.send_signal(signal.SIGINT)
-    process.communicate(timeout=60)
-    assert process.returncode == 130
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # the fault handler prints every thread's stack
+        stdout, stderr = process.communicate(timeout=30)
+        raise AssertionError(f"still running 60 s after Ctrl-C:\n{stdout}\n{stderr}") from None
+    assert process.returncode == 130, stdout + stderr
     [run] = runs(project)
     assert run.info.status == "KILLED"
 
