@@ -63,9 +63,12 @@ def run_runner(
     )
 
 
-def start_runner(project: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    """A runner as started from a terminal, where Ctrl-C (SIGINT) is not ignored, even when the
-    tests themselves run in the background (which makes the shell ignore SIGINT)."""
+def start_runner(
+    project: Path, *args: str, env: dict | None = None, ignore_sigint: bool = False
+) -> subprocess.Popen:
+    """A runner in the background. `ignore_sigint`: start it the way a script's background job
+    (or a CI step) starts it, with SIGINT ignored."""
+    disposition = signal.SIG_IGN if ignore_sigint else signal.SIG_DFL
     return subprocess.Popen(
         [sys.executable, "src/runner.py", *args],
         cwd=project,
@@ -73,7 +76,7 @@ def start_runner(project: Path, *args: str, env: dict | None = None) -> subproce
         stderr=subprocess.PIPE,
         text=True,
         env=env or runner_env(),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, disposition),
     )
 
 

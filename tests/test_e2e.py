@@ -30,7 +30,7 @@ def edit_task(project: Path, module: str, anchor: str, code: str, replace: bool 
     path.write_text(text.replace(anchor, code if replace else f"{code}\n{anchor}"))
 
 
-def start_stuck_in_trainer(project: Path, **env: str):
+def start_stuck_in_trainer(project: Path, ignore_sigint: bool = False, **env: str):
     """Start a runner whose Trainer sleeps, and return once it is asleep (it touches a file
     at the top of `run()`), so that signals reach it in a known place."""
     asleep = project / "trainer-asleep"
@@ -40,7 +40,7 @@ def start_stuck_in_trainer(project: Path, **env: str):
         "        from sklearn.model_selection import StratifiedKFold, cross_val_score",
         f"        import pathlib, time; pathlib.Path({str(asleep)!r}).touch(); time.sleep(60)",
     )
-    process = start_runner(project, env=runner_env(**env))
+    process = start_runner(project, env=runner_env(**env), ignore_sigint=ignore_sigint)
     seen = wait_for_line(process, "Trainer        started")
     deadline = time.monotonic() + 60
     while not asleep.exists() and time.monotonic() < deadline:
@@ -285,7 +285,8 @@ def test_help_lists_the_options(project):
 
 
 def test_ctrl_c_mid_run_ends_killed_with_130(project):
-    process, _ = start_stuck_in_trainer(project, PYTHONFAULTHANDLER="1")
+    """Even when started with SIGINT ignored (a script's background job, a CI step)."""
+    process, _ = start_stuck_in_trainer(project, ignore_sigint=True, PYTHONFAULTHANDLER="1")
     process.send_signal(signal.SIGINT)
     try:
         stdout, stderr = process.communicate(timeout=60)

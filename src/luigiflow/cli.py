@@ -173,6 +173,9 @@ def _run(settings, args, client, experiment, plan, config, redactor, log_path, a
 
     InterfaceLogging._configured = True  # our handlers already take Luigi's records
     signal.signal(signal.SIGTERM, _raise_terminated)
+    # Ctrl-C ends the run KILLED even if the runner was started with SIGINT ignored, as a
+    # script's background job or a CI step is; Python would otherwise leave it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     run_id, status, code = None, "FAILED", EXIT_FAILED
     try:
         run_id = tracking.start_run(
