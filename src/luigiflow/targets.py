@@ -137,12 +137,17 @@ class TaskFolder:
             partial = Path(tempfile.mkdtemp(dir=staging_root(), prefix="download-"))
             # By artifact URI, not run id: a `runs:/` download costs extra requests per file
             # (run lookup, logged-model search).
-            uri = f"{run_artifact_uri(str(self.run_id)).rstrip('/')}/{self.name}/{filename}"
-            downloaded = download_artifacts(artifact_uri=uri, dst_path=str(partial))
+            downloaded = download_artifacts(artifact_uri=self.uri(filename), dst_path=str(partial))
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(downloaded, target)  # appear whole or not at all
             shutil.rmtree(partial, ignore_errors=True)
         return target
+
+    def uri(self, filename: str) -> str:
+        """The artifact URI of `filename` in this folder (for a local folder: its path)."""
+        if self.run_id is None:
+            return str((self.folder / filename).resolve())
+        return f"{run_artifact_uri(str(self.run_id)).rstrip('/')}/{self.name}/{filename}"
 
     def fetch_optional(self, filename: str) -> Path | None:
         """Like `fetch`, for a file that may not be there (a card from an older version)."""
@@ -237,12 +242,7 @@ class ArtifactTarget(luigi.Target):
         return self.folder.fetch(self.filename)
 
     def uri(self) -> str:
-        """The artifact URI (or, for a local reuse folder, the path) of this output."""
-        if self.folder.run_id is None:
-            return str((self.folder.folder / self.filename).resolve())
-        return (
-            f"{run_artifact_uri(self.folder.run_id).rstrip('/')}/{self.folder.name}/{self.filename}"
-        )
+        return self.folder.uri(self.filename)
 
     def __repr__(self) -> str:
         return f"{self.folder!r}/{self.filename}"
