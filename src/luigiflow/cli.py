@@ -235,9 +235,10 @@ def _finish(client, run_id, status, plan, log_path, url, seconds) -> dict[str, s
     from luigiflow.report import outcomes, summary
 
     found: dict[str, str] = {}
-    tags = client.get_run(run_id).data.tags
+    run = client.get_run(run_id)
+    tags = run.data.tags
     try:
-        found = _conclude(client, run_id, plan, tags, url)
+        found = _conclude(client, run, plan, url)
     except Exception:  # a broken report must not leave the run RUNNING
         logging.exception("could not write the conclusions or the report")
     for handler in logging.getLogger().handlers:
@@ -252,7 +253,7 @@ def _finish(client, run_id, status, plan, log_path, url, seconds) -> dict[str, s
     return found
 
 
-def _conclude(client, run_id, plan, tags, url) -> dict[str, str]:
+def _conclude(client, run, plan, url) -> dict[str, str]:
     """Each task's conclusions, tagged on the run, and the run's report (report.html)."""
     from mlflow.entities import RunTag
 
@@ -260,6 +261,7 @@ def _conclude(client, run_id, plan, tags, url) -> dict[str, str]:
     from luigiflow.plan import locate
     from luigiflow.report import outcomes
 
+    run_id, tags = run.info.run_id, run.data.tags
     folders = locate(plan, run_id)
     found: dict[str, str] = {}
     for task in plan.tasks:
@@ -267,13 +269,12 @@ def _conclude(client, run_id, plan, tags, url) -> dict[str, str]:
         if folder is not None and folder.manifest() is not None:
             found.update(task.clone(run_id=run_id).conclusions())
     client.log_batch(run_id, tags=[RunTag(f"luigiflow.{k}", v) for k, v in found.items() if v])
-    run = client.get_run(run_id)
     facts = {
         "run": f"{run.info.run_name} ({run_id})",
         "experiment": client.get_experiment(run.info.experiment_id).name,
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.info.start_time / 1000)),
-        "description": run.data.tags.get("mlflow.note.content", ""),
-        "git commit": run.data.tags.get("mlflow.source.git.commit", ""),
+        "description": tags.get("mlflow.note.content", ""),
+        "git commit": tags.get("mlflow.source.git.commit", ""),
         **found,
         "MLflow": url,
     }
