@@ -150,26 +150,26 @@ def activate(plan: Plan, run_id: str, copy: bool = False) -> None:
 
 
 def locate(plan: Plan, run_id: str) -> dict[str, TaskFolder | None]:
-    """Where this run's outputs of each task are: its own, reused, or (for a task skipped
-    because a later task was reused) the ones that later task was made from, as its manifest
-    records. Skipped tasks are pointed there so their `read_output` works; None if nowhere."""
+    """Where this run's outputs of each task are (`PipelineTask.folder()`): its own, reused, or,
+    for a task skipped because a later task was reused, the ones that later task was made from,
+    as its manifest records; the skipped task is pointed there like a reused one. None if
+    nowhere (a task not run)."""
     from luigi.configuration import get_config
 
+    sources = get_config().data.setdefault(PATH_SECTION, {})
+    recorded: dict[str, str] = {}  # family -> source, from the manifests of downstream tasks
     found: dict[str, TaskFolder | None] = {}
-    for task in plan.tasks:
+    for task in reversed(plan.tasks):  # downstream first
         family = task.task_family
-        if family in plan.reused:
-            found[family] = TaskFolder.from_source(plan.reused[family])
-        elif family in plan.needed or family in plan.copied:
-            found[family] = TaskFolder(run_id, family)
-    for task in reversed(plan.tasks):  # downstream first: a manifest names its upstream folders
-        folder = found.get(task.task_family)
-        manifest = folder.manifest() if folder is not None else None
-        for family, source in (manifest or {}).get("upstream", {}).items():
-            if family not in found:
-                found[family] = TaskFolder.from_source(source)
-                get_config().data.setdefault(PATH_SECTION, {})[family] = source
-    return {t.task_family: found.get(t.task_family) for t in plan.tasks}
+        if family not in plan.needed:  # reused and copied tasks are needed: Luigi checks them
+            if family not in recorded:
+                found[family] = None
+                continue
+            sources[family] = recorded[family]
+        found[family] = task.clone(run_id=run_id).folder()
+        for upstream, source in (found[family].manifest() or {}).get("upstream", {}).items():
+            recorded.setdefault(upstream, source)  # the nearest downstream task's record
+    return {t.task_family: found[t.task_family] for t in plan.tasks}
 
 
 def _upstream_first(root: PipelineTask) -> list[PipelineTask]:
