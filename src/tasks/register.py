@@ -3,7 +3,7 @@
 import luigi
 
 from luigiflow import PipelineTask, registry, requires
-from tasks.evaluator import VALIDATED, Evaluator
+from tasks.evaluator import VALIDATED, Evaluator, failed
 from tasks.trainer import Trainer
 
 
@@ -27,10 +27,9 @@ class Register(PipelineTask):
     def run(self) -> None:
         evaluation = self.load("evaluation")
         verdict = evaluation["verdict"]
-        failed = [c["text"] for c in evaluation["criteria"] if not c["passed"]]
         result = {"model_name": self.model_name, "alias": self.alias, "verdict": verdict}
         if verdict != VALIDATED and not self.allow_unvalidated:
-            reason = f"{verdict}: " + "; ".join(failed)
+            reason = f"{verdict}: {failed(evaluation)}"
             self.save("registration", {**result, "registered": False, "reason": reason})
             return
         checks = "; ".join(c["text"] for c in evaluation["criteria"]) or "no criteria"
