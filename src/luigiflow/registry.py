@@ -76,27 +76,29 @@ def register(
 
 def describe(uri: str) -> str:
     """Which registered version a `models:/` URI names right now, e.g. `titanic version 3`."""
-    from mlflow.exceptions import MlflowException
-
     match = MODEL_URI.match(uri)
     if not match:
         return uri
-    try:
-        if match["alias"]:
-            version = client().get_model_version_by_alias(match["name"], match["alias"])
-        else:
-            version = client().get_model_version(match["name"], match["version"])
-    except MlflowException:
+    version = _version(match["name"], match["alias"], match["version"])
+    if version is None:
         return "not registered"
     return f"{version.name} version {version.version} (run {version.run_id})"
 
 
 def alias_version(name: str, alias: str) -> int | None:
     """The version `alias` points at now, or None."""
+    version = _version(name, alias)
+    return None if version is None else int(version.version)
+
+
+def _version(name: str, alias: str | None, number: str | None = None):
+    """The model version named by alias or number, or None when there is none."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return int(client().get_model_version_by_alias(name, alias).version)
+        if alias:
+            return client().get_model_version_by_alias(name, alias)
+        return client().get_model_version(name, str(number))
     except MlflowException:
         return None
 
