@@ -26,8 +26,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 run: $(VENV)/.installed  ## run the pipeline in luigi.toml (extra options: make run ARGS="--set Trainer.seed=3")
 	$(BIN)/python src/runner.py $(ARGS)
 
-test: $(VENV)/.installed-dev  ## every test, the slow end-to-end ones included
-	$(BIN)/python -m pytest $(ARGS)
+test: $(VENV)/.installed-dev  ## every test, the slow end-to-end ones included, on every core
+	$(BIN)/python -m pytest -n auto $(ARGS)
 
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)

@@ -99,6 +99,50 @@ def runs(project: Path) -> list:
     )
 
 
+def artifacts(project: Path, run) -> Path:
+    """The local folder of a run's artifacts (the embedded store writes them in place)."""
+    return Path(run.info.artifact_uri)
+
+
+def edit_task(project: Path, module: str, anchor: str, code: str, replace: bool = False) -> None:
+    """Change a task in the copy: put `code` before the line `anchor`, or in its place."""
+    path = project / "src" / "tasks" / f"{module}.py"
+    text = path.read_text()
+    assert anchor in text, anchor
+    path.write_text(text.replace(anchor, code if replace else f"{code}\n{anchor}"))
+
+
+def start_stuck_in_trainer(project: Path, ignore_sigint: bool = False, **env: str):
+    """Start a runner whose Trainer sleeps, and return once it is asleep (it touches a file
+    at the top of `run()`), so that signals reach it in a known place."""
+    asleep = project / "trainer-asleep"
+    edit_task(
+        project,
+        "trainer",
+        "        from sklearn.model_selection import StratifiedKFold, cross_val_score",
+        f"        import pathlib, time; pathlib.Path({str(asleep)!r}).touch(); time.sleep(60)",
+    )
+    process = start_runner(project, env=runner_env(**env), ignore_sigint=ignore_sigint)
+    seen = wait_for_line(process, "Trainer        started")
+    deadline = time.monotonic() + 60
+    while not asleep.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert asleep.exists(), "the Trainer never went to sleep"
+    return process, seen
+
+
+def wait_for_line(process, text: str, timeout: float = 120) -> str:
+    """Read the runner's stdout until a line contains `text`; return what was read."""
+    seen, deadline = "", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        seen += line
+        if text in line or (not line and process.poll() is not None):
+            break
+    assert text in seen, seen
+    return seen
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -172,3 +216,45 @@ def mlflow_server(tmp_path_factory):
     ]
     with service(command, "/health", folder) as url:
         yield url
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch, migrated_store_file):
+    """A project's settings on a throwaway embedded store, ready to use (copied from an empty
+    migrated one); the environment names it, as the runner leaves it."""
+    from luigiflow.settings import Settings
+
+    shutil.copy(migrated_store_file, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("PROJECT_ROOT", str(tmp_path))
+    return Settings(tmp_path, tmp_path / "luigi.toml", uri, tmp_path / "mlartifacts")
+
+
+@pytest.fixture
+def client(settings):
+    from mlflow import MlflowClient
+
+    return MlflowClient(settings.tracking_uri)
+
+
+@pytest.fixture(scope="session")
+def migrated_store_file(tmp_path_factory) -> Path:
+    """An empty embedded store whose schema is made once per session: creating one runs
+    every MLflow migration, seconds of fsync. Made without syncing (a copy of a finished file
+    is all the tests need), which is several times faster."""
+    from mlflow import MlflowClient
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def unsynced(connection, _record) -> None:
+        connection.execute("PRAGMA synchronous = OFF")
+        connection.execute("PRAGMA journal_mode = MEMORY")
+
+    path = tmp_path_factory.mktemp("migrated-store") / "mlflow.db"
+    event.listen(Engine, "connect", unsynced)
+    try:
+        MlflowClient(f"sqlite:///{path}").search_experiments()
+    finally:
+        event.remove(Engine, "connect", unsynced)
+    return path

@@ -7,8 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import run_runner, runner_env, runs, store
-from test_e2e import artifacts, edit_task
+from conftest import artifacts, edit_task, run_runner, runner_env, runs, store
 
 pytestmark = pytest.mark.slow
 TASKS = ("Preprocessor", "Splitter", "Trainer", "Evaluator", "Register", "Prediction")

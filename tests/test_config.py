@@ -130,7 +130,8 @@ def test_path_config_checks_keys_and_folders(root):
     assert "[PathConfig] Trainer: folder" in error(root, base=BASE + 'Trainer = "nowhere"\n')
     config = load(root, base=BASE + f'Trainer = "runs:/{"a" * 32}/Trainer"\n')
     assert config.reuse == {"Trainer": f"runs:/{'a' * 32}/Trainer"}
-    assert get_config().get("PathConfig", "Trainer") == f"runs:/{'a' * 32}/Trainer"
+    # Reuse is the plan's decision, carried by the run context: never put in Luigi's config.
+    assert get_config().get("PathConfig", "Trainer", None) is None
 
 
 def test_invalid_toml_is_a_config_error(root):

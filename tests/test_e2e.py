@@ -8,57 +8,23 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import BIN, KAGGLE, run_runner, runner_env, runs, start_runner
+from conftest import (
+    BIN,
+    KAGGLE,
+    artifacts,
+    edit_task,
+    run_runner,
+    runner_env,
+    runs,
+    start_runner,
+    start_stuck_in_trainer,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def artifacts(project: Path, run) -> Path:
-    return Path(run.info.artifact_uri)
-
-
-def edit_task(project: Path, module: str, anchor: str, code: str, replace: bool = False) -> None:
-    """Change a task in the copy: put `code` before the line `anchor`, or in its place."""
-    path = project / "src" / "tasks" / f"{module}.py"
-    text = path.read_text()
-    assert anchor in text, anchor
-    path.write_text(text.replace(anchor, code if replace else f"{code}\n{anchor}"))
-
-
-def start_stuck_in_trainer(project: Path, ignore_sigint: bool = False, **env: str):
-    """Start a runner whose Trainer sleeps, and return once it is asleep (it touches a file
-    at the top of `run()`), so that signals reach it in a known place."""
-    asleep = project / "trainer-asleep"
-    edit_task(
-        project,
-        "trainer",
-        "        from sklearn.model_selection import StratifiedKFold, cross_val_score",
-        f"        import pathlib, time; pathlib.Path({str(asleep)!r}).touch(); time.sleep(60)",
-    )
-    process = start_runner(project, env=runner_env(**env), ignore_sigint=ignore_sigint)
-    seen = wait_for_line(process, "Trainer        started")
-    deadline = time.monotonic() + 60
-    while not asleep.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert asleep.exists(), "the Trainer never went to sleep"
-    return process, seen
-
-
-def wait_for_line(process, text: str, timeout: float = 120) -> str:
-    """Read the runner's stdout until a line contains `text`; return what was read."""
-    seen, deadline = "", time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        seen += line
-        if text in line or (not line and process.poll() is not None):
-            break
-    assert text in seen, seen
-    return seen
 
 
 def test_cold_run_logs_everything_into_one_run(project):

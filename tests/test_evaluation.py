@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import run_runner, runs, service, store
-from test_e2e import artifacts
+from conftest import artifacts, run_runner, runs, service, store
 
 from tasks.evaluator import check, criterion_problem
 

@@ -7,21 +7,13 @@ import json
 import pytest
 from mlflow import MlflowClient
 
-from luigiflow import targets
 from luigiflow.targets import MANIFEST, ArtifactTarget, TaskFolder, TaskWriter
 
 
 @pytest.fixture
-def run_id(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("PROJECT_ROOT", str(tmp_path))
-    targets.client.cache_clear()
-    targets.run_artifact_uri.cache_clear()
-    targets._complete.clear()
-    client = MlflowClient()
+def run_id(client, tmp_path):
     experiment = client.create_experiment("t", artifact_location=str(tmp_path / "artifacts"))
-    yield client.create_run(experiment).info.run_id
-    targets.client.cache_clear()
+    return client.create_run(experiment).info.run_id
 
 
 def manifest(**outputs):
@@ -95,7 +87,6 @@ def test_remote_store_stages_locally_then_uploads_manifest_last(run_id, tmp_path
     assert not writer.folder.exists(), "staging is cleaned up"
     listed = {f.path for f in MlflowClient().list_artifacts(run_id, "Task")}
     assert listed == {"Task/a.csv", "Task/model", f"Task/{MANIFEST}"}
-    targets._complete.clear()
     fresh = TaskFolder(run_id, "Task", None)
     fresh.folder = None
     assert fresh.has("a.csv") and fresh.has("model")

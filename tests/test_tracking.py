@@ -1,45 +1,27 @@
-"""The run's life: what is recorded at the start, and runs left RUNNING by a killed runner."""
+"""The run's life: what is recorded when it starts, and where its page is."""
 
 from __future__ import annotations
 
+import json
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+import toml
 from mlflow import MlflowClient
 
-from luigiflow import tracking
+from luigiflow import store, tracking
+from luigiflow.config import Config
+from luigiflow.context import REUSED, RunContext, TaskPlan, load
 from luigiflow.redact import MASK, Redactor
-from luigiflow.settings import Settings
-
-
-@pytest.fixture
-def settings(tmp_path, monkeypatch) -> Settings:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return Settings(tmp_path, tmp_path / "luigi.toml", uri, tmp_path / "mlartifacts")
-
-
-@pytest.fixture
-def client(settings) -> MlflowClient:
-    return MlflowClient(settings.tracking_uri)
 
 
 def git(root: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
 
 
-def test_experiment_artifacts_live_under_the_project(client, settings):
-    experiment = tracking.experiment(client, "my exp", settings)
-    assert experiment.artifact_location == str(settings.artifact_root / "my-exp")
-    assert tracking.experiment(client, "my exp", settings).experiment_id == experiment.experiment_id
-
-
-def test_start_run_records_config_git_and_command_without_secrets(client, settings, tmp_path):
-    git(tmp_path, "init", "-q")
+def commit_all(root: Path) -> None:
     git(
-        tmp_path,
+        root,
         "-c",
         "user.email=a@b",
         "-c",
@@ -50,8 +32,27 @@ def test_start_run_records_config_git_and_command_without_secrets(client, settin
         "-m",
         "x",
     )
+
+
+def start(client, settings, tmp_path, run_config, resolved, redactor=None, argv=(), tasks=None):
+    config = Config(tmp_path / "luigi.toml", {}, run_config, tmp_path)
+    context = RunContext(run_config["task"], "input", resolved, tasks or {})
+    experiment = store.experiment(client, "e", settings)
+    return tracking.start_run(
+        client,
+        experiment.experiment_id,
+        config,
+        context,
+        redactor or Redactor(),
+        tmp_path,
+        list(argv),
+    )
+
+
+def test_start_run_records_config_git_and_command_without_secrets(client, settings, tmp_path):
+    git(tmp_path, "init", "-q")
+    commit_all(tmp_path)
     (tmp_path / "notes.txt").write_text("db_password = 'hunter22'\n")
-    experiment = tracking.experiment(client, "e", settings)
     run_config = {
         "task": "Trainer",
         "description": "why",
@@ -60,18 +61,12 @@ def test_start_run_records_config_git_and_command_without_secrets(client, settin
     }
     resolved = {
         "RunConfig": run_config,
-        "Db": {"uri": "postgresql://u:pw-secret@h/db", "password": "p4ss"},
+        "Db": {"uri": "postgresql://u:pw-secret@h/db", "password": "p4ss", "token": "${TOKEN}"},
+        "Trainer": {"seed": 3, "autolog": False, "grid": {"C": [0.1, 1.0]}},
     }
     argv = ["src/runner.py", "--set", "Db.password=p4ss"]
-    run_id = tracking.start_run(
-        client,
-        experiment.experiment_id,
-        run_config,
-        resolved,
-        Redactor(["pw-secret", "hunter22"]),
-        tmp_path,
-        argv,
-    )
+    redactor = Redactor(["pw-secret", "hunter22"])
+    run_id = start(client, settings, tmp_path, run_config, resolved, redactor, argv)
     run = client.get_run(run_id)
     tags, params = run.data.tags, run.data.params
     assert run.info.run_name == "first" and tags["team"] == "a"
@@ -79,49 +74,48 @@ def test_start_run_records_config_git_and_command_without_secrets(client, settin
     assert len(tags["mlflow.source.git.commit"]) == 40 and tags["luigiflow.git.dirty"] == "true"
     assert tags["luigiflow.command"].endswith(f"Db.password={MASK}")
     assert params["Db.password"] == MASK and params["Db.uri"] == f"postgresql://u:{MASK}@h/db"
-    assert params["RunConfig.tags"] == '{"team": "a"}'
+    assert params["Db.token"] == "${TOKEN}", "a reference to a variable is not a secret"
+    assert params["RunConfig.tags"] == '{"team": "a"}' and params["Trainer.seed"] == "3"
     artifacts = Path(run.info.artifact_uri)
     config_text = (artifacts / "config/luigi.toml").read_text()
-    assert (
-        "p4ss" not in config_text
-        and "pw-secret" not in config_text
-        and 'task = "Trainer"' in config_text
+    assert "p4ss" not in config_text and "pw-secret" not in config_text
+    logged = toml.loads(config_text)
+    assert logged["RunConfig"]["task"] == "Trainer"
+    assert logged["Trainer"] == {"seed": 3, "autolog": False, "grid": {"C": [0.1, 1.0]}}, (
+        "values keep their types"
     )
     diff = (artifacts / "git/diff.patch").read_text()
     assert "notes.txt" in diff and "hunter22" not in diff
 
 
-def test_a_clean_tree_logs_no_diff(client, settings, tmp_path):
+def test_the_run_context_is_written_with_the_run_and_read_back_by_id(client, settings, tmp_path):
+    source = f"runs:/{'a' * 32}/Trainer"
+    tasks = {
+        "Trainer": TaskPlan("Trainer", [], REUSED, source, cached=True),
+        "Prediction": TaskPlan("Prediction", ["Trainer"], reason="no earlier run"),
+    }
+    run_id = start(client, settings, tmp_path, {"task": "Prediction"}, {}, tasks=tasks)
+    saved = json.loads(
+        (Path(client.get_run(run_id).info.artifact_uri) / "luigiflow/context.json").read_text()
+    )
+    assert [t["family"] for t in saved["tasks"]] == ["Trainer", "Prediction"]
+    context = load(run_id)
+    assert context.tasks["Trainer"].source == source and context.root == "Prediction"
+    assert repr(context.folder("Trainer", run_id)) == source
+    assert repr(context.folder("Prediction", run_id)) == f"runs:/{run_id}/Prediction"
+    tags = client.get_run(run_id).data.tags
+    assert tags["luigiflow.task.Trainer.reused_from"] == source
+    assert tags["luigiflow.task.Prediction.why_run"] == "no earlier run"
+
+
+def test_a_clean_tree_logs_no_diff(client: MlflowClient, settings, tmp_path):
     git(tmp_path, "init", "-q")
     (tmp_path / ".gitignore").write_text("mlflow.db*\nmlartifacts/\n")
     git(tmp_path, "add", ".gitignore")
-    git(tmp_path, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "-m", "x")
-    experiment = tracking.experiment(client, "e", settings)
-    run_id = tracking.start_run(
-        client, experiment.experiment_id, {"task": "T"}, {}, Redactor(), tmp_path, []
-    )
-    run = client.get_run(run_id)
+    commit_all(tmp_path)
+    run = client.get_run(start(client, settings, tmp_path, {"task": "T"}, {}))
     assert run.data.tags["luigiflow.git.dirty"] == "false"
     assert not (Path(run.info.artifact_uri) / "git").exists()
-
-
-def test_abandoned_runs_are_marked_killed_live_ones_are_not(client, settings, tmp_path):
-    experiment = tracking.experiment(client, "e", settings)
-    exp_id = experiment.experiment_id
-    live = tracking.start_run(client, exp_id, {"task": "T"}, {}, Redactor(), tmp_path, [])
-    dead_process = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead_process.wait()
-    dead = client.create_run(
-        exp_id,
-        tags={
-            tracking.HOST_TAG: __import__("socket").gethostname(),
-            tracking.PID_TAG: str(dead_process.pid),
-            tracking.PROCESS_START_TAG: "12345",
-        },
-    ).info.run_id
-    assert tracking.mark_abandoned_runs(client, exp_id) == [dead]
-    assert client.get_run(dead).info.status == "KILLED"
-    assert client.get_run(live).info.status == "RUNNING"
 
 
 def test_run_url():
@@ -131,25 +125,4 @@ def test_run_url():
     assert remote == (
         f"https://u:{MASK}@mlflow.example/#/experiments/2/runs/r/artifacts/T/a.csv"
         "?workflowType=machine_learning"
-    )
-
-
-def test_store_moved_is_detected_and_repaired(client, settings, tmp_path):
-    old_root = tmp_path / "old-place" / "mlartifacts"
-    old_settings = Settings(tmp_path, tmp_path / "luigi.toml", settings.tracking_uri, old_root)
-    experiment = tracking.experiment(client, "e", old_settings)
-    run = client.create_run(experiment.experiment_id)
-    client.log_text(run.info.run_id, "x", "a.txt")
-    settings.artifact_root.mkdir()
-    (old_root / "e").rename(settings.artifact_root / "e")
-    with pytest.raises(tracking.StoreMoved, match="--repair-store"):
-        tracking.experiment(client, "e", settings)
-    assert tracking.repair_store(settings) == [
-        (str(old_root / "e"), str(settings.artifact_root / "e"))
-    ]
-    assert tracking.experiment(client, "e", settings).artifact_location == str(
-        settings.artifact_root / "e"
-    )
-    assert client.get_run(run.info.run_id).info.artifact_uri.startswith(
-        str(settings.artifact_root / "e")
     )

@@ -6,16 +6,18 @@ libraries that shape its output. The run id, the description and the worker coun
 it. A finished task tags its run with the fingerprint, so the tracking store is the index and
 run artifacts are the cache: a later run anywhere on the same store finds them by tag.
 
-Code is the task's module and the project modules it uses from the same package, compared as
-syntax trees: comments, docstrings and formatting do not count, any change to what the code
-does does. luigiflow's own code does not count either: it moves outputs around but does not
-shape them, and counting it would throw every cache away on each upgrade (`--force` and
-`--no-cache` are there when a user wants otherwise).
+Code is the task's module and every project module it imports, anywhere in its source and
+through other helpers (`sourcecode`), compared as syntax trees: comments, docstrings and
+formatting do not count, any change to what the code does does. Library code does not count
+(its version does), nor does luigiflow's own: it moves outputs around but does not shape them,
+and counting it would throw every cache away on each upgrade (`--force` and `--no-cache` are
+there when a user wants otherwise).
+
+The plan computes fingerprints once, before the run; tasks read theirs from the run context.
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import inspect
 import json
@@ -24,17 +26,18 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib.metadata import version
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
-from luigi.configuration import get_config
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+
+from luigiflow.names import FINGERPRINT_TAG
+from luigiflow.sourcecode import code_digest, module_digests
+from luigiflow.targets import TaskFolder
 
 if TYPE_CHECKING:
     from luigiflow.task import PipelineTask
 
-FINGERPRINT_TAG = "luigiflow.task.{}.fingerprint"
 SHAPING_LIBRARIES = ("scikit-learn", "pandas", "numpy")
 
 
@@ -81,13 +84,14 @@ class Fingerprint:
 
 
 class Fingerprints:
-    """The fingerprints of one pipeline, computed once each.
+    """The fingerprints of one pipeline, computed once each, for the plan.
 
     A reused task's fingerprint is the one its source recorded (what its outputs really are),
     so what is built on it is fingerprinted on what it was built from.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, input_dir: Path) -> None:
+        self.input_dir = input_dir
         self._computed: dict[str, Fingerprint] = {}
         self.sources: dict[str, str] = {}  # family -> fingerprint of the output reused for it
 
@@ -95,19 +99,18 @@ class Fingerprints:
         """What the current config, inputs and code make of `task`."""
         key = task.task_family + json.dumps(task.significant_params(), sort_keys=True)
         if key not in self._computed:
-            input_dir = Path(get_config().get("PathConfig", "input"))
             self._computed[key] = Fingerprint(
                 task=task.task_family,
                 params=task.significant_params(),
                 inputs={
                     **{
-                        f.filename: file_digest(input_dir / f.filename)
+                        f.filename: file_digest(self.input_dir / f.filename)
                         for f in task.input_files().values()
                     },
                     **task.external_state(),
                 },
                 upstream={dep.task_family: self.digest(dep) for dep in task.upstream()},
-                code=code_digest(type(task)),
+                code=code_digest(type(task), source_root(type(task))),
                 versions={name: version(name) for name in SHAPING_LIBRARIES},
             )
         return self._computed[key]
@@ -116,16 +119,16 @@ class Fingerprints:
         return self.sources.get(task.task_family) or self.of(task).digest
 
 
-_current = Fingerprints()  # the runner's plan, installed before the build; workers inherit it
+def modules_of(cls: type) -> dict[str, str]:
+    """The project modules a task's code digest covers, each with its own digest."""
+    return module_digests(cls, source_root(cls))
 
 
-def current() -> Fingerprints:
-    return _current
-
-
-def use(fingerprints: Fingerprints) -> None:
-    global _current
-    _current = fingerprints
+def source_root(cls: type) -> Path:
+    """The folder holding the task's top-level package (`src/` in this project)."""
+    top = sys.modules[cls.__module__.partition(".")[0]]
+    path = Path(inspect.getfile(top))
+    return path.parent.parent if path.name == "__init__.py" else path.parent
 
 
 def find_reusable(
@@ -174,62 +177,22 @@ def _runs_with(
 
 
 def _manifest(run_id: str, family: str) -> dict | None:
-    from luigiflow.targets import TaskFolder
-
     try:
         return TaskFolder(run_id, family).manifest()
     except (OSError, MlflowException):  # artifacts removed (`mlflow gc`) or unreachable
         return None
 
 
-@cache
 def file_digest(path: Path) -> str:
+    """The sha256 of a file's content, computed once per version of the file."""
+    stat = path.stat()
+    return _content_digest(path, stat.st_mtime_ns, stat.st_size)
+
+
+@cache
+def _content_digest(path: Path, mtime_ns: int, size: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-@cache
-def code_digest(cls: type) -> str:
-    """The task's module and the project modules it draws on, as syntax without comments."""
-    digest = hashlib.sha256()
-    for module in sorted(_project_modules(sys.modules[cls.__module__]), key=lambda m: m.__name__):
-        digest.update(module.__name__.encode())
-        digest.update(_normalized_source(module).encode())
-    return digest.hexdigest()
-
-
-def _project_modules(module: ModuleType) -> set[ModuleType]:
-    """`module` and, transitively, the modules of its package that it takes names from."""
-    package = module.__name__.partition(".")[0]
-    found, todo = set(), [module]
-    while todo:
-        current = todo.pop()
-        if current in found:
-            continue
-        found.add(current)
-        for value in vars(current).values():
-            owner = (
-                value
-                if isinstance(value, ModuleType)
-                else sys.modules.get(getattr(value, "__module__", "") or "")
-            )
-            if (
-                owner is not None
-                and owner.__name__.partition(".")[0] == package
-                and owner not in found
-            ):
-                todo.append(owner)
-    return found
-
-
-def _normalized_source(module: ModuleType) -> str:
-    tree = ast.parse(inspect.getsource(module))
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        first = body[0] if isinstance(body, list) and body else None
-        if isinstance(first, ast.Expr) and isinstance(getattr(first.value, "value", None), str):
-            node.body = body[1:] or [ast.Pass()]  # a docstring is not behaviour
-    return ast.dump(tree, annotate_fields=False)

@@ -18,16 +18,15 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from luigiflow.targets import CARD, write_atomic
+from luigiflow.names import CARD
+from luigiflow.targets import write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from luigiflow.report import TaskOutcome
     from luigiflow.targets import TaskFolder
-    from luigiflow.task import PipelineTask
 
 PROFILE_SAMPLE = 10_000  # rows for distinct counts and histograms; missing values use all rows
 FIRST_ROWS = 5
@@ -99,31 +98,44 @@ def _profile(table: pd.DataFrame) -> str:
     )
 
 
-def write_card(task: PipelineTask, path: Path) -> None:
-    """The task's card, written next to its outputs before the manifest. A card that cannot be
-    made says why instead: the report is never a reason for a task to fail."""
+def write_card(
+    path: Path,
+    params: Mapping[str, str],
+    outputs: Mapping[str, str],
+    profiles: Mapping[str, str],
+    sections: Iterable[tuple[str, Any]],
+) -> None:
+    """A task's card, written next to its outputs before the manifest: its parameters, each
+    output (a table's profile made while it was in memory, else the file rendered) and the
+    sections the task added. A card that cannot be made says why instead: the report is never
+    a reason for a task to fail."""
     try:
-        text = _card(task, path.parent)
+        parts = [_params(params)]
+        for name, filename in outputs.items():
+            heading = f"<h3>Output <code>{html.escape(name)}</code>: {html.escape(filename)}</h3>"
+            parts += [heading, profiles.get(name) or _render_file(path.parent / filename)]
+        for title, content in sections:
+            parts.append(f"<h3>{html.escape(title)}</h3>{_content(content)}")
+        text = "\n".join(parts)
     except Exception as error:
-        logging.getLogger(__name__).exception("could not make the card of %s", task.task_family)
+        logging.getLogger(__name__).exception("could not make the card of %s", path.parent.name)
         text = f"<p class=muted>No card: {html.escape(repr(error))}</p>"
     write_atomic(path, text)
 
 
-def _card(task: PipelineTask, folder: Path) -> str:
-    parts = [_params(task.significant_params())]
-    for name, filename in task.outputs.items():
-        parts.append(f"<h3>Output <code>{html.escape(name)}</code>: {html.escape(filename)}</h3>")
-        parts.append(task._profiles.get(name) or _render_file(folder / filename))
-    for title, content in task._card_sections:
-        parts.append(f"<h3>{html.escape(title)}</h3>{_content(content)}")
-    return "\n".join(parts)
+class Outcome(Protocol):
+    """What became of a task (the report's TaskOutcome): anything with these attributes."""
+
+    task: str
+    outcome: str
+    seconds: float | None
+    detail: str
 
 
 def run_report(
     title: str,
     facts: Mapping[str, str],
-    outcomes: Iterable[TaskOutcome],
+    outcomes: Iterable[Outcome],
     folders: Mapping[str, TaskFolder | None],
 ) -> str:
     """One self-contained page: the run's facts, what became of each task, and each card."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import importlib
 import logging
 import os
 import signal
@@ -19,15 +18,27 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
+from luigiflow import logs
+from luigiflow.names import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+)
 from luigiflow.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from luigiflow.config import Config
+    from luigiflow.plan import Plan
 
 UI_ADDRESS = "http://127.0.0.1:5000"
 STARTED = time.monotonic()  # the summary reports the whole invocation, imports included
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
-EXIT_REJECTED = 3
-REPORT = "report.html"
 
 
 class Terminated(KeyboardInterrupt):
@@ -46,6 +57,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--task", help="the task to build (default: [RunConfig] task)")
     parser.add_argument(
+        "--from-run",
+        metavar="RUN_ID",
+        help="start a new run with the config of run RUN_ID (--set still applies on top)",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -61,30 +77,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="URL",
         help="a running luigid, e.g. http://127.0.0.1:8082 (default: a local scheduler)",
     )
-    cache = parser.add_argument_group("reuse of earlier outputs")
-    cache.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="show what would run or be reused, and why; create no run",
-    )
-    cache.add_argument(
-        "--force",
-        action="append",
-        default=[],
-        metavar="TASK",
-        help="rerun TASK and what depends on it, even if its outputs exist (repeatable)",
-    )
-    cache.add_argument("--no-cache", action="store_true", help="reuse nothing found by fingerprint")
-    cache.add_argument(
-        "--copy-reused",
-        action="store_true",
-        help="copy reused outputs into this run instead of pointing at their source",
-    )
-    cache.add_argument(
-        "--allow-mismatch",
-        action="store_true",
-        help="reuse a [PathConfig] source even if made with another config (recorded on the run)",
-    )
+    _add_cache_options(parser.add_argument_group("reuse of earlier outputs"))
     parser.add_argument(
         "--require-validated",
         action="store_true",
@@ -101,6 +94,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _add_cache_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what would run or be reused, and why; create no run",
+    )
+    group.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="TASK",
+        help="rerun TASK and what depends on it, even if its outputs exist (repeatable)",
+    )
+    group.add_argument("--no-cache", action="store_true", help="reuse nothing found by fingerprint")
+    group.add_argument(
+        "--copy-reused",
+        action="store_true",
+        help="copy reused outputs into this run instead of pointing at their source",
+    )
+    group.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="reuse a [PathConfig] source even if made with another config (recorded on the run)",
+    )
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -111,98 +130,127 @@ def _positive(text: str) -> int:
 def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     settings = load_settings(project_root, args.config)
-    log_path, handlers = _start_logging(settings, args.verbose)
+    log_path, handlers = logs.start_logging(settings.project_root, args.verbose)
 
     # Only now, with the environment complete, may luigi and mlflow be imported.
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from luigiflow import tracking
-    from luigiflow.config import ConfigError, load_config
+    from luigiflow import store
+    from luigiflow.config import ConfigError
+    from luigiflow.context import NoContext
     from luigiflow.plan import CacheOptions, make_plan
-    from luigiflow.redact import RedactingFilter, Redactor
+    from luigiflow.redact import Redactor
     from luigiflow.report import dry_run
-    from luigiflow.task import PipelineTask
+    from luigiflow.worker import load_task_classes
 
-    _quiet_mlflow_logger()
+    logs.quiet_mlflow_logger()
     if args.repair_store:
         return _repair(settings)
-    for module in task_modules:
-        importlib.import_module(module)
-    task_classes = {cls.get_task_family(): cls for cls in _subclasses(PipelineTask)}
+    task_classes = load_task_classes(task_modules)
 
     adopted = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into that run
     try:
-        config = load_config(
-            settings.config_path, settings.project_root, task_classes, args.overrides, args.task
-        )
-        redactor = Redactor.from_environment(config.sections)
-        for handler in handlers:
-            handler.addFilter(RedactingFilter(redactor))
-        with tracking.store_lock(settings):
+        with store.store_lock(settings):
             client = MlflowClient()  # creates or migrates the store: one runner at a time
             client.search_experiments(max_results=1)
-        options = CacheOptions(not args.no_cache, frozenset(args.force), args.allow_mismatch)
+        config = _load_config(args, settings, task_classes)
+        redactor = Redactor.from_environment(config.sections)
+        logs.redact_logs(handlers, redactor)
+        options = CacheOptions(
+            not args.no_cache, frozenset(args.force), args.allow_mismatch, args.copy_reused
+        )
         plan = make_plan(task_classes[config.task], config, settings, options)
+        if args.from_run:
+            for note in _from_run_notes(client, args.from_run, settings, task_classes):
+                print(f"note: {note}")
         if args.dry_run:
             print(dry_run(plan))
             return EXIT_OK
-        with tracking.store_lock(settings):
+        with store.store_lock(settings):
             if adopted:  # `mlflow run` started the run, in the experiment it was given
                 experiment = client.get_experiment(client.get_run(adopted).info.experiment_id)
             else:
-                experiment = tracking.experiment(
-                    client, str(config.run["experiment_name"]), settings
-                )
-            for run_id in tracking.mark_abandoned_runs(client, experiment.experiment_id):
+                name = str(config.run["experiment_name"])
+                experiment = store.experiment(client, name, settings)
+            for run_id in store.mark_abandoned_runs(client, experiment.experiment_id):
                 logging.info("marked run %s KILLED: its runner is gone", run_id)
-    except (ConfigError, tracking.StoreMoved, MlflowException) as error:
+    except (ConfigError, store.StoreMoved, MlflowException, NoContext) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
     return _run(settings, args, client, experiment, plan, config, redactor, log_path, adopted)
 
 
+def _load_config(args: argparse.Namespace, settings: Settings, task_classes) -> Config:
+    """luigi.toml (or --config), or with --from-run the config an earlier run logged."""
+    import toml
+
+    from luigiflow.config import ConfigError, load_config, parse_config
+    from luigiflow.names import CONFIG_ARTIFACT
+    from luigiflow.targets import read_run_text
+
+    root = settings.project_root
+    if not args.from_run:
+        return load_config(settings.config_path, root, task_classes, args.overrides, args.task)
+    source = f"run {args.from_run} {CONFIG_ARTIFACT}"
+    text = read_run_text(args.from_run, CONFIG_ARTIFACT)  # MlflowException: no such run
+    if text is None:
+        raise ConfigError(source, "not found: the run was not made by this runner")
+    try:
+        raw = toml.loads(text)
+    except toml.TomlDecodeError as error:
+        raise ConfigError(source, f"not valid TOML: {error}") from None
+    return parse_config(raw, source, root, task_classes, args.overrides, args.task)
+
+
+def _from_run_notes(client: MlflowClient, run_id: str, settings: Settings, task_classes) -> list:
+    """What differs between this checkout and the one that made run `run_id`."""
+    from luigiflow.context import NoContext, load
+    from luigiflow.provenance import git_state
+    from luigiflow.worker import code_differences
+
+    notes = []
+    commit = client.get_run(run_id).data.tags.get("mlflow.source.git.commit")
+    git = git_state(settings.project_root)
+    if commit and git is not None and (git.commit != commit or git.dirty):
+        changes = " with uncommitted changes" if git.dirty else ""
+        notes.append(
+            f"run {run_id} was made at commit {commit[:12]}; "
+            f"this checkout is at {git.commit[:12]}{changes}"
+        )
+    try:
+        differences = code_differences(load(run_id), task_classes)
+    except NoContext:
+        differences = ""
+    if differences:
+        notes.append(f"code differs from run {run_id}: {differences}; those tasks rerun")
+    return notes
+
+
 def _run(settings, args, client, experiment, plan, config, redactor, log_path, adopted) -> int:
     """Create the run, build, and end the run with a status that matches the exit code."""
-    import luigi
-    from luigi.setup_logging import InterfaceLogging
+    from luigiflow import tracking, worker
 
-    from luigiflow import tracking
-    from luigiflow.plan import activate, resolved_config
-
-    InterfaceLogging._configured = True  # our handlers already take Luigi's records
+    logs.take_over_luigi_logging()
     signal.signal(signal.SIGTERM, _raise_terminated)
     # Ctrl-C ends the run KILLED even if the runner was started with SIGINT ignored, as a
     # script's background job or a CI step is; Python would otherwise leave it ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    run_id, status, code = None, "FAILED", EXIT_FAILED
+    run_id, url, status, code = None, "", "FAILED", EXIT_FAILED
     try:
+        extra = {"luigiflow.from_run": args.from_run} if args.from_run else {}
+        config.run["tags"] = {**dict(config.run.get("tags") or {}), **extra}
         run_id = tracking.start_run(
-            client,
-            experiment.experiment_id,
-            config.run,
-            resolved_config(plan, config),
-            redactor,
-            settings.project_root,
-            sys.argv,
-            tracking.plan_tags(plan),
-            adopted,
-        )
+            client, experiment.experiment_id, config, plan.context, redactor,
+            settings.project_root, sys.argv, adopted,
+        )  # fmt: skip
         url = tracking.run_url(settings.tracking_uri, experiment.experiment_id, run_id, UI_ADDRESS)
-        activate(plan, run_id, copy=args.copy_reused)
-        tracking.record_plan(client, run_id, plan, settings.tracking_uri, UI_ADDRESS)
+        context, _ = worker.attach(run_id, settings.project_root, _classes(plan))
+        outputs = {task.task_family: task.outputs for task in plan.tasks}
+        tracking.prepare(client, run_id, context, outputs, settings.tracking_uri, UI_ADDRESS)
         print(f"Run {run_id} started: {config.task} in experiment '{experiment.name}'")
-        root = plan.for_run(run_id)
-        result = luigi.build(
-            [root],
-            detailed_summary=True,
-            local_scheduler=not args.scheduler_url,
-            scheduler_url=args.scheduler_url or "",
-            workers=args.workers,
-        )
-        logging.info("%s", result.summary_text)
-        if result.status.name in ("SUCCESS", "SUCCESS_WITH_RETRY") and root.complete():
+        if worker.build(run_id, context, _classes(plan), args.workers, args.scheduler_url):
             status, code = "FINISHED", EXIT_OK
     except Terminated:
         status, code = "KILLED", EXIT_TERMINATED
@@ -219,7 +267,7 @@ def _run(settings, args, client, experiment, plan, config, redactor, log_path, a
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if run_id:
-            found = _finish(client, run_id, status, plan, log_path, url, time.monotonic() - STARTED)
+            found = _finish(client, run_id, status, plan, log_path, url)
             if (
                 code == EXIT_OK
                 and args.require_validated
@@ -229,58 +277,26 @@ def _run(settings, args, client, experiment, plan, config, redactor, log_path, a
     return code
 
 
-def _finish(client, run_id, status, plan, log_path, url, seconds) -> dict[str, str]:
+def _classes(plan: Plan) -> dict[str, type]:
+    return {task.task_family: type(task) for task in plan.tasks}
+
+
+def _finish(client, run_id: str, status: str, plan: Plan, log_path: Path, url: str) -> dict:
     """End the run: conclusions and the HTML report, the log, the status; print the summary.
     Returns the conclusions (`validation`, `registration`, ...)."""
-    from luigiflow.report import outcomes, summary
+    from luigiflow import records, tracking
+    from luigiflow.report import conclude, outcomes, summary
 
     found: dict[str, str] = {}
-    run = client.get_run(run_id)
-    tags = run.data.tags
+    task_outcomes = outcomes(plan.context, records.read_all(run_id, list(plan.context.tasks)))
     try:
-        found = _conclude(client, run, plan, url)
+        found = conclude(client, client.get_run(run_id), plan, task_outcomes, url)
     except Exception:  # a broken report must not leave the run RUNNING
         logging.exception("could not write the conclusions or the report")
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    try:
-        client.log_artifact(run_id, str(log_path), "logs")
-    finally:
-        client.set_terminated(run_id, status)
-    print(
-        summary(outcomes(plan, tags), f"{status} in {seconds:.1f}s", url, f"Log: {log_path}", found)
-    )
-    return found
-
-
-def _conclude(client, run, plan, url) -> dict[str, str]:
-    """Each task's conclusions, tagged on the run, and the run's report (report.html)."""
-    from mlflow.entities import RunTag
-
-    from luigiflow.cards import run_report
-    from luigiflow.plan import locate
-    from luigiflow.report import outcomes
-
-    run_id, tags = run.info.run_id, run.data.tags
-    folders = locate(plan, run_id)
-    found: dict[str, str] = {}
-    for task in plan.tasks:
-        folder = folders[task.task_family]
-        if folder is not None and folder.manifest() is not None:
-            found.update(task.clone(run_id=run_id).conclusions())
-    client.log_batch(run_id, tags=[RunTag(f"luigiflow.{k}", v) for k, v in found.items() if v])
-    facts = {
-        "run": f"{run.info.run_name} ({run_id})",
-        "experiment": client.get_experiment(run.info.experiment_id).name,
-        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.info.start_time / 1000)),
-        "description": tags.get("mlflow.note.content", ""),
-        "git commit": tags.get("mlflow.source.git.commit", ""),
-        **found,
-        "MLflow": url,
-    }
-    title = f"Run report: {plan.root.task_family} in {facts['experiment']}"
-    html = run_report(title, facts, outcomes(plan, tags), folders)
-    client.log_text(run_id, html, REPORT)
+    logs.flush()
+    tracking.finish(client, run_id, status, log_path)
+    seconds = time.monotonic() - STARTED
+    print(summary(task_outcomes, f"{status} in {seconds:.1f}s", url, f"Log: {log_path}", found))
     return found
 
 
@@ -303,47 +319,8 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
-def _subclasses(cls: type) -> list[type]:
-    found = []
-    for sub in cls.__subclasses__():
-        found += [sub, *_subclasses(sub)]
-    return found
-
-
-def _start_logging(settings: Settings, verbose: bool) -> tuple[Path, list[logging.Handler]]:
-    """Everything Luigi and MLflow log goes to a file that is logged with the run."""
-    folder = (
-        settings.project_root
-        / ".luigiflow"
-        / "logs"
-        / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "runner.log"
-    handlers: list[logging.Handler] = [logging.FileHandler(path)]
-    if verbose:
-        handlers.append(logging.StreamHandler(sys.stderr))
-    formatter = logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s [pid %(process)d] %(message)s"
-    )
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        root.addHandler(handler)
-    logging.captureWarnings(True)
-    return path, handlers
-
-
-def _quiet_mlflow_logger() -> None:
-    """MLflow prints to the terminal through its own handler: send its records to ours."""
-    logger = logging.getLogger("mlflow")
-    logger.handlers.clear()
-    logger.propagate = True
-
-
 def _repair(settings: Settings) -> int:
-    from luigiflow.tracking import repair_store
+    from luigiflow.store import repair_store
 
     if not settings.embedded_store:
         print("error: --repair-store applies to the embedded SQLite store only", file=sys.stderr)

@@ -10,7 +10,7 @@ in the serialized form its parameters parse.
 from __future__ import annotations
 
 import difflib
-import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +20,9 @@ import luigi
 import toml
 from luigi.configuration import LuigiTomlParser, get_config
 from luigi.freezing import recursively_unfreeze
+
+from luigiflow.redact import ENV_REFERENCE, MASK, is_secret_key
+from luigiflow.values import native, serialize
 
 RUN_SECTION = "RunConfig"
 PATH_SECTION = "PathConfig"
@@ -64,15 +67,20 @@ class RunConfig(luigi.Config):
 class Config:
     """A validated configuration: raw values per section, plus what the runner needs at once."""
 
-    path: Path
-    sections: dict[str, dict[str, object]]  # as written (after --set), for secret detection
+    path: Path | str  # the file, or where the values came from (a run's context)
+    sections: dict[str, dict[str, object]]  # as written (after --set); secrets resolved
     run: dict[str, object]  # [RunConfig] with its defaults filled in
     input_dir: Path
-    reuse: dict[str, str] = field(default_factory=dict)
+    reuse: dict[str, str] = field(default_factory=dict)  # task -> runs:/ URI or absolute folder
+    paths: dict[str, str] = field(default_factory=dict)  # [PathConfig] as written
+    secrets: dict[tuple[str, str], str] = field(default_factory=dict)  # (section, key) -> VAR
 
     @property
     def task(self) -> str:
         return str(self.run["task"])
+
+    def secret_values(self) -> list[str]:
+        return [str(self.sections[s][k]) for s, k in self.secrets]
 
 
 def parse_override(text: str) -> tuple[str, str, object]:
@@ -96,14 +104,27 @@ def load_config(
     overrides: Iterable[str] = (),
     task: str | None = None,
 ) -> Config:
-    """Load, override, validate and install the configuration for Luigi; raise ConfigError."""
+    """Load a TOML file, apply overrides, validate it and install it for Luigi."""
     if not path.is_file():
         raise ConfigError(path, "config file not found")
-    parser = _luigi_parser(path)
     try:
-        raw = recursively_unfreeze(parser.read([str(path)]))
+        raw = recursively_unfreeze(_luigi_parser([path]).read([str(path)]))
     except toml.TomlDecodeError as error:
         raise ConfigError(path, f"not valid TOML: {error}") from None
+    return parse_config(raw, path, project_root, task_classes, overrides, task)
+
+
+def parse_config(
+    raw: dict[str, dict[str, object]],
+    path: Path | str,
+    project_root: Path,
+    task_classes: Mapping[str, type[luigi.Task]],
+    overrides: Iterable[str] = (),
+    task: str | None = None,
+) -> Config:
+    """Validate config values (from a file, or a run's context) and install them for Luigi:
+    each task's section becomes its parameters. Raise ConfigError naming the key."""
+    raw = {section: dict(values) for section, values in raw.items()}
     sources = {(s, k): str(path) for s, values in raw.items() for k in values}
     for text in overrides:
         section, key, value = parse_override(text)
@@ -113,8 +134,30 @@ def load_config(
         raw.setdefault(RUN_SECTION, {})["task"] = task
         sources[(RUN_SECTION, "task")] = "--task"
 
-    luigi_sections = _luigi_config_classes()
-    known = {RUN_SECTION: RunConfig, **luigi_sections, **task_classes}
+    secrets = _resolve_secrets(raw, sources, task_classes)
+    serialized = _serialize_sections(raw, sources, path, task_classes)
+    _check_task(raw.get(RUN_SECTION, {}), sources, path, task_classes)
+    paths = {k: str(v) for k, v in raw.get(PATH_SECTION, {}).items()}
+    input_dir, reuse = _path_config(
+        raw.get(PATH_SECTION, {}), sources, path, project_root, task_classes
+    )
+    _luigi_parser([]).data = serialized
+    resolved_run = RunConfig()
+    run = {
+        name: recursively_unfreeze(getattr(resolved_run, name))
+        for name, _ in RunConfig.get_params()
+    }
+    return Config(path, raw, run, input_dir, reuse, paths, secrets)
+
+
+def _serialize_sections(
+    raw: Mapping[str, Mapping[str, object]],
+    sources: Mapping[tuple[str, str], str],
+    path: Path | str,
+    task_classes: Mapping[str, type[luigi.Task]],
+) -> dict[str, dict[str, str]]:
+    """Every section checked against the class it configures, in the strings Luigi parses."""
+    known = {RUN_SECTION: RunConfig, **_luigi_config_classes(), **task_classes}
     serialized: dict[str, dict[str, str]] = {}
     for section, values in raw.items():
         if section == PATH_SECTION:
@@ -131,11 +174,19 @@ def load_config(
             source = sources.get((section, key), str(path))
             if key not in params:
                 raise ConfigError(source, "unknown key", section, key, choices=params, name=key)
-            serialized.setdefault(section, {})[key] = _serialize(
-                params[key], value, source, section, key
-            )
+            try:
+                serialized.setdefault(section, {})[key] = serialize(params[key], value)
+            except ValueError as error:
+                raise ConfigError(source, str(error), section, key) from None
+    return serialized
 
-    run = raw.get(RUN_SECTION, {})
+
+def _check_task(
+    run: Mapping[str, object],
+    sources: Mapping[tuple[str, str], str],
+    path: Path | str,
+    task_classes: Mapping[str, type[luigi.Task]],
+) -> None:
     if "task" not in run:
         raise ConfigError(path, 'no task to build: set task = "<TaskName>"', RUN_SECTION)
     if run["task"] not in task_classes:
@@ -148,23 +199,69 @@ def load_config(
             name=str(run["task"]),
         )
 
-    input_dir, reuse = _path_config(
-        raw.get(PATH_SECTION, {}), sources, path, project_root, task_classes
-    )
-    serialized[PATH_SECTION] = {"input": str(input_dir), **reuse}
-    parser.data = serialized
-    resolved_run = RunConfig()
-    run = {
-        name: recursively_unfreeze(getattr(resolved_run, name))
-        for name, _ in RunConfig.get_params()
+
+def _resolve_secrets(
+    raw: dict[str, dict[str, object]],
+    sources: Mapping[tuple[str, str], str],
+    task_classes: Mapping[str, type[luigi.Task]],
+) -> dict[tuple[str, str], str]:
+    """Secret-named task parameters travel as references to environment variables, never as
+    values: `api_token = "${API_TOKEN}"` names the variable; a literal value is put in the
+    environment under LUIGIFLOW_SECRET_<TASK>_<KEY>, where this process's workers find it.
+    Each reference is resolved in place from this process's environment."""
+    secrets: dict[tuple[str, str], str] = {}
+    for section, values in raw.items():
+        if section not in task_classes or not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            if not is_secret_key(key) or not isinstance(value, str):
+                continue
+            match = ENV_REFERENCE.match(value)
+            variable = match["name"] if match else f"LUIGIFLOW_SECRET_{section}_{key}".upper()
+            if match is None:
+                os.environ[variable] = value
+            elif variable not in os.environ:
+                raise ConfigError(
+                    sources.get((section, key), ""),
+                    f"the environment variable {variable} is not set (a secret is read from "
+                    "this process's environment, or from .env.local)",
+                    section,
+                    key,
+                )
+            values[key] = os.environ[variable]
+            secrets[(section, key)] = variable
+    return secrets
+
+
+def resolved_config(config: Config, tasks: Iterable[luigi.Task]) -> dict[str, dict[str, object]]:
+    """Every value the run uses, defaults included, in native TOML types: logged as the run's
+    config (loadable with --config as it is) and as its params. Secrets stay references."""
+    resolved: dict[str, dict[str, object]] = {
+        RUN_SECTION: {k: v for k, v in config.run.items() if v not in ("", {}, None)},
+        PATH_SECTION: dict(config.paths),
     }
-    return Config(path, raw, run, input_dir, reuse)
+    for section, values in config.sections.items():
+        if section not in (RUN_SECTION, PATH_SECTION):
+            resolved[section] = dict(values)
+    for task in tasks:
+        section = resolved.setdefault(task.task_family, {})
+        for name, param in task.get_params():
+            value = recursively_unfreeze(getattr(task, name))
+            if name != "run_id" and param.significant and value is not None:
+                section[name] = native(param, value)
+    for (section, key), variable in config.secrets.items():
+        resolved[section][key] = "${" + variable + "}"
+    for section, values in resolved.items():
+        for key in values:
+            if is_secret_key(key) and (section, key) not in config.secrets:
+                values[key] = MASK  # a secret-named value without a reference: never logged
+    return resolved
 
 
-def _luigi_parser(path: Path) -> LuigiTomlParser:
-    """Luigi's TOML parser reading this one file: not ./luigi.toml nor /etc/luigi/luigi.toml too,
-    so `--config other.toml` never inherits keys silently."""
-    LuigiTomlParser._config_paths = [str(path)]
+def _luigi_parser(paths: list[Path]) -> LuigiTomlParser:
+    """Luigi's TOML parser reading only these files: not ./luigi.toml nor /etc/luigi/luigi.toml
+    too, so `--config other.toml` never inherits keys silently."""
+    LuigiTomlParser._config_paths = [str(path) for path in paths]
     return get_config("toml")
 
 
@@ -177,41 +274,6 @@ def _luigi_config_classes() -> dict[str, type[luigi.Config]]:
         for name, cls in Register._get_reg().items()
         if isinstance(cls, type) and issubclass(cls, luigi.Config) and cls is not RunConfig
     }
-
-
-def _expected(param: luigi.Parameter) -> tuple[tuple[type, ...], str] | None:
-    """The TOML types a parameter accepts, and how to name them in an error."""
-    if isinstance(param, luigi.BoolParameter):
-        return (bool,), "true or false"
-    if isinstance(param, luigi.IntParameter):
-        return (int,), "an integer"
-    if isinstance(param, luigi.FloatParameter):
-        return (int, float), "a number"
-    if isinstance(param, luigi.ListParameter | luigi.TupleParameter):
-        return (list, str), "an array"
-    if isinstance(param, luigi.DictParameter):
-        return (dict, str), "a table"
-    if type(param) in (luigi.Parameter, luigi.OptionalParameter, luigi.OptionalStrParameter):
-        return (str,), "a string"
-    return None
-
-
-def _serialize(param: luigi.Parameter, value: object, source: str, section: str, key: str) -> str:
-    """Check `value` strictly against `param` and return the string Luigi will parse back."""
-    expected = _expected(param)
-    if expected:
-        types, wanted = expected
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            got = f"{type(value).__name__} {value!r}"
-            raise ConfigError(source, f"expected {wanted}, got {got}", section, key)
-    if isinstance(value, list | dict):
-        value = json.dumps(value)
-    try:
-        parsed = param.parse(value) if isinstance(value, str) else value
-        parsed = param.normalize(parsed)
-        return param.serialize(parsed)
-    except Exception as error:  # luigi raises ValueError, TypeError, JSONDecodeError...
-        raise ConfigError(source, f"invalid value {value!r}: {error}", section, key) from None
 
 
 def _path_config(

@@ -1,25 +1,28 @@
 """The pipeline about to run, worked out and checked before any MLflow run exists.
 
-From the requested task down, Luigi looks at every task whose output is missing. A task whose
+From the requested task down, every task whose output is needed is looked at. A task whose
 output can be reused, named in `[PathConfig]` or found in the tracking store by its
-fingerprint, counts as complete, so what lies below it is not needed. Every problem found here
-(a missing input file or column, a bad parameter value, an output that cannot be reused) is a
-ConfigError: exit status 2 and no run.
+fingerprint, counts as complete, so what lies below it is not needed. The result is the run
+context (`context.RunContext`): written with the run, it is all any process needs to know.
+Every problem found here (a missing input file or column, a bad parameter value, an output
+that cannot be reused, an ambiguous input name) is a ConfigError: exit status 2 and no run.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mlflow.exceptions import MlflowException
 
 from luigiflow import caching
-from luigiflow.config import PATH_SECTION, RUN_SECTION, Config, ConfigError
+from luigiflow.config import PATH_SECTION, Config, ConfigError, resolved_config
+from luigiflow.context import COPIED, REUSED, RUN, SKIPPED, RunContext, TaskPlan
+from luigiflow.names import STATUS_TAG
 from luigiflow.settings import Settings
-from luigiflow.targets import TaskFolder, client, copy_outputs, run_artifact_uri
-from luigiflow.task import STATUS_TAG, PipelineTask
-from luigiflow.tracking import check_location
+from luigiflow.store import check_location
+from luigiflow.targets import TaskFolder, client, run_artifact_uri
+from luigiflow.task import PipelineTask, ambiguity, unqualified_loads
 
 PENDING_RUN = "0" * 32  # run id of the tasks planned before the run exists
 
@@ -29,25 +32,17 @@ class CacheOptions:
     enabled: bool = True  # look for earlier outputs with the same fingerprint
     force: frozenset[str] = frozenset()  # rerun these tasks and what depends on them
     allow_mismatch: bool = False  # accept a [PathConfig] source made with another config
+    copy: bool = False  # copy reused outputs into the new run
 
 
 @dataclass
 class Plan:
-    root: PipelineTask
-    tasks: list[PipelineTask] = field(default_factory=list)  # upstream first
-    needed: set[str] = field(default_factory=set)  # families Luigi will look at
-    reused: dict[str, str] = field(default_factory=dict)  # family -> source
-    cached: set[str] = field(default_factory=set)  # reused because the fingerprint matched
-    copied: dict[str, str] = field(default_factory=dict)  # family -> source copied into the run
-    reasons: dict[str, str] = field(default_factory=dict)  # family -> why it runs
-    mismatches: dict[str, str] = field(default_factory=dict)  # accepted [PathConfig] differences
-    fingerprints: caching.Fingerprints = field(default_factory=caching.Fingerprints)
+    tasks: list[PipelineTask]  # upstream first, with a placeholder run id
+    context: RunContext
 
-    def for_run(self, run_id: str) -> PipelineTask:
-        return self.root.clone(run_id=run_id)
-
-    def task(self, family: str) -> PipelineTask:
-        return next(t for t in self.tasks if t.task_family == family)
+    @property
+    def root(self) -> str:
+        return self.context.root
 
 
 def make_plan(
@@ -57,119 +52,123 @@ def make_plan(
     options: CacheOptions = CacheOptions(),
 ) -> Plan:
     """Check every task of the pipeline, fingerprint it, and decide what runs and what is reused."""
-    plan = Plan(task_class(run_id=PENDING_RUN))
-    plan.tasks = _upstream_first(plan.root)
+    tasks = _upstream_first(task_class(run_id=PENDING_RUN))
+    families = [t.task_family for t in tasks]
     for name in options.force:
-        if name not in {t.task_family for t in plan.tasks}:
-            raise ConfigError(
-                "--force",
-                f"{name} is not part of this pipeline",
-                choices=[t.task_family for t in plan.tasks],
-                name=name,
-            )
-    for task in plan.tasks:
+        if name not in families:
+            message = f"{name} is not part of this pipeline"
+            raise ConfigError("--force", message, choices=families, name=name)
+    for task in tasks:
         _check_inputs(task, config)
+        _check_loads(task, config)
 
-    explicit = {
-        t.task_family: config.reuse[t.task_family]
-        for t in plan.tasks
-        if t.task_family in config.reuse
+    fingerprints = caching.Fingerprints(config.input_dir)
+    entries = {
+        t.task_family: TaskPlan(t.task_family, [d.task_family for d in t.upstream()]) for t in tasks
     }
-    recorded_fingerprints = {}
-    for family, source in explicit.items():
-        manifest = _check_reusable(family, source, config, settings)
-        recorded_fingerprints[family] = manifest.get("fingerprint", {})
-        plan.fingerprints.sources[family] = recorded_fingerprints[family].get("digest", "")
-    # Only once every source is known: a source's expected fingerprint builds on those below it.
-    for family, source in explicit.items():
-        expected = plan.fingerprints.of(plan.task(family))
-        recorded = recorded_fingerprints[family]
-        if recorded.get("digest") != expected.digest:
-            differences = ", ".join(expected.differences(recorded))
-            if not options.allow_mismatch:
-                raise ConfigError(
-                    config.path,
-                    f"{source} was made with another config or input: {differences} "
-                    "(reuse it anyway with --allow-mismatch)",
-                    PATH_SECTION,
-                    family,
-                )
-            plan.mismatches[family] = differences
-
-    forced = _with_downstream(plan.tasks, options.force)
-    experiments = caching.searchable_experiments(client()) if options.enabled else []
-    plan.needed.add(plan.root.task_family)
-    for task in reversed(plan.tasks):  # every task after all the tasks that require it
-        family = task.task_family
-        if family not in plan.needed:
-            continue
-        source = explicit.get(family) if family not in forced else None
-        if source is None and options.enabled and family not in forced:
-            digest = plan.fingerprints.of(task).digest
-            run_id = caching.find_reusable(client(), experiments, family, digest)
-            if run_id:
-                source = f"runs:/{run_id}/{family}"
-                plan.cached.add(family)
-                plan.fingerprints.sources[family] = digest
-        if source:
-            plan.reused[family] = source
-            continue
-        plan.needed.update(dep.task_family for dep in task.upstream())
-        if family in forced:
-            plan.reasons[family] = "forced (--force)"
-        elif not options.enabled:
-            plan.reasons[family] = "cache disabled (--no-cache)"
-        else:
-            plan.reasons[family] = caching.why_run(
-                client(), experiments, plan.fingerprints.of(task)
-            )
-    # Parameter values only of the tasks that will run: a reused task's values made its
-    # outputs already, and checking them can be costly (Trainer imports its estimator).
-    for task in plan.tasks:
-        if task.task_family in plan.needed and task.task_family not in plan.reused:
+    _explicit_reuse(tasks, entries, fingerprints, config, settings, options)
+    _decide(tasks, entries, fingerprints, options)
+    for task in tasks:
+        entry = entries[task.task_family]
+        if entry.decision == RUN:
+            # Only the tasks that will run: a reused task's values made its outputs already,
+            # and checking them can be costly (Trainer imports its estimator).
             for key, problem in task.validate().items():
                 raise ConfigError(config.path, problem, task.task_family, key)
-    return plan
+            entry.fingerprint = fingerprints.of(task).as_dict()
+        if entry.decision in (RUN, COPIED) or entry.cached:
+            entry.modules = caching.modules_of(type(task))
+        if entry.decision in (REUSED, COPIED) and options.copy:
+            entry.decision = COPIED
+    _locate_skipped(tasks, entries)
+    context = RunContext(
+        root=task_class.get_task_family(),
+        input=config.paths.get("input", "input"),
+        config=resolved_config(config, tasks),
+        tasks=entries,
+    )
+    return Plan(tasks, context)
 
 
-def activate(plan: Plan, run_id: str, copy: bool = False) -> None:
-    """Hand the plan's decisions to the tasks, in this process and the worker processes it
-    forks: where each reused output lives (or a copy of it in this run), and the fingerprints."""
-    from luigi.configuration import get_config
+def _explicit_reuse(tasks, entries, fingerprints, config, settings, options) -> None:
+    """`[PathConfig]` sources: complete outputs of the right task, made with this config."""
+    explicit = {
+        t.task_family: config.reuse[t.task_family] for t in tasks if t.task_family in config.reuse
+    }
+    forced = _with_downstream(tasks, options.force)
+    recorded = {}
+    for family, source in explicit.items():
+        if family in forced:  # the plan decides: a forced task ignores its [PathConfig] entry
+            continue
+        recorded[family] = _check_reusable(family, source, config, settings).get("fingerprint", {})
+        fingerprints.sources[family] = recorded[family].get("digest", "")
+        entries[family].decision, entries[family].source = REUSED, source
+        entries[family].fingerprint = recorded[family]
+    # Only once every source is known: a source's expected fingerprint builds on those below it.
+    for family in recorded:
+        expected = fingerprints.of(next(t for t in tasks if t.task_family == family))
+        if recorded[family].get("digest") == expected.digest:
+            continue
+        differences = ", ".join(expected.differences(recorded[family]))
+        if not options.allow_mismatch:
+            raise ConfigError(
+                config.path,
+                f"{explicit[family]} was made with another config or input: {differences} "
+                "(reuse it anyway with --allow-mismatch)",
+                PATH_SECTION,
+                family,
+            )
+        entries[family].mismatch = differences
 
-    caching.use(plan.fingerprints)
-    sources = get_config().data.setdefault(PATH_SECTION, {})
-    for task in plan.tasks:  # the plan decides: a forced task ignores its [PathConfig] entry
-        sources.pop(task.task_family, None)
-    for family, source in list(plan.reused.items()):
-        if copy:
-            copy_outputs(TaskFolder.from_source(source), TaskFolder(run_id, family))
-            plan.copied[family] = plan.reused.pop(family)
-        else:
-            sources[family] = source
 
-
-def locate(plan: Plan, run_id: str) -> dict[str, TaskFolder | None]:
-    """Where this run's outputs of each task are (`PipelineTask.folder()`): its own, reused, or,
-    for a task skipped because a later task was reused, the ones that later task was made from,
-    as its manifest records; the skipped task is pointed there like a reused one. None if
-    nowhere (a task not run)."""
-    from luigi.configuration import get_config
-
-    sources = get_config().data.setdefault(PATH_SECTION, {})
-    recorded: dict[str, str] = {}  # family -> source, from the manifests of downstream tasks
-    found: dict[str, TaskFolder | None] = {}
-    for task in reversed(plan.tasks):  # downstream first
-        family = task.task_family
-        if family not in plan.needed:  # reused and copied tasks are needed: Luigi checks them
-            if family not in recorded:
-                found[family] = None
+def _decide(tasks, entries, fingerprints, options) -> None:
+    """From the requested task down: reuse what can be, run the rest, skip what is not needed."""
+    forced = _with_downstream(tasks, options.force)
+    experiments = caching.searchable_experiments(client()) if options.enabled else []
+    needed = {tasks[-1].task_family}
+    for task in reversed(tasks):  # every task after all the tasks that require it
+        family, entry = task.task_family, entries[task.task_family]
+        if family not in needed:
+            entry.decision = SKIPPED
+            continue
+        if entry.decision == REUSED:
+            continue
+        if options.enabled and family not in forced:
+            digest = fingerprints.of(task).digest
+            run_id = caching.find_reusable(client(), experiments, family, digest)
+            if run_id:
+                entry.decision, entry.source, entry.cached = (
+                    REUSED,
+                    f"runs:/{run_id}/{family}",
+                    True,
+                )
+                entry.fingerprint = fingerprints.of(task).as_dict()
+                fingerprints.sources[family] = digest
                 continue
-            sources[family] = recorded[family]
-        found[family] = task.clone(run_id=run_id).folder()
-        for upstream, source in (found[family].manifest() or {}).get("upstream", {}).items():
+        needed.update(entry.upstream)
+        if family in forced:
+            entry.reason = "forced (--force)"
+        elif not options.enabled:
+            entry.reason = "cache disabled (--no-cache)"
+        else:
+            entry.reason = caching.why_run(client(), experiments, fingerprints.of(task))
+
+
+def _locate_skipped(tasks: list[PipelineTask], entries: dict[str, TaskPlan]) -> None:
+    """A task skipped because a later task is reused has outputs all the same: the ones that
+    later task was made from, as its manifest records (found downstream first)."""
+    recorded: dict[str, str] = {}
+    for task in reversed(tasks):
+        entry = entries[task.task_family]
+        if entry.decision == SKIPPED:
+            entry.source = recorded.get(entry.family)
+        if entry.decision == RUN or not entry.source:
+            continue
+        manifest = TaskFolder.from_source(entry.source).manifest() or {}
+        if entry.decision == SKIPPED:
+            entry.fingerprint = manifest.get("fingerprint", {})
+        for upstream, source in manifest.get("upstream", {}).items():
             recorded.setdefault(upstream, source)  # the nearest downstream task's record
-    return {t.task_family: found[t.task_family] for t in plan.tasks}
 
 
 def _upstream_first(root: PipelineTask) -> list[PipelineTask]:
@@ -192,6 +191,16 @@ def _with_downstream(tasks: list[PipelineTask], families: frozenset[str]) -> set
         if any(dep.task_family in found for dep in task.upstream()):
             found.add(task.task_family)
     return found
+
+
+def _check_loads(task: PipelineTask, config: Config) -> None:
+    """A name that two upstream tasks make must be loaded with `of=`: refused before the run."""
+    for name in sorted(unqualified_loads(type(task))):
+        makers = task.makers_of(name)
+        if len(makers) > 1:
+            raise ConfigError(
+                config.path, ambiguity(task.task_family, name, makers), task.task_family
+            )
 
 
 def _check_inputs(task: PipelineTask, config: Config) -> None:
@@ -245,14 +254,3 @@ def _check_reusable(family: str, source: str, config: Config, settings: Settings
     if manifest.get("task") != family:
         raise refuse(f"{source} holds outputs of {manifest.get('task')}, not {family}")
     return manifest
-
-
-def resolved_config(plan: Plan, config: Config) -> dict[str, dict[str, object]]:
-    """Every value the run uses, defaults included: logged as params and as an artifact."""
-    resolved: dict[str, dict[str, object]] = {
-        RUN_SECTION: dict(config.run),
-        PATH_SECTION: {"input": str(config.input_dir), **config.reuse},
-    }
-    for task in plan.tasks:
-        resolved[task.task_family] = dict(task.significant_params())
-    return resolved

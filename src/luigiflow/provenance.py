@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+LIBRARIES = ("luigi", "mlflow", "scikit-learn", "pandas", "pyarrow")
 
 
 @dataclass(frozen=True)
@@ -37,3 +40,10 @@ def git_state(root: Path) -> GitState | None:
             f"#   {f}\n" for f in untracked
         )
     return GitState(commit=commit, dirty=bool(diff.strip()), diff=diff)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries that shape results (read without importing them)."""
+    from importlib.metadata import version
+
+    return {"python": platform.python_version(), **{name: version(name) for name in LIBRARIES}}

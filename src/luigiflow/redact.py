@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 
 MASK = "***"
+# `${NAME}`: a reference to the environment variable holding a secret, not the secret itself.
+ENV_REFERENCE = re.compile(r"^\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}$")
 # Values that secret-named switches (`MLFLOW_TRACKING_INSECURE_TLS=true`) hold: masking these
 # in free text would garble every log line and protect nothing.
 _NOT_SECRETS = {"true", "false", "none", "null", "yes", "no"}
@@ -77,9 +79,10 @@ class Redactor:
         return f"{match['name']}{match['sep']}{quote}{MASK}{quote}"
 
     def value(self, key: str, value: object) -> object:
-        """Mask a config value: whole when its key names a secret, else its embedded secrets."""
+        """Mask a config value: whole when its key names a secret (unless it only names the
+        environment variable that holds the secret: `${API_TOKEN}`), else its embedded secrets."""
         if is_secret_key(key):
-            return MASK
+            return value if isinstance(value, str) and ENV_REFERENCE.match(value) else MASK
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, Mapping):

@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from luigiflow.names import MODEL_FINGERPRINT_TAG as FINGERPRINT_TAG
 from luigiflow.targets import client
 
 if TYPE_CHECKING:
     from luigiflow.task import PipelineTask
 
-FINGERPRINT_TAG = "luigiflow.fingerprint"
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 NAME = re.compile(r"^[A-Za-z0-9][\w.\- ]*$")
 
@@ -31,9 +31,7 @@ def register(
     """Register `task`'s model output under `name` (once per fingerprint) and set `alias`."""
     from mlflow.exceptions import MlflowException
 
-    from luigiflow.caching import current
-
-    fingerprint = current().digest(task)
+    fingerprint = task.fingerprint()["digest"]
     target = task.output()[output]
     try:
         client().create_registered_model(
@@ -76,7 +74,7 @@ def register(
 
 def describe(uri: str) -> str:
     """Which registered version a `models:/` URI names right now, e.g. `titanic version 3`."""
-    match = MODEL_URI.match(uri)
+    match = MODEL_URI.fullmatch(uri)
     if not match:
         return uri
     version = _version(match["name"], match["alias"], match["version"])
@@ -108,7 +106,7 @@ def uri_problems(**uris: str) -> dict[str, str]:
     return {
         key: f"'{uri}' is not models:/<name>@<alias> or models:/<name>/<version>"
         for key, uri in uris.items()
-        if not MODEL_URI.match(uri)
+        if not MODEL_URI.fullmatch(uri)
     }
 
 
@@ -117,5 +115,5 @@ def name_problems(**names: str) -> dict[str, str]:
     return {
         key: f"'{value}' is not a valid registry name (letters, digits, _ - . and spaces)"
         for key, value in names.items()
-        if not NAME.match(value)
+        if not NAME.fullmatch(value)
     }

@@ -1,43 +1,56 @@
-"""What the terminal shows: a line per task as it starts and ends, then a summary.
+"""What a person reads: a line per task as it starts and ends, a summary, and report.html.
 
-Progress lines are printed by the process that runs the task (the runner or a Luigi worker
-process), so they appear wherever the work happens. Everything else Luigi and MLflow say goes
-to the log file (and to the terminal with `-v`).
+Progress lines are printed by Luigi event handlers, in the process that runs the task (the
+runner or a Luigi worker process), so they appear wherever the work happens. The summary and
+the report are built from the run context (what the plan decided) and the per-task records
+(what happened), wherever those tasks ran. Everything else Luigi and MLflow say goes to the
+log file (and to the terminal with `-v`).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from collections.abc import Mapping
+import traceback
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from luigiflow.plan import Plan
+from luigiflow.cards import run_report
+from luigiflow.context import COPIED, REUSED, SKIPPED, RunContext
+from luigiflow.names import REPORT_ARTIFACT
+from luigiflow.plan import Plan
+from luigiflow.records import FAILED, FINISHED, TaskRecord
+from luigiflow.targets import TaskFolder
 
 
 def _line(text: str) -> None:
     print(f"{time.strftime('%H:%M:%S')}  {text}", file=sys.stdout, flush=True)
 
 
-def task_started(task: str) -> None:
-    _line(f"{task:<14} started")
+def follow(task_class: Any) -> None:
+    """Print a line when a task of `task_class` starts, finishes or fails (Luigi events)."""
+    import luigi
 
+    @task_class.event_handler(luigi.Event.START)
+    def started(task: Any) -> None:
+        _line(f"{task.task_family:<14} started")
 
-def task_finished(task: str, seconds: float) -> None:
-    _line(f"{task:<14} finished in {seconds:.1f}s")
+    @task_class.event_handler(luigi.Event.PROCESSING_TIME)
+    def finished(task: Any, seconds: float) -> None:
+        _line(f"{task.task_family:<14} finished in {seconds:.1f}s")
 
-
-def task_failed(task: str, traceback_text: str) -> None:
-    _line(f"{task:<14} FAILED")
-    print(traceback_text, file=sys.stderr, flush=True)
+    @task_class.event_handler(luigi.Event.FAILURE)
+    def failed(task: Any, error: BaseException) -> None:
+        _line(f"{task.task_family:<14} FAILED")
+        print("".join(traceback.format_exception(error)), file=sys.stderr, flush=True)
 
 
 @dataclass
 class TaskOutcome:
     task: str
-    outcome: str  # ran, reused, failed, upstream failed, not run, not needed
+    outcome: str  # ran, reused, copied, skipped, failed, interrupted, not run
     seconds: float | None = None
     detail: str = ""
 
@@ -65,74 +78,105 @@ def summary(
     return "\n".join(lines)
 
 
-def outcomes(plan: Plan, tags: Mapping[str, str]) -> list[TaskOutcome]:
-    """What became of each task, from the tags the tasks wrote on the run (in any process)."""
-    from luigiflow.task import DURATION_TAG, STATUS_TAG
-
-    found, done = [], set(plan.reused) | set(plan.copied)
-    for task in plan.tasks:
-        family = task.task_family
-        status = tags.get(STATUS_TAG.format(family))
-        seconds = tags.get(DURATION_TAG.format(family))
-        seconds = float(seconds) if seconds else None
-        if family in plan.reused or family in plan.copied:
-            found.append(TaskOutcome(family, *_reuse(plan, family)))
-            continue
-        if family not in plan.needed:
-            outcome = TaskOutcome(
-                family, "skipped", None, f"not needed: {_covering(plan, task)} reused"
-            )
-        elif status == "FINISHED":
-            outcome = TaskOutcome(family, "ran", seconds, plan.reasons.get(family, ""))
-            done.add(family)
-        elif status == "FAILED":
+def outcomes(context: RunContext, records: Mapping[str, TaskRecord]) -> list[TaskOutcome]:
+    """What became of each task: the plan's decision, and the record of a task that ran."""
+    found, done = [], set()
+    for family, entry in context.tasks.items():
+        record = records.get(family)
+        seconds = record.duration_s if record else None
+        if entry.decision == REUSED:
+            how = " (same fingerprint)" if entry.cached else " ([PathConfig])"
+            outcome = TaskOutcome(family, "reused", None, f"from {entry.source}{how}")
+        elif entry.decision == COPIED:
+            outcome = TaskOutcome(family, "copied", None, f"from {entry.source}")
+        elif entry.decision == SKIPPED:
+            detail = f"not needed: {covering(context, family)} reused"
+            outcome = TaskOutcome(family, "skipped", None, detail)
+        elif record is not None and record.status == FINISHED:
+            outcome = TaskOutcome(family, "ran", seconds, entry.reason)
+        elif record is not None and record.status == FAILED:
             outcome = TaskOutcome(family, "failed", seconds, f"see errors/{family}.txt")
-        elif status in ("KILLED", "RUNNING"):
+        elif record is not None:
             outcome = TaskOutcome(family, "interrupted", seconds)
-        elif {t.task_family for t in task.upstream()} <= done:
+        elif set(entry.upstream) <= done:
             outcome = TaskOutcome(family, "not run")
         else:
             outcome = TaskOutcome(family, "not run", None, "an upstream task failed")
+        if outcome.outcome in ("reused", "copied", "ran"):
+            done.add(family)
         found.append(outcome)
     return found
 
 
-def _reuse(plan: Plan, family: str) -> tuple[str, None, str]:
-    if family in plan.copied:
-        return "copied", None, f"from {plan.copied[family]}"
-    how = " (same fingerprint)" if family in plan.cached else " ([PathConfig])"
-    return "reused", None, f"from {plan.reused[family]}{how}"
-
-
-def _covering(plan: Plan, task) -> str:
-    """The reused tasks that make `task` unnecessary (those that need it, directly or not)."""
+def covering(context: RunContext, family: str) -> str:
+    """The reused tasks that make `family` unnecessary (those that need it, directly or not)."""
     names = []
-    for family in {**plan.reused, **plan.copied}:
-        todo = list(plan.task(family).upstream())
+    for reused, entry in context.tasks.items():
+        if entry.decision not in (REUSED, COPIED):
+            continue
+        todo = list(entry.upstream)
         while todo:
             current = todo.pop()
-            if current.task_family == task.task_family:
-                names.append(family)
+            if current == family:
+                names.append(reused)
                 break
-            todo.extend(current.upstream())
+            todo.extend(context.tasks[current].upstream)
     return " and ".join(sorted(names)) or "a downstream task"
 
 
 def dry_run(plan: Plan) -> str:
     """The pipeline, and for each task whether it would run (and why) or be reused."""
-    lines = [f"Dry run of {plan.root.task_family}: no task runs and no MLflow run is created."]
-    width = max(len(t.task_family) for t in plan.tasks)
-    for task in plan.tasks:
-        family = task.task_family
-        needs = ", ".join(dep.task_family for dep in task.upstream())
-        if family in plan.cached:
-            run_id = plan.reused[family].split("/")[1]
+    context = plan.context
+    lines = [f"Dry run of {context.root}: no task runs and no MLflow run is created."]
+    width = max(len(family) for family in context.tasks)
+    for family, entry in context.tasks.items():
+        needs = ", ".join(entry.upstream)
+        if entry.decision in (REUSED, COPIED) and entry.cached:
+            run_id = str(entry.source).split("/")[1]
             verdict = f"would reuse from run {run_id} (same fingerprint)"
-        elif family in plan.reused:
-            verdict = f"complete: [PathConfig] {plan.reused[family]}"
-        elif family not in plan.needed:
-            verdict = f"not needed: {_covering(plan, task)} would be reused"
+        elif entry.decision in (REUSED, COPIED):
+            verdict = f"complete: [PathConfig] {entry.source}"
+        elif entry.decision == SKIPPED:
+            verdict = f"not needed: {covering(context, family)} would be reused"
         else:
-            verdict = f"would run: {plan.reasons.get(family, '')}"
+            verdict = f"would run: {entry.reason}"
         lines.append(f"  {family:<{width}}  {verdict}" + (f"   (needs {needs})" if needs else ""))
     return "\n".join(lines)
+
+
+def conclude(
+    client: Any,
+    run: Any,
+    plan: Plan,
+    task_outcomes: Iterable[TaskOutcome],
+    url: str,
+) -> dict[str, str]:
+    """Each task's conclusions, tagged on the run, and the run's report (report.html).
+    Returns the conclusions (`validation`, `registration`, ...)."""
+    from mlflow.entities import RunTag
+
+    run_id, tags = run.info.run_id, run.data.tags
+    folders: dict[str, TaskFolder | None] = {}
+    found: dict[str, str] = {}
+    for task in plan.tasks:
+        folder = plan.context.folder(task.task_family, run_id)
+        has_outputs = folder.run_id is None or folder.manifest() is not None
+        folders[task.task_family] = folder if has_outputs and folder.manifest() else None
+        if folders[task.task_family] is not None:
+            try:
+                found.update(task.clone(run_id=run_id).conclusions())
+            except Exception:  # a conclusion that cannot be drawn is not a failed run
+                logging.exception("could not draw the conclusions of %s", task.task_family)
+    client.log_batch(run_id, tags=[RunTag(f"luigiflow.{k}", v) for k, v in found.items() if v])
+    facts = {
+        "run": f"{run.info.run_name} ({run_id})",
+        "experiment": client.get_experiment(run.info.experiment_id).name,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.info.start_time / 1000)),
+        "description": tags.get("mlflow.note.content", ""),
+        "git commit": tags.get("mlflow.source.git.commit", ""),
+        **found,
+        "MLflow": url,
+    }
+    title = f"Run report: {plan.root} in {facts['experiment']}"
+    client.log_text(run_id, run_report(title, facts, task_outcomes, folders), REPORT_ARTIFACT)
+    return found

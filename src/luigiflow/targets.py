@@ -22,17 +22,24 @@ from urllib.request import url2pathname
 
 import luigi
 
-MANIFEST = "_manifest.json"
-CARD = "_card.html"  # the task's page in the run report, written with its outputs
-_complete: dict[str, dict] = {}  # manifests of complete task folders seen by this process
+from luigiflow.names import CARD, MANIFEST
+
+# Manifests of complete task folders seen by this process. Complete outputs never change, so
+# this is a cache of what the store holds, not state of a run.
+_complete: dict[str, dict] = {}
+
+
+def client():
+    """One MlflowClient per tracking URI, the one the environment names (the runner put it
+    there), made once per process."""
+    return _client(os.environ.get("MLFLOW_TRACKING_URI", ""))
 
 
 @cache
-def client():
-    """One MlflowClient per process, on the tracking URI the runner put in the environment."""
+def _client(tracking_uri: str):
     from mlflow import MlflowClient
 
-    return MlflowClient()
+    return MlflowClient(tracking_uri or None)
 
 
 @cache
@@ -60,6 +67,37 @@ def local_path(uri: str) -> Path | None:
     if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
         return Path(uri)
     return None
+
+
+def write_run_text(run_id: str, path: str, text: str) -> None:
+    """Write a small file at `path` in a run's artifacts, whole or not at all."""
+    root = local_path(run_artifact_uri(run_id))
+    if root is not None:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(root / path, text)
+        return
+    folder = Path(tempfile.mkdtemp(dir=staging_root(), prefix="upload-"))
+    try:
+        (folder / Path(path).name).write_text(text)
+        repository(run_id).log_artifact(str(folder / Path(path).name), str(Path(path).parent))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def read_run_text(run_id: str, path: str) -> str | None:
+    """A small file of a run's artifacts, read fresh (it may have changed), or None if absent."""
+    from mlflow.exceptions import MlflowException
+
+    root = local_path(run_artifact_uri(run_id))
+    if root is not None:
+        return (root / path).read_text() if (root / path).is_file() else None
+    folder = Path(tempfile.mkdtemp(dir=staging_root(), prefix="download-"))
+    try:
+        return Path(repository(run_id).download_artifacts(path, str(folder))).read_text()
+    except (OSError, MlflowException):
+        return None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def staging_root() -> Path:

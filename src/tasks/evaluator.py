@@ -26,7 +26,13 @@ class Evaluator(PipelineTask):
         default=[], description="[{metric, threshold, direction}]: all must hold to register"
     )
     custom_metrics = luigi.ListParameter(default=[], description="functions in tasks/metrics.py")
-    worst_rows = luigi.IntParameter(default=10, description="worst-predicted rows in the card")
+    worst_rows = luigi.NumericalParameter(
+        default=10,
+        var_type=int,
+        min_value=0,
+        max_value=2**63,
+        description="worst-predicted rows in the card",
+    )
 
     outputs = {
         "evaluation": "evaluation.json",

@@ -20,7 +20,13 @@ class Prediction(PipelineTask):
 
     model_uri = luigi.Parameter(default="", description="e.g. models:/titanic@champion")
     scoring_file = luigi.Parameter(default="test.csv", description="in [PathConfig] input")
-    batch_size = luigi.IntParameter(default=100_000, description="rows scored at a time")
+    batch_size = luigi.NumericalParameter(
+        default=100_000,
+        var_type=int,
+        min_value=1,
+        max_value=2**63,
+        description="rows scored at a time",
+    )
 
     outputs = {"submission": "submission.csv", "predictions": "predictions.parquet"}
 
@@ -29,8 +35,6 @@ class Prediction(PipelineTask):
         return {"scoring": InputFile(self.scoring_file, (ID, *features))}
 
     def validate(self) -> dict[str, str]:
-        if self.batch_size < 1:
-            return {"batch_size": "must be at least 1"}
         return registry.uri_problems(model_uri=self.model_uri) if self.model_uri else {}
 
     def external_state(self) -> dict[str, str]:

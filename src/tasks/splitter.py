@@ -1,5 +1,7 @@
 """Hold out a validation set, so the model is judged on passengers it never saw."""
 
+import operator
+
 import luigi
 
 from luigiflow import PipelineTask, requires
@@ -10,15 +12,12 @@ from tasks.preprocessor import TARGET, Preprocessor
 class Splitter(PipelineTask):
     """Split the training table into train and validation sets, stratified by the target."""
 
-    validation_fraction = luigi.FloatParameter(default=0.2)
-    seed = luigi.IntParameter(default=0)
+    validation_fraction = luigi.NumericalParameter(
+        default=0.2, var_type=float, min_value=0.0, max_value=1.0, left_op=operator.lt
+    )  # 0 < x < 1
+    seed = luigi.NumericalParameter(default=0, var_type=int, min_value=0, max_value=2**32)
 
     outputs = {"train": "train.parquet", "validation": "validation.parquet"}
-
-    def validate(self) -> dict[str, str]:
-        if not 0 < self.validation_fraction < 1:
-            return {"validation_fraction": "must be between 0 and 1 (exclusive)"}
-        return {}
 
     def run(self) -> None:
         import pandas as pd

@@ -25,18 +25,23 @@ class Trainer(PipelineTask):
 
     estimator = luigi.Parameter(default="sklearn.linear_model.LogisticRegression")
     estimator_params = luigi.DictParameter(default={})
-    seed = luigi.IntParameter(default=0)
-    cv_folds = luigi.IntParameter(default=5)
+    seed = luigi.NumericalParameter(default=0, var_type=int, min_value=0, max_value=2**32)
+    cv_folds = luigi.NumericalParameter(default=5, var_type=int, min_value=2, max_value=2**63)
     autolog = luigi.BoolParameter(default=False, description="let mlflow.sklearn.autolog log too")
 
     outputs = {"model": "model"}
 
     def validate(self) -> dict[str, str]:
+        from sklearn.base import BaseEstimator
+
         try:
-            estimator_class(self.estimator)
+            cls = estimator_class(self.estimator)
         except (ImportError, AttributeError, ValueError) as error:
             return {"estimator": str(error)}
-        return {} if self.cv_folds >= 2 else {"cv_folds": "needs at least 2 folds"}
+        fits = all(callable(getattr(cls, name, None)) for name in ("fit", "predict"))
+        if not (isinstance(cls, type) and issubclass(cls, BaseEstimator) and fits):
+            return {"estimator": f"'{self.estimator}' is not a scikit-learn estimator class"}
+        return {}
 
     def run(self) -> None:
         from sklearn.model_selection import StratifiedKFold, cross_val_score

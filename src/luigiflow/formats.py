@@ -1,0 +1,77 @@
+"""How outputs are written and read: the file name's suffix decides the format.
+
+Tables are Parquet (CSV where a person or Kaggle expects it), small values JSON, models MLflow
+models. Each file is written under a temporary name and renamed, so it appears whole or not
+at all.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+
+def write(path: Path, value: Any) -> None:
+    """A DataFrame as Parquet or CSV, or JSON-able values as JSON, as the file name says."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix == ".parquet":
+        value.to_parquet(tmp, index=False)
+    elif path.suffix == ".csv":
+        value.to_csv(tmp, index=False)
+    elif path.suffix == ".json":
+        tmp.write_text(json.dumps(value, indent=2, default=str))
+    else:
+        raise ValueError(f"{path.name}: no writer for '{path.suffix}' files; use output_path()")
+    tmp.replace(path)
+
+
+def is_table(path: Path) -> bool:
+    return path.suffix in (".parquet", ".csv")
+
+
+def read(path: Path) -> Any:
+    """A model folder as pyfunc, a table as a DataFrame, JSON as Python values."""
+    if path.is_dir():
+        import mlflow.pyfunc
+
+        return mlflow.pyfunc.load_model(str(path))
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    import pandas as pd
+
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    raise ValueError(f"{path.name}: no reader for '{path.suffix}' files; use input_path()")
+
+
+def write_sklearn_model(model: Any, example: Any, path: Path) -> None:
+    """A scikit-learn model in MLflow's format, with its signature and an input example.
+
+    The format is skops, which loads without running arbitrary code (a pickle from a shared
+    tracking server could run anything); it trusts exactly the types this model is made of.
+    """
+    import mlflow.sklearn
+    import skops.io
+    from mlflow.models import infer_signature
+
+    mlflow.sklearn.save_model(
+        model,
+        str(path),
+        signature=infer_signature(example, model.predict(example)),
+        input_example=example,
+        pip_requirements=_pip_requirements(),  # inferring them costs seconds
+        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+        skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+    )
+
+
+@functools.cache
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    names = ("mlflow", "scikit-learn", "pandas", "numpy", "skops")
+    return [f"{name}=={version(name)}" for name in names]

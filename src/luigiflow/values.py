@@ -1,0 +1,110 @@
+"""One config value at a time: checked strictly against the Luigi parameter it sets, and
+written back as TOML.
+
+Luigi's TOML parser accepts `1.5` and `true` for an `IntParameter`, breaks on native arrays for
+`ListParameter`, and checks a `NumericalParameter`'s range only when it parses a string; so
+each value is checked here, in native TOML types, and handed to Luigi as the string it parses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+
+import luigi
+
+
+def _expected(param: luigi.Parameter) -> tuple[tuple[type, ...], str] | None:
+    """The TOML types a parameter accepts, and how to name them in an error."""
+    if isinstance(param, luigi.BoolParameter):
+        return (bool,), "true or false"
+    if isinstance(param, luigi.IntParameter):
+        return (int,), "an integer"
+    if isinstance(param, luigi.FloatParameter):
+        return (int, float), "a number"
+    if isinstance(param, luigi.ListParameter | luigi.TupleParameter):
+        return (list, str), "an array"
+    if isinstance(param, luigi.DictParameter):
+        return (dict, str), "a table"
+    if type(param) in (luigi.Parameter, luigi.OptionalParameter, luigi.OptionalStrParameter):
+        return (str,), "a string"
+    if isinstance(param, luigi.NumericalParameter | luigi.ChoiceParameter) and not isinstance(
+        param, luigi.ChoiceListParameter
+    ):
+        return {
+            int: ((int,), "an integer"),
+            float: ((int, float), "a number"),
+            str: ((str,), "a string"),
+        }.get(param._var_type)
+    return None
+
+
+def serialize(param: luigi.Parameter, value: object) -> str:
+    """Check `value` strictly against `param` and return the string Luigi will parse back;
+    ValueError saying what is wrong."""
+    expected = _expected(param)
+    if expected:
+        types, wanted = expected
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ValueError(f"expected {wanted}, got {type(value).__name__} {value!r}")
+    if isinstance(value, list | dict):
+        value = json.dumps(value)
+    try:  # NumericalParameter checks its range in parse only, so native numbers go there too
+        bounded = isinstance(param, luigi.NumericalParameter)
+        parsed = param.parse(value) if isinstance(value, str) or bounded else value
+        parsed = param.normalize(parsed)
+        return param.serialize(parsed)
+    except Exception as error:  # luigi raises ValueError, TypeError, JSONDecodeError...
+        raise ValueError(f"invalid value {value!r}: {_allowed(param) or error}") from None
+
+
+def _allowed(param: luigi.Parameter) -> str | None:
+    """The values a bounded parameter takes, readably: `must be >= 2`, `must be one of ...`.
+    An upper bound of 2**63 or more only fills NumericalParameter's required max_value."""
+    if isinstance(param, luigi.ChoiceParameter):
+        return f"must be one of {', '.join(repr(choice) for choice in sorted(param._choices))}"
+    if not isinstance(param, luigi.NumericalParameter):
+        return None
+
+    def bound(sign: str, op, value) -> str:  # inclusive when the bound itself passes `op`
+        shown = f"{value:.15g}" if isinstance(value, float) else value
+        return f"{sign}{'=' if op(value, value) else ''} {shown}"
+
+    low = bound(">", param._left_op, param._min_value)
+    if param._max_value >= 2**63:
+        return f"must be {low}"
+    return f"must be {low} and {bound('<', param._right_op, param._max_value)}"
+
+
+def native(param: luigi.Parameter, value: object) -> object:
+    if isinstance(value, str | int | float | bool | list | dict):
+        return value
+    return param.serialize(value)  # dates and the like: the string Luigi parses back
+
+
+def dumps(resolved: Mapping[str, Mapping[str, object]]) -> str:
+    """A resolved config as TOML a person would write: a section per task, one `key = value`
+    line per parameter, tables and arrays inline (`estimator_params = { max_iter = 1000 }`)."""
+    lines = []
+    for section, values in resolved.items():
+        lines += [f"[{_toml_key(section)}]"]
+        lines += [f"{_toml_key(key)} = {_toml_value(value)}" for key, value in values.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, dict):
+        items = ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items())
+        return f"{{ {items} }}" if items else "{}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return json.dumps(value)  # strings, numbers and booleans are written alike in JSON

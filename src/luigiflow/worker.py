@@ -1,0 +1,124 @@
+"""Work on a run that exists, knowing only its id and the tracking URI.
+
+`attach` rebuilds everything a process needs from the run's context in the store: it installs
+the run's config for Luigi (secrets resolved from this process's own environment) and checks
+that this checkout's code is the code the run was planned with. `build` then lets Luigi run
+whatever of the run is pending. The runner takes this path for its own build, right after it
+creates the run, so every run exercises it; a process started elsewhere with the run id takes
+the same one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from luigiflow import caching, logs
+from luigiflow.config import Config, ConfigError, parse_config
+from luigiflow.context import NoContext, RunContext, load
+from luigiflow.names import CONTEXT_ARTIFACT, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from luigiflow.redact import Redactor
+from luigiflow.report import follow
+from luigiflow.settings import load_settings
+from luigiflow.task import PipelineTask
+
+
+def attach(
+    run_id: str, project_root: Path, task_classes: Mapping[str, type[PipelineTask]]
+) -> tuple[RunContext, Config]:
+    """The run's context, and its config installed for Luigi in this process; ConfigError
+    when a secret's variable is missing here or this code differs from the run's."""
+    context = load(run_id)
+    source = f"run {run_id} {CONTEXT_ARTIFACT}"
+    missing = [family for family in context.tasks if family not in task_classes]
+    if missing:
+        raise ConfigError(source, f"this checkout has no task {', '.join(missing)}")
+    config = parse_config(context.config, source, project_root, task_classes)
+    differences = code_differences(context, task_classes)
+    if differences:
+        raise ConfigError(source, "this checkout's code differs from the run's: " + differences)
+    return context, config
+
+
+def code_differences(context: RunContext, task_classes: Mapping[str, type]) -> str:
+    """Which tasks' code differs from the code the run was planned with, and in which modules
+    (empty when none): `Trainer (tasks.helpers, tasks.trainer)`."""
+    found = []
+    for family, entry in context.tasks.items():
+        if not entry.modules or family not in task_classes:
+            continue
+        current = caching.modules_of(task_classes[family])
+        modules = sorted(
+            m for m in {*current, *entry.modules} if current.get(m) != entry.modules.get(m)
+        )
+        if modules:
+            found.append(f"{family} ({', '.join(modules)})")
+    return "; ".join(found)
+
+
+def build(
+    run_id: str,
+    context: RunContext,
+    task_classes: Mapping[str, type[PipelineTask]],
+    workers: int = 1,
+    scheduler_url: str | None = None,
+) -> bool:
+    """Let Luigi build the run's requested task and whatever it needs that is not complete.
+    True when it succeeded (Luigi's own result is always truthy, so it is read in detail)."""
+    import luigi
+
+    root = task_classes[context.root](run_id=run_id)
+    result = luigi.build(
+        [root],
+        detailed_summary=True,
+        local_scheduler=not scheduler_url,
+        scheduler_url=scheduler_url or "",
+        workers=workers,
+    )
+    logging.info("%s", result.summary_text)
+    return result.status.name in ("SUCCESS", "SUCCESS_WITH_RETRY") and root.complete()
+
+
+def main(
+    project_root: Path,
+    task_modules: Sequence[str],
+    run_id: str,
+    workers: int = 1,
+    scheduler_url: str | None = None,
+) -> int:
+    """Build what is pending in an existing run, in this process, knowing only the run id and
+    the tracking URI (from the environment or `.env`): the path a resumed or joined worker
+    takes. The run's lifecycle stays with whoever created it. Exit 0 when the run's task is
+    complete, 1 when a task failed, 2 when this process cannot work on the run."""
+    settings = load_settings(project_root)
+    _, handlers = logs.start_logging(settings.project_root, verbose=False)
+    from mlflow.exceptions import MlflowException
+
+    logs.quiet_mlflow_logger()
+    logs.take_over_luigi_logging()
+    task_classes = load_task_classes(task_modules)
+    try:
+        context, config = attach(run_id, settings.project_root, task_classes)
+    except (ConfigError, NoContext, MlflowException) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.redact_logs(handlers, Redactor.from_environment(config.sections))
+    built = build(run_id, context, task_classes, workers, scheduler_url)
+    return EXIT_OK if built else EXIT_FAILED
+
+
+def load_task_classes(task_modules: Sequence[str]) -> dict[str, type]:
+    for module in task_modules:
+        importlib.import_module(module)
+    follow(PipelineTask)  # a line per task on the terminal, from whichever process runs it
+    return {cls.get_task_family(): cls for cls in _subclasses(PipelineTask)}
+
+
+def _subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found

@@ -1,0 +1,181 @@
+"""The run context: one JSON value per run, written with it and read back by any process."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["LUIGI_CONFIG_PARSER"] = "toml"
+
+from luigiflow import context as run_context
+from luigiflow.context import COPIED, REUSED, RUN, SKIPPED, NoContext, RunContext, TaskPlan
+from luigiflow.names import CONTEXT_ARTIFACT
+
+SOURCE_RUN = "a" * 32
+
+
+def sample() -> RunContext:
+    """A context with every field set to something other than its default, and an order that
+    is neither alphabetical nor the order of the decisions."""
+    tasks = [
+        TaskPlan(
+            "Zeta",
+            [],
+            decision=SKIPPED,
+            source=f"runs:/{SOURCE_RUN}/Zeta",
+            fingerprint={"digest": "d-zeta", "params": {"n": "1"}},
+        ),
+        TaskPlan(
+            "Alpha",
+            ["Zeta"],
+            decision=REUSED,
+            source=f"runs:/{SOURCE_RUN}/Alpha",
+            cached=True,
+            fingerprint={"digest": "d-alpha", "upstream": {"Zeta": "d-zeta"}},
+            modules={"tasks.alpha": "m-alpha"},
+        ),
+        TaskPlan(
+            "Mid",
+            ["Alpha"],
+            decision=COPIED,
+            source="/somewhere/Mid",
+            mismatch="Mid.n 1 → 2",
+        ),
+        TaskPlan(
+            "Beta",
+            ["Alpha", "Mid"],
+            decision=RUN,
+            reason="Beta.seed 0 → 3",
+            fingerprint={"digest": "d-beta", "code": "c"},
+            modules={"tasks.beta": "m-beta", "tasks.util": "m-util"},
+        ),
+    ]
+    return RunContext(
+        root="Beta",
+        input="data/in",
+        config={
+            "RunConfig": {"task": "Beta", "tags": {"owner": "me"}},
+            "Beta": {"seed": 3, "rate": 0.5, "flag": True, "columns": ["a", "b"]},
+            "Alpha": {"api_token": "${API_TOKEN}"},
+        },
+        tasks={t.family: t for t in tasks},
+    )
+
+
+def test_json_round_trip_keeps_every_field_and_the_task_order():
+    original = sample()
+    text = original.to_json()
+    back = RunContext.from_json(text)
+    assert back == original
+    assert list(back.tasks) == ["Zeta", "Alpha", "Mid", "Beta"]
+    assert back.tasks["Beta"].digest == "d-beta"
+    assert back.tasks["Mid"].mismatch == "Mid.n 1 → 2"
+    assert back.tasks["Alpha"].cached is True
+    assert back.config["Beta"] == {"seed": 3, "rate": 0.5, "flag": True, "columns": ["a", "b"]}
+    assert isinstance(back.config["Beta"]["seed"], int)
+    data = json.loads(text)
+    assert data["format"] == run_context.FORMAT
+    assert [t["family"] for t in data["tasks"]] == ["Zeta", "Alpha", "Mid", "Beta"]
+    assert RunContext.from_json(back.to_json()) == original
+
+
+def test_a_default_task_plan_round_trips_too():
+    bare = RunContext("T", "input", {}, {"T": TaskPlan("T", [])})
+    back = RunContext.from_json(bare.to_json())
+    assert back == bare
+    assert back.tasks["T"].decision == RUN and back.tasks["T"].source is None
+    assert back.tasks["T"].digest == ""
+
+
+@pytest.mark.parametrize("format_", [None, 0, 2, "1"])
+def test_from_json_refuses_an_unknown_format(format_):
+    data = json.loads(sample().to_json())
+    if format_ is None:
+        del data["format"]
+    else:
+        data["format"] = format_
+    with pytest.raises(ValueError, match="run context format"):
+        RunContext.from_json(json.dumps(data))
+
+
+def test_decided_selects_by_decision():
+    context = sample()
+    assert list(context.decided(RUN)) == ["Beta"]
+    assert list(context.decided(REUSED)) == ["Alpha"]
+    assert list(context.decided(SKIPPED)) == ["Zeta"]
+    assert list(context.decided(COPIED)) == ["Mid"]
+
+
+def test_folder_of_a_reused_or_skipped_task_is_its_source():
+    context = sample()
+    own_run = "b" * 32
+    reused = context.folder("Alpha", own_run)
+    assert (reused.run_id, reused.name) == (SOURCE_RUN, "Alpha")
+    assert repr(reused) == f"runs:/{SOURCE_RUN}/Alpha"
+    skipped = context.folder("Zeta", own_run)
+    assert (skipped.run_id, skipped.name) == (SOURCE_RUN, "Zeta")
+
+
+def test_folder_of_a_local_reuse_source_is_that_folder(tmp_path):
+    context = sample()
+    context.tasks["Alpha"].source = str(tmp_path / "kept" / "Alpha")
+    folder = context.folder("Alpha", "b" * 32)
+    assert folder.run_id is None
+    assert folder.folder == tmp_path / "kept" / "Alpha"
+
+
+def test_folder_of_a_task_that_runs_or_is_copied_is_the_runs_own():
+    context = sample()
+    own_run = "b" * 32
+    for family in ("Beta", "Mid"):  # Mid is COPIED: its source is where it came from
+        folder = context.folder(family, own_run)
+        assert (folder.run_id, folder.name) == (own_run, family)
+        assert repr(folder) == f"runs:/{own_run}/{family}"
+
+
+def test_folder_of_a_task_not_in_the_plan_is_the_runs_own():
+    folder = sample().folder("Unknown", "c" * 32)
+    assert (folder.run_id, folder.name) == ("c" * 32, "Unknown")
+
+
+def test_input_dir_relative_is_under_the_project_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROJECT_ROOT", str(tmp_path / "checkout"))
+    assert sample().input_dir() == tmp_path / "checkout" / "data" / "in"
+
+
+def test_input_dir_absolute_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROJECT_ROOT", str(tmp_path / "checkout"))
+    context = sample()
+    context.input = str(tmp_path / "elsewhere")
+    assert context.input_dir() == tmp_path / "elsewhere"
+
+
+def make_run(client, tmp_path: Path) -> tuple[str, Path]:
+    experiment = client.create_experiment("ctx", artifact_location=str(tmp_path / "artifacts"))
+    run = client.create_run(experiment)
+    return run.info.run_id, Path(run.info.artifact_uri)
+
+
+@pytest.mark.usefixtures("settings")
+def test_save_then_load_from_the_store(client, tmp_path):
+    run_id, artifacts = make_run(client, tmp_path)
+    original = sample()
+    original.save(run_id)
+    written = artifacts / CONTEXT_ARTIFACT
+    assert written.is_file()
+    assert RunContext.from_json(written.read_text()) == original
+    loaded = run_context.load(run_id)
+    assert loaded == original
+    assert list(loaded.tasks) == list(original.tasks)
+    assert run_context.load(run_id) is loaded, "read once per process"
+
+
+@pytest.mark.usefixtures("settings")
+def test_load_of_a_run_without_a_context_raises_no_context(client, tmp_path):
+    run_id, _ = make_run(client, tmp_path)
+    client.log_text(run_id, "other", "something/else.txt")
+    with pytest.raises(NoContext, match=run_id):
+        run_context.load(run_id)

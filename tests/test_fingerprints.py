@@ -1,0 +1,147 @@
+"""Fingerprints: what makes two outputs the same, said in words when they differ, and found
+again in the tracking store."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("LUIGI_CONFIG_PARSER", "toml")
+
+import luigi
+import pytest
+
+from luigiflow import caching
+from luigiflow.caching import Fingerprint, Fingerprints
+from luigiflow.names import FINGERPRINT_TAG, MANIFEST
+from luigiflow.task import InputFile, PipelineTask
+
+
+class FpSource(PipelineTask):
+    rows = luigi.IntParameter(default=3)
+    outputs = {"table": "table.json"}
+
+    def input_files(self):
+        return {"data": InputFile("data.csv")}
+
+
+class FpUser(PipelineTask):
+    outputs = {"result": "result.json"}
+
+    def requires(self):
+        return FpSource(run_id=self.run_id)
+
+
+def fingerprint(**changes) -> Fingerprint:
+    parts = {
+        "task": "T",
+        "params": {"seed": "0"},
+        "inputs": {"data.csv": "aa"},
+        "upstream": {"U": "bb"},
+        "code": "cc",
+        "versions": {"pandas": "3.0"},
+    }
+    return Fingerprint(**{**parts, **changes})
+
+
+def test_the_digest_depends_on_every_part_and_on_nothing_else():
+    base = fingerprint()
+    assert base.digest == fingerprint().digest
+    for change in (
+        {"params": {"seed": "1"}},
+        {"inputs": {"data.csv": "ab"}},
+        {"upstream": {"U": "bc"}},
+        {"code": "cd"},
+        {"versions": {"pandas": "3.1"}},
+    ):
+        assert fingerprint(**change).digest != base.digest, change
+    assert base.as_dict()["digest"] == base.digest
+
+
+def test_differences_say_what_changed_in_words():
+    earlier = fingerprint().as_dict()
+    now = fingerprint(
+        params={"seed": "1", "new": "x"},
+        inputs={"data.csv": "zz"},
+        code="other",
+        upstream={"U": "other"},
+        versions={"pandas": "3.1"},
+    )
+    assert now.differences(earlier) == [
+        "T.new (unset) → x",
+        "T.seed 0 → 1",
+        "input data.csv changed",
+        "code of T changed",
+        "upstream U changed",
+        "pandas 3.0 → 3.1",
+    ]
+    assert fingerprint().differences(earlier) == ["fingerprint changed"]
+
+
+def test_fingerprints_cover_inputs_code_and_build_on_reused_sources(tmp_path):
+    (tmp_path / "data.csv").write_text("a\n1\n")
+    fingerprints = Fingerprints(tmp_path)
+    source, user = FpSource(run_id="x"), FpUser(run_id="x")
+    first = fingerprints.of(source)
+    assert first.params == {"rows": "3"} and set(first.inputs) == {"data.csv"}
+    assert fingerprints.of(user).upstream == {"FpSource": first.digest}
+    assert caching.modules_of(FpUser) == caching.modules_of(FpSource)
+    assert __name__ in caching.modules_of(FpUser)
+
+    fingerprints.sources["FpSource"] = "recorded-digest"  # reused: what its source recorded
+    assert Fingerprints(tmp_path).of(user).upstream == {"FpSource": first.digest}
+    rebuilt = Fingerprints(tmp_path)
+    rebuilt.sources["FpSource"] = "recorded-digest"
+    assert rebuilt.of(user).upstream == {"FpSource": "recorded-digest"}
+
+
+def test_one_byte_of_input_changes_the_fingerprint(tmp_path):
+    (tmp_path / "data.csv").write_text("a\n1\n")
+    before = Fingerprints(tmp_path).of(FpSource(run_id="x")).digest
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "data.csv").write_text("a\n2\n")
+    assert Fingerprints(other).of(FpSource(run_id="x")).digest != before
+
+
+def finished_run(client, experiment_id: str, family: str, digest: str, recorded=None) -> str:
+    """A run holding complete outputs of `family`, as a finished task leaves them."""
+    run_id = client.create_run(experiment_id).info.run_id
+    client.set_tag(run_id, FINGERPRINT_TAG.format(family), digest)
+    folder = Path(client.get_run(run_id).info.artifact_uri) / family
+    folder.mkdir(parents=True)
+    recorded = recorded or {"digest": digest}
+    manifest = {"task": family, "outputs": {}, "fingerprint": recorded}
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    return run_id
+
+
+@pytest.fixture
+def experiments(client, tmp_path) -> list[str]:
+    client.create_experiment("a", artifact_location=str(tmp_path / "a"))
+    client.create_experiment("b", artifact_location=str(tmp_path / "b"))
+    return caching.searchable_experiments(client)
+
+
+def test_the_newest_complete_outputs_are_found_in_any_experiment(client, tmp_path, experiments):
+    older = finished_run(client, experiments[0], "T", "d1")
+    newer = finished_run(client, experiments[1], "T", "d1")
+    finished_run(client, experiments[0], "T", "d2")
+    assert caching.find_reusable(client, experiments, "T", "d1") == newer
+    client.delete_run(newer)
+    assert caching.find_reusable(client, experiments, "T", "d1") == older
+    assert caching.find_reusable(client, experiments, "T", "d3") is None
+
+
+def test_outputs_gone_from_the_store_are_not_found(client, tmp_path, experiments):
+    run_id = finished_run(client, experiments[0], "T", "d1")
+    (Path(client.get_run(run_id).info.artifact_uri) / "T" / MANIFEST).unlink()
+    assert caching.find_reusable(client, experiments, "T", "d1") is None
+
+
+def test_why_run_compares_with_the_newest_earlier_run(client, tmp_path, experiments):
+    assert caching.why_run(client, experiments, fingerprint()) == "no earlier run"
+    earlier = fingerprint(code="old code").as_dict()
+    finished_run(client, experiments[0], "T", earlier["digest"], earlier)
+    assert caching.why_run(client, experiments, fingerprint()) == "code of T changed"

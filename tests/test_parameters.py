@@ -1,0 +1,144 @@
+"""Bounded task parameters: a value out of range is a ConfigError before any MLflow run exists."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ["LUIGI_CONFIG_PARSER"] = "toml"
+
+import luigi
+
+import tasks
+from luigiflow.config import ConfigError, load_config
+from luigiflow.values import serialize
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = {
+    cls.get_task_family(): cls
+    for cls in (
+        tasks.Preprocessor,
+        tasks.Splitter,
+        tasks.Trainer,
+        tasks.Evaluator,
+        tasks.Register,
+        tasks.Prediction,
+    )
+}
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    (tmp_path / "input").mkdir()
+    return Path(shutil.copy(REPO / "luigi.toml", tmp_path / "luigi.toml"))
+
+
+def load(path: Path, *overrides: str):
+    return load_config(path, path.parent, TASKS, overrides=list(overrides))
+
+
+def error(path: Path, *overrides: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load(path, *overrides)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "Splitter.validation_fraction=1.5",
+            "[Splitter] validation_fraction: invalid value 1.5: must be > 0 and < 1",
+        ),
+        (
+            "Splitter.validation_fraction=0",
+            "[Splitter] validation_fraction: invalid value 0: must be > 0 and < 1",
+        ),
+        ("Splitter.seed=-1", "[Splitter] seed: invalid value -1: must be >= 0 and < 4294967296"),
+        ("Trainer.seed=-1", "[Trainer] seed: invalid value -1: must be >= 0 and < 4294967296"),
+        (
+            "Trainer.seed=4294967296",
+            "[Trainer] seed: invalid value 4294967296: must be >= 0 and < 4294967296",
+        ),
+        ("Trainer.cv_folds=1", "[Trainer] cv_folds: invalid value 1: must be >= 2"),
+        ("Evaluator.worst_rows=-1", "[Evaluator] worst_rows: invalid value -1: must be >= 0"),
+        ("Prediction.batch_size=0", "[Prediction] batch_size: invalid value 0: must be >= 1"),
+    ],
+)
+def test_out_of_range_values_are_refused(config_path, override, message):
+    assert error(config_path, override) == f"--set {override.partition('=')[0]} {message}"
+
+
+def test_native_toml_values_are_range_checked_too(config_path):
+    text = config_path.read_text().replace("cv_folds = 5", "cv_folds = 1")
+    config_path.write_text(text)
+    assert error(config_path) == (
+        f"{config_path} [Trainer] cv_folds: invalid value 1: must be >= 2"
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("Trainer.cv_folds=true", "[Trainer] cv_folds: expected an integer, got bool True"),
+        ("Trainer.seed=1.5", "[Trainer] seed: expected an integer, got float 1.5"),
+        ("Trainer.seed='3'", "[Trainer] seed: expected an integer, got str '3'"),
+        (
+            "Splitter.validation_fraction=true",
+            "[Splitter] validation_fraction: expected a number, got bool True",
+        ),
+    ],
+)
+def test_wrong_types_are_refused(config_path, override, message):
+    assert message in error(config_path, override)
+
+
+def test_boundary_values_pass_and_reach_the_tasks(config_path):
+    load(
+        config_path,
+        "Splitter.validation_fraction=0.5",
+        "Splitter.seed=0",
+        "Trainer.seed=4294967295",
+        "Trainer.cv_folds=2",
+        "Evaluator.worst_rows=0",
+        "Prediction.batch_size=1",
+    )
+    splitter, trainer = tasks.Splitter(run_id="x"), tasks.Trainer(run_id="x")
+    assert (splitter.validation_fraction, splitter.seed) == (0.5, 0)
+    assert (trainer.seed, trainer.cv_folds) == (4294967295, 2)
+    assert tasks.Evaluator(run_id="x").worst_rows == 0
+    assert tasks.Prediction(run_id="x").batch_size == 1
+    assert trainer.validate() == {}
+
+
+def test_choice_parameters_check_type_and_membership():
+    param = luigi.ChoiceParameter(choices=["html", "plain"])
+    assert serialize(param, "plain") == "plain"
+    with pytest.raises(ValueError, match=r"invalid value 'pdf': must be one of 'html', 'plain'"):
+        serialize(param, "pdf")
+    with pytest.raises(ValueError, match="expected a string, got int 3"):
+        serialize(param, 3)
+    numbers = luigi.ChoiceParameter(choices=[1, 2], var_type=int)
+    assert serialize(numbers, 2) == "2"
+    with pytest.raises(ValueError, match="expected an integer, got bool True"):
+        serialize(numbers, True)
+
+
+@pytest.mark.parametrize("path", ["os.path.join", "collections.OrderedDict", "luigi.Task"])
+def test_estimator_must_be_a_scikit_learn_estimator(path):
+    problems = tasks.Trainer(run_id="x", estimator=path).validate()
+    assert problems == {"estimator": f"'{path}' is not a scikit-learn estimator class"}
+
+
+def test_estimator_that_does_not_import_is_reported():
+    problems = tasks.Trainer(run_id="x", estimator="sklearn.linear_model.Nope").validate()
+    assert set(problems) == {"estimator"}
+
+
+def test_default_and_other_estimators_pass():
+    assert tasks.Trainer(run_id="x").validate() == {}
+    estimator = "sklearn.ensemble.RandomForestClassifier"
+    assert tasks.Trainer(run_id="x", estimator=estimator).validate() == {}

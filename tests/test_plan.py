@@ -1,0 +1,371 @@
+"""The plan: every check before a run exists, fingerprints, and what runs, is reused or skipped."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["LUIGI_CONFIG_PARSER"] = "toml"
+
+import luigi
+from luigi.configuration import LuigiTomlParser, get_config
+
+from luigiflow.config import ConfigError, load_config
+from luigiflow.context import COPIED, REUSED, RUN, SKIPPED, RunContext
+from luigiflow.names import FINGERPRINT_TAG, MANIFEST
+from luigiflow.plan import PENDING_RUN, CacheOptions, make_plan
+from luigiflow.task import InputFile, PipelineTask, requires
+
+# Task families start with `Pl`: Luigi registers every task class by name, for the session.
+
+
+class PlSource(PipelineTask):
+    outputs = {"rows": "rows.json"}
+    n = luigi.IntParameter(default=3)
+    columns = luigi.ListParameter(default=["id"])
+    options = luigi.DictParameter(default={"mode": "fast"})
+
+    def input_files(self):
+        return {"data": InputFile("data.csv", ("id",))}
+
+    def validate(self):
+        return {"n": f"must be at least 0, got {self.n}"} if self.n < 0 else {}
+
+    def run(self):
+        self.save("rows", self.load("data").to_dict("records"))
+
+
+@requires(PlSource)
+class PlMiddle(PipelineTask):
+    outputs = {"model": "model.json"}
+    rate = luigi.FloatParameter(default=0.5)
+
+    def run(self):
+        self.save("model", {"rows": len(self.load("rows"))})
+
+
+@requires(PlMiddle)
+class PlTop(PipelineTask):
+    outputs = {"scores": "scores.json"}
+
+    def run(self):
+        self.save("scores", self.load("model"))
+
+
+class PlX1(PipelineTask):
+    outputs = {"x": "x.json"}
+
+
+class PlX2(PipelineTask):
+    outputs = {"x": "x.json"}
+
+
+@requires(PlX1, PlX2)
+class PlAmbiguous(PipelineTask):
+    outputs = {"y": "y.json"}
+
+    def run(self):
+        self.save("y", self.load("x"))
+
+
+@requires(PlX1, PlX2)
+class PlQualified(PipelineTask):
+    outputs = {"y": "y.json"}
+
+    def run(self):
+        self.save("y", [self.load("x", of=PlX1), self.load("x", of=PlX2)])
+
+
+TASKS = {
+    cls.get_task_family(): cls
+    for cls in (PlSource, PlMiddle, PlTop, PlX1, PlX2, PlAmbiguous, PlQualified)
+}
+CHAIN = ["PlSource", "PlMiddle", "PlTop"]
+
+
+@pytest.fixture(autouse=True)
+def store_and_luigi_config(settings, monkeypatch):
+    """A fresh store per test; the Luigi config a test installs is undone after it."""
+    parser = get_config("toml")
+    monkeypatch.setattr(parser, "data", parser.data)
+    monkeypatch.setattr(LuigiTomlParser, "_config_paths", LuigiTomlParser._config_paths)
+
+
+def load(root: Path, extra: str = "", task: str | None = None, overrides=(), header="id,v"):
+    """Write a project (luigi.toml and input/data.csv) under `root` and load its config."""
+    (root / "input").mkdir(exist_ok=True)
+    (root / "input" / "data.csv").write_text(f"{header}\n1,2\n3,4\n")
+    path = root / "luigi.toml"
+    path.write_text(f'[RunConfig]\ntask = "PlTop"\n\n[PathConfig]\ninput = "input"\n{extra}')
+    return load_config(path, root, TASKS, overrides, task)
+
+
+def plan_error(settings, *args, options: CacheOptions | None = None, **kwargs) -> str:
+    config = load(settings.project_root, *args, **kwargs)
+    with pytest.raises(ConfigError) as caught:
+        make_plan(TASKS[config.task], config, settings, options or CacheOptions())
+    return str(caught.value)
+
+
+def earlier_run(client, settings, families_and_fingerprints: dict[str, dict]) -> str:
+    """A finished run made by hand, as a runner leaves it: per task a fingerprint tag and a
+    complete output folder whose manifest says what it was made from (the run's own upstream
+    folders)."""
+    experiment = client.create_experiment(
+        "earlier", artifact_location=str(settings.project_root / "artifacts")
+    )
+    run = client.create_run(experiment)
+    run_id, root = run.info.run_id, Path(run.info.artifact_uri)
+    for family, fingerprint in families_and_fingerprints.items():
+        client.set_tag(run_id, FINGERPRINT_TAG.format(family), fingerprint["digest"])
+        folder = root / family
+        folder.mkdir(parents=True)
+        outputs = dict(TASKS[family].outputs)
+        for filename in outputs.values():
+            (folder / filename).write_text(json.dumps({"from": "earlier"}))
+        upstream = {dep: f"runs:/{run_id}/{dep}" for dep in fingerprint.get("upstream", {})}
+        manifest = {
+            "task": family,
+            "outputs": outputs,
+            "fingerprint": fingerprint,
+            "upstream": upstream,
+        }
+        (folder / MANIFEST).write_text(json.dumps(manifest))
+    return run_id
+
+
+# a fresh store ---------------------------------------------------------------------------------
+
+
+def test_a_fresh_store_plans_every_task_to_run(settings):
+    config = load(settings.project_root, "[PlSource]\nn = 5\n")
+    plan = make_plan(PlTop, config, settings)
+    context = plan.context
+    assert context.root == plan.root == "PlTop"
+    assert context.input == "input"
+    assert list(context.tasks) == CHAIN, "upstream first"
+    assert [t.task_family for t in plan.tasks] == CHAIN
+    assert {t.run_id for t in plan.tasks} == {PENDING_RUN}
+    assert context.tasks["PlSource"].upstream == []
+    assert context.tasks["PlMiddle"].upstream == ["PlSource"]
+    assert context.tasks["PlTop"].upstream == ["PlMiddle"]
+    for family in CHAIN:
+        entry = context.tasks[family]
+        assert entry.decision == RUN
+        assert entry.reason == "no earlier run"
+        assert entry.source is None and not entry.cached
+        assert len(entry.digest) == 64
+        assert entry.fingerprint["task"] == family
+        assert set(entry.modules) == {__name__}, "the test module is the tasks' code"
+        assert len(entry.modules[__name__]) == 64
+
+    source = context.tasks["PlSource"].fingerprint
+    data = (settings.project_root / "input" / "data.csv").read_bytes()
+    assert source["inputs"] == {"data.csv": hashlib.sha256(data).hexdigest()}
+    assert source["params"]["n"] == "5"
+    assert "run_id" not in source["params"]
+    assert context.tasks["PlMiddle"].fingerprint["upstream"] == {
+        "PlSource": context.tasks["PlSource"].digest
+    }
+    assert context.tasks["PlTop"].fingerprint["upstream"] == {
+        "PlMiddle": context.tasks["PlMiddle"].digest
+    }
+    assert len({context.tasks[f].digest for f in CHAIN}) == 3
+
+
+def test_the_same_config_plans_the_same_fingerprints_and_a_change_moves_them(settings):
+    first = make_plan(PlTop, load(settings.project_root), settings).context
+    again = make_plan(PlTop, load(settings.project_root), settings).context
+    assert [again.tasks[f].digest for f in CHAIN] == [first.tasks[f].digest for f in CHAIN]
+    changed = make_plan(PlTop, load(settings.project_root, "[PlMiddle]\nrate = 0.7\n"), settings)
+    digests = {f: changed.context.tasks[f].digest for f in CHAIN}
+    assert digests["PlSource"] == first.tasks["PlSource"].digest
+    assert digests["PlMiddle"] != first.tasks["PlMiddle"].digest
+    assert digests["PlTop"] != first.tasks["PlTop"].digest, "built on a changed upstream"
+
+
+def test_an_edited_input_file_changes_the_fingerprint_in_the_same_process(settings):
+    """A process that plans twice (a notebook, a service, a test) must see the new input."""
+    config = load(settings.project_root)
+    first = make_plan(PlTop, config, settings).context
+    data = settings.project_root / "input" / "data.csv"
+    data.write_text("id,v\n1,2\n3,5\n")
+    second = make_plan(PlTop, config, settings).context
+    new_digest = hashlib.sha256(data.read_bytes()).hexdigest()
+    assert second.tasks["PlSource"].fingerprint["inputs"] == {"data.csv": new_digest}
+    assert second.tasks["PlTop"].digest != first.tasks["PlTop"].digest
+
+
+def test_the_resolved_config_carries_native_types(settings):
+    config = load(settings.project_root, "[PlSource]\nn = 5\n", overrides=["PlMiddle.rate=0.25"])
+    resolved = make_plan(PlTop, config, settings).context.config
+    assert resolved["RunConfig"]["task"] == "PlTop"
+    assert resolved["PathConfig"] == {"input": "input"}
+    source = resolved["PlSource"]
+    assert source == {"n": 5, "columns": ["id"], "options": {"mode": "fast"}}
+    assert type(source["n"]) is int
+    assert type(source["columns"]) is list, "a ListParameter default is a tuple in Luigi"
+    assert type(source["options"]) is dict, "a DictParameter is a frozen mapping in Luigi"
+    assert resolved["PlMiddle"] == {"rate": 0.25}
+    assert type(resolved["PlMiddle"]["rate"]) is float
+    assert resolved["PlTop"] == {}
+    assert "run_id" not in json.dumps(resolved)
+    # and they survive being written with the run
+    context = make_plan(PlTop, config, settings).context
+    assert RunContext.from_json(context.to_json()).config == resolved
+
+
+# problems found before the run --------------------------------------------------------------
+
+
+def test_force_of_a_task_outside_the_pipeline_is_a_config_error(settings):
+    message = plan_error(settings, options=CacheOptions(force=frozenset({"PlTopp"})))
+    assert message.startswith("--force: PlTopp is not part of this pipeline")
+    assert "Did you mean 'PlTop'?" in message
+    message = plan_error(settings, options=CacheOptions(force=frozenset({"PlX1"})))
+    assert "PlX1 is not part of this pipeline" in message
+
+
+def test_a_missing_input_column_names_the_file_and_the_column(settings):
+    message = plan_error(settings, header="name,value")
+    data = settings.project_root / "input" / "data.csv"
+    assert f"{data} has no column 'id'" in message
+    assert "[PlSource] columns" in message, "the parameter that names the column"
+    assert "Valid names: name, value." in message
+    assert message.startswith(str(settings.project_root / "luigi.toml"))
+
+
+def test_a_missing_input_file_is_a_config_error(settings):
+    config = load(settings.project_root)
+    (settings.project_root / "input" / "data.csv").unlink()
+    with pytest.raises(ConfigError, match=r"\[PathConfig\] input: data.csv not found in"):
+        make_plan(PlTop, config, settings)
+
+
+def test_validate_problems_stop_a_task_that_runs(settings):
+    message = plan_error(settings, "[PlSource]\nn = -1\n")
+    assert "luigi.toml [PlSource] n: must be at least 0, got -1" in message
+
+
+def test_an_ambiguous_load_is_refused_at_plan_time(settings):
+    message = plan_error(settings, task="PlAmbiguous")
+    assert "[PlAmbiguous]" in message
+    assert "reads 'x', which PlX1 and PlX2 both make" in message
+    assert "of=PlX1" in message
+
+
+def test_a_qualified_load_of_the_same_name_is_fine(settings):
+    config = load(settings.project_root, task="PlQualified")
+    plan = make_plan(PlQualified, config, settings)
+    assert list(plan.context.tasks) == ["PlX1", "PlX2", "PlQualified"]
+    assert plan.context.tasks["PlQualified"].upstream == ["PlX1", "PlX2"]
+    assert {e.decision for e in plan.context.tasks.values()} == {RUN}
+
+
+# reuse ------------------------------------------------------------------------------------
+
+
+def test_a_task_found_by_fingerprint_is_reused_and_what_only_it_needed_skipped(settings, client):
+    first = make_plan(PlTop, load(settings.project_root), settings).context
+    middle, source = first.tasks["PlMiddle"].fingerprint, first.tasks["PlSource"].fingerprint
+    old = earlier_run(client, settings, {"PlSource": source, "PlMiddle": middle})
+
+    # PlSource's fingerprint is in the store too, but PlMiddle covers it: it is not needed.
+    context = make_plan(PlTop, load(settings.project_root), settings).context
+    reused = context.tasks["PlMiddle"]
+    assert reused.decision == REUSED and reused.cached
+    assert reused.source == f"runs:/{old}/PlMiddle"
+    assert reused.fingerprint == middle
+    assert set(reused.modules) == {__name__}
+    assert reused.reason == ""
+
+    skipped = context.tasks["PlSource"]
+    assert skipped.decision == SKIPPED
+    assert skipped.source == f"runs:/{old}/PlSource", "taken from PlMiddle's manifest"
+    assert skipped.fingerprint == source, "as its own manifest recorded"
+    assert skipped.modules == {}
+
+    top = context.tasks["PlTop"]
+    assert top.decision == RUN and top.reason == "no earlier run"
+    assert top.digest == first.tasks["PlTop"].digest
+    assert context.folder("PlMiddle", "f" * 32).run_id == old
+    assert context.folder("PlSource", "f" * 32).run_id == old
+
+
+def test_a_changed_parameter_says_why_the_task_runs(settings, client):
+    first = make_plan(PlTop, load(settings.project_root), settings).context
+    earlier_run(client, settings, {"PlMiddle": first.tasks["PlMiddle"].fingerprint})
+    context = make_plan(PlTop, load(settings.project_root, "[PlMiddle]\nrate = 0.7\n"), settings)
+    entries = context.context.tasks
+    assert entries["PlMiddle"].decision == RUN
+    assert entries["PlMiddle"].reason == "PlMiddle.rate 0.5 → 0.7"
+    assert entries["PlSource"].decision == RUN, "needed by a task that runs"
+
+
+def test_force_reruns_a_task_and_its_downstream_and_reuses_below(settings, client):
+    first = make_plan(PlTop, load(settings.project_root), settings).context
+    old = earlier_run(
+        client, settings, {f: first.tasks[f].fingerprint for f in ("PlSource", "PlMiddle")}
+    )
+    options = CacheOptions(force=frozenset({"PlMiddle"}))
+    context = make_plan(PlTop, load(settings.project_root), settings, options).context
+    assert context.tasks["PlTop"].reason == "forced (--force)"
+    assert context.tasks["PlMiddle"].reason == "forced (--force)"
+    assert context.tasks["PlSource"].decision == REUSED
+    assert context.tasks["PlSource"].source == f"runs:/{old}/PlSource"
+
+
+def test_copy_turns_reuse_into_a_copy_and_no_cache_runs_everything(settings, client):
+    first = make_plan(PlTop, load(settings.project_root), settings).context
+    old = earlier_run(client, settings, {"PlMiddle": first.tasks["PlMiddle"].fingerprint})
+    copied = make_plan(PlTop, load(settings.project_root), settings, CacheOptions(copy=True))
+    entry = copied.context.tasks["PlMiddle"]
+    assert (entry.decision, entry.source, entry.cached) == (COPIED, f"runs:/{old}/PlMiddle", True)
+    assert copied.context.tasks["PlSource"].decision == SKIPPED
+
+    fresh = make_plan(PlTop, load(settings.project_root), settings, CacheOptions(enabled=False))
+    for family in CHAIN:
+        assert fresh.context.tasks[family].decision == RUN
+        assert fresh.context.tasks[family].reason == "cache disabled (--no-cache)"
+
+
+def write_kept_outputs(root: Path, family: str, fingerprint: dict, upstream: dict) -> Path:
+    folder = root / "kept" / family
+    folder.mkdir(parents=True)
+    outputs = dict(TASKS[family].outputs)
+    for filename in outputs.values():
+        (folder / filename).write_text("{}")
+    manifest = {"task": family, "outputs": outputs, "fingerprint": fingerprint}
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "upstream": upstream}))
+    return folder
+
+
+def test_validate_is_not_asked_of_a_task_that_does_not_run(settings):
+    first = make_plan(PlTop, load(settings.project_root), settings).context
+    kept_source = settings.project_root / "kept" / "PlSource"
+    write_kept_outputs(
+        settings.project_root,
+        "PlMiddle",
+        first.tasks["PlMiddle"].fingerprint,
+        {"PlSource": str(kept_source)},
+    )
+    # extra lines follow [PathConfig]: reuse the kept PlMiddle, and a value validate() refuses
+    extra = 'PlMiddle = "kept/PlMiddle"\n[PlSource]\nn = -1\n'
+
+    def config():
+        return load(settings.project_root, extra)
+
+    # PlSource's bad value changes what PlMiddle would be made from: the kept outputs differ.
+    with pytest.raises(ConfigError, match=r"made with another config or input: upstream PlSource"):
+        make_plan(PlTop, config(), settings)
+    plan = make_plan(PlTop, config(), settings, CacheOptions(allow_mismatch=True))
+    entries = plan.context.tasks
+    assert entries["PlMiddle"].decision == REUSED and not entries["PlMiddle"].cached
+    assert entries["PlMiddle"].mismatch == "upstream PlSource changed"
+    assert entries["PlSource"].decision == SKIPPED, "so its value was never validated"
+    assert entries["PlSource"].source == str(kept_source)
+    assert entries["PlTop"].decision == RUN
