@@ -25,14 +25,19 @@ def main() -> None:
     args = parser.parse_args()
     settings = load_settings(PROJECT_ROOT, args.config)
 
+    from luigiflow.registry import verified_model
     from tasks.register import Register
 
     register = Register(run_id="serve")  # its parameters as luigi.toml sets them
     uri = args.model_uri or f"models:/{register.model_name}@{register.alias}"
+    try:  # verified against the run that made it, and checked to run no code, before serving
+        model_path = verified_model(uri)
+    except Exception as error:
+        sys.exit(f"error: {error}")
     mlflow = Path(sys.executable).with_name("mlflow")
     # `mlflow models serve` starts its web server by name: find it next to this Python.
     os.environ["PATH"] = f"{mlflow.parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    command = [str(mlflow), "models", "serve", "-m", uri, "--env-manager", "local"]
+    command = [str(mlflow), "models", "serve", "-m", str(model_path), "--env-manager", "local"]
     command += ["--host", "127.0.0.1", "--port", str(args.port)]
     print(f"Serving {uri} from {settings.tracking_uri} at http://127.0.0.1:{args.port}/invocations")
     os.execv(command[0], command)

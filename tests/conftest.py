@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -258,3 +259,84 @@ def migrated_store_file(tmp_path_factory) -> Path:
     finally:
         event.remove(Engine, "connect", unsynced)
     return path
+
+
+def complete_outputs(client, run_id: str | None, folder: Path, manifest: dict) -> None:
+    """Finish a task folder made by hand as a task finishes its own: the manifest last, with
+    every file's digest, and the manifest's digest recorded on its run (if it has one)."""
+    from luigiflow.names import MANIFEST_TAG
+    from luigiflow.targets import TaskFolder, TaskWriter
+
+    digest = TaskWriter(TaskFolder(run_id, folder.name, folder)).commit(manifest)
+    if run_id is not None:
+        client.set_tag(run_id, MANIFEST_TAG.format(folder.name), digest)
+
+
+def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
+    """A tracking server of its own (proxied artifacts under `folder`), for a test that stops,
+    freezes or tampers with it; returns the process and its URL. It serves from child
+    processes: signal it with `signal_server`."""
+    port = free_port()
+    command = [
+        str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 's.db'}",
+        "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
+        "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    server = subprocess.Popen(
+        command,
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=runner_env(MLFLOW_DISABLE_TELEMETRY="true"),
+        start_new_session=True,  # it serves from child processes: signal the whole group
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for(url + "/health", server)
+    return server, url
+
+
+def signal_server(server: subprocess.Popen, signum: int) -> None:
+    """Send `signum` to a server from `start_server` and every process it started."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signum)
+
+
+TRAINER_TOP = "        from sklearn.model_selection import StratifiedKFold, cross_val_score"
+
+
+def stall_trainer_when_asked(project: Path) -> None:
+    """The Trainer sleeps when STALL_TRAINER is set (touching `asleep` first): the same code
+    in every process, stalled only in the runner a test wants stalled."""
+    edit_task(
+        project,
+        "trainer",
+        TRAINER_TOP,
+        "        import os, pathlib, time\n"
+        "        if os.environ.get('STALL_TRAINER'):\n"
+        f"            pathlib.Path({str(project / 'asleep')!r}).touch()\n"
+        "            time.sleep(120)",
+    )
+
+
+def wait_until_asleep(project: Path, runner: subprocess.Popen) -> None:
+    wait_for_line(runner, "Trainer        started")
+    deadline = time.monotonic() + 60
+    while not (project / "asleep").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def add_secret_parameter(project: Path, variable: str) -> None:
+    """Preprocessor gets an `api_token` parameter, set in luigi.toml as `${variable}`."""
+    edit_task(
+        project,
+        "preprocessor",
+        '    outputs = {"train": "train.parquet"}',
+        '    api_token = luigi.Parameter(default="")\n',
+    )
+    config = project / "luigi.toml"
+    reference = "${" + variable + "}"
+    config.write_text(
+        config.read_text().replace(
+            "[Preprocessor]\n", f'[Preprocessor]\napi_token = "{reference}"\n'
+        )
+    )

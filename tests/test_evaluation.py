@@ -172,6 +172,8 @@ def test_scoring_from_the_registry_equals_scoring_the_upstream_model(project, va
     assert list(registry.columns) == ["PassengerId", "Survived", "probability"]
     pd.testing.assert_frame_equal(upstream, registry)
     assert registry["probability"].between(0, 1).all()
+    model = artifacts(project, first) / "Trainer/model"
+    assert not (model / "registered_model_meta").exists(), "a finished run's outputs stay as made"
 
     # moving the alias makes the next run score again, and says why
     client = store(project)

@@ -11,6 +11,7 @@ os.environ.setdefault("LUIGI_CONFIG_PARSER", "toml")
 
 import luigi
 import pytest
+from conftest import complete_outputs
 
 from luigiflow import caching
 from luigiflow.caching import Fingerprint, Fingerprints
@@ -112,8 +113,9 @@ def finished_run(client, experiment_id: str, family: str, digest: str, recorded=
     folder = Path(client.get_run(run_id).info.artifact_uri) / family
     folder.mkdir(parents=True)
     recorded = recorded or {"digest": digest}
-    manifest = {"task": family, "outputs": {}, "fingerprint": recorded}
-    (folder / MANIFEST).write_text(json.dumps(manifest))
+    complete_outputs(
+        client, run_id, folder, {"task": family, "fingerprint": recorded, "outputs": {}}
+    )
     return run_id
 
 
@@ -128,16 +130,16 @@ def test_the_newest_complete_outputs_are_found_in_any_experiment(client, tmp_pat
     older = finished_run(client, experiments[0], "T", "d1")
     newer = finished_run(client, experiments[1], "T", "d1")
     finished_run(client, experiments[0], "T", "d2")
-    assert caching.find_reusable(client, experiments, "T", "d1") == newer
+    assert caching.find_reusable(client, experiments, "T", "d1").run_id == newer
     client.delete_run(newer)
-    assert caching.find_reusable(client, experiments, "T", "d1") == older
-    assert caching.find_reusable(client, experiments, "T", "d3") is None
+    assert caching.find_reusable(client, experiments, "T", "d1").run_id == older
+    assert caching.find_reusable(client, experiments, "T", "d3").run_id is None
 
 
 def test_outputs_gone_from_the_store_are_not_found(client, tmp_path, experiments):
     run_id = finished_run(client, experiments[0], "T", "d1")
     (Path(client.get_run(run_id).info.artifact_uri) / "T" / MANIFEST).unlink()
-    assert caching.find_reusable(client, experiments, "T", "d1") is None
+    assert caching.find_reusable(client, experiments, "T", "d1").run_id is None
 
 
 def test_why_run_compares_with_the_newest_earlier_run(client, tmp_path, experiments):
@@ -145,3 +147,20 @@ def test_why_run_compares_with_the_newest_earlier_run(client, tmp_path, experime
     earlier = fingerprint(code="old code").as_dict()
     finished_run(client, experiments[0], "T", earlier["digest"], earlier)
     assert caching.why_run(client, experiments, fingerprint()) == "code of T changed"
+
+
+def test_tampered_outputs_are_passed_over_and_tagged_never_to_be_offered_again(client, experiments):
+    good = finished_run(client, experiments[0], "T", "d1")
+    bad = finished_run(client, experiments[1], "T", "d1")
+    folder = Path(client.get_run(bad).info.artifact_uri) / "T"
+    (folder / "table.json").write_text("{}")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["files"]["table.json"] = {"size": 2, "sha256": "0" * 64}  # forged: its digest differs
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    lookup = caching.find_reusable(client, experiments, "T", "d1")
+    assert lookup.run_id == good
+    expected = f"runs:/{bad}/T/_manifest.json differs from what its run recorded"
+    assert lookup.rejected == [expected]
+    assert "differs" in client.get_run(bad).data.tags["luigiflow.task.T.broken"]
+    again = caching.find_reusable(client, experiments, "T", "d1")
+    assert again.run_id == good and again.rejected == [expected], "said again, never used"

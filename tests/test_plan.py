@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import complete_outputs
 
 os.environ["LUIGI_CONFIG_PARSER"] = "toml"
 
@@ -16,7 +17,7 @@ from luigi.configuration import LuigiTomlParser, get_config
 
 from luigiflow.config import ConfigError, load_config
 from luigiflow.context import COPIED, REUSED, RUN, SKIPPED, RunContext
-from luigiflow.names import FINGERPRINT_TAG, MANIFEST
+from luigiflow.names import FINGERPRINT_TAG
 from luigiflow.plan import PENDING_RUN, CacheOptions, make_plan
 from luigiflow.task import InputFile, PipelineTask, requires
 
@@ -134,7 +135,7 @@ def earlier_run(client, settings, families_and_fingerprints: dict[str, dict]) ->
             "fingerprint": fingerprint,
             "upstream": upstream,
         }
-        (folder / MANIFEST).write_text(json.dumps(manifest))
+        complete_outputs(client, run_id, folder, manifest)
     return run_id
 
 
@@ -160,7 +161,8 @@ def test_a_fresh_store_plans_every_task_to_run(settings):
         assert entry.source is None and not entry.cached
         assert len(entry.digest) == 64
         assert entry.fingerprint["task"] == family
-        assert set(entry.modules) == {__name__}, "the test module is the tasks' code"
+        # the test module is the tasks' code, with the project module it imports (conftest)
+        assert set(entry.modules) == {__name__, "conftest"}
         assert len(entry.modules[__name__]) == 64
 
     source = context.tasks["PlSource"].fingerprint
@@ -280,7 +282,7 @@ def test_a_task_found_by_fingerprint_is_reused_and_what_only_it_needed_skipped(s
     assert reused.decision == REUSED and reused.cached
     assert reused.source == f"runs:/{old}/PlMiddle"
     assert reused.fingerprint == middle
-    assert set(reused.modules) == {__name__}
+    assert set(reused.modules) == {__name__, "conftest"}
     assert reused.reason == ""
 
     skipped = context.tasks["PlSource"]
@@ -340,7 +342,7 @@ def write_kept_outputs(root: Path, family: str, fingerprint: dict, upstream: dic
     for filename in outputs.values():
         (folder / filename).write_text("{}")
     manifest = {"task": family, "outputs": outputs, "fingerprint": fingerprint}
-    (folder / MANIFEST).write_text(json.dumps({**manifest, "upstream": upstream}))
+    complete_outputs(None, None, folder, {**manifest, "upstream": upstream})
     return folder
 
 

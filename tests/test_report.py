@@ -85,10 +85,18 @@ def test_covering_names_every_reused_task_that_needs_it():
     assert covering(context, "Top") == "a downstream task"
 
 
-def test_a_failed_task_points_at_its_traceback():
+def test_a_failed_task_names_its_error_and_points_at_its_traceback():
     context = context_of(plan_entry("Train", reason="no earlier run"))
     [outcome] = outcomes(context, {"Train": record("Train", FAILED, 3.0, "ValueError: x")})
-    assert outcome == TaskOutcome("Train", "failed", 3.0, "see errors/Train.txt")
+    assert outcome == TaskOutcome("Train", "failed", 3.0, "ValueError: x; see errors/Train.txt")
+
+
+def test_a_task_that_needed_retries_says_which_attempt_succeeded():
+    context = context_of(plan_entry("Train", reason="no earlier run"))
+    finished = record("Train", FINISHED, 3.0)
+    finished.attempts = [{"attempt": 1, "status": FAILED}, {"attempt": 2, "status": FINISHED}]
+    [outcome] = outcomes(context, {"Train": finished})
+    assert outcome.detail == "no earlier run (attempt 2)"
 
 
 def test_killed_or_still_running_records_are_interrupted():

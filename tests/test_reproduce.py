@@ -9,18 +9,20 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import toml
 from conftest import (
+    TRAINER_TOP,
+    add_secret_parameter,
     artifacts,
     edit_task,
     run_runner,
     runner_env,
     runs,
+    stall_trainer_when_asked,
     start_runner,
-    wait_for_line,
+    wait_until_asleep,
 )
 
 pytestmark = pytest.mark.slow
@@ -31,7 +33,6 @@ WORK = (
     "from luigiflow.cli import exit_now; from luigiflow.worker import main; "
     "exit_now(main(Path.cwd(), ['tasks'], sys.argv[1]))"
 )
-TRAINER_TOP = "        from sklearn.model_selection import StratifiedKFold, cross_val_score"
 
 
 def fingerprints(run) -> dict[str, str]:
@@ -43,25 +44,12 @@ def fingerprints(run) -> dict[str, str]:
 
 
 def test_a_separate_process_given_only_the_run_id_finishes_the_run_like_the_runner(project):
-    asleep = project / "trainer-asleep"
-    # The Trainer stalls only when the environment says so: the same code in every process.
-    edit_task(
-        project,
-        "trainer",
-        TRAINER_TOP,
-        "        import os, pathlib, time\n"
-        "        if os.environ.get('STALL_TRAINER'):\n"
-        f"            pathlib.Path({str(asleep)!r}).touch()\n"
-        "            time.sleep(120)",
-    )
+    stall_trainer_when_asked(project)
     reference = run_runner(project, "--no-cache")
     assert reference.returncode == 0, reference.stderr
 
     runner = start_runner(project, "--no-cache", env=runner_env(STALL_TRAINER="1"))
-    wait_for_line(runner, "Trainer        started")
-    deadline = time.monotonic() + 60
-    while not asleep.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until_asleep(project, runner)
     runner.send_signal(signal.SIGTERM)
     runner.communicate(timeout=60)
     stalled = runs(project)[0]
@@ -190,23 +178,12 @@ def test_an_ambiguous_output_name_is_refused_before_the_run(project):
 
 def test_a_secret_parameter_travels_as_a_reference_to_the_environment(project):
     value = "sekret-value-1234"
-    edit_task(
-        project,
-        "preprocessor",
-        '    outputs = {"train": "train.parquet"}',
-        '    api_token = luigi.Parameter(default="")\n',
-    )
+    add_secret_parameter(project, "TEST_API_TOKEN")
     edit_task(
         project,
         "preprocessor",
         '        self.save("train", self.typed(self.load("train.csv")))',
         f"        assert self.api_token == {value!r}, 'the secret reaches the task'",
-    )
-    toml_path = project / "luigi.toml"
-    toml_path.write_text(
-        toml_path.read_text().replace(
-            "[Preprocessor]\n", '[Preprocessor]\napi_token = "${TEST_API_TOKEN}"\n'
-        )
     )
     missing = run_runner(project)
     assert missing.returncode == 2 and "TEST_API_TOKEN is not set" in missing.stderr

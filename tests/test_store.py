@@ -5,12 +5,19 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from mlflow import MlflowClient
 
 from luigiflow import store
-from luigiflow.names import HOST_TAG, PID_TAG, PROCESS_START_TAG
+from luigiflow.names import (
+    HEARTBEAT_INTERVAL_TAG,
+    HEARTBEAT_TAG,
+    HOST_TAG,
+    PID_TAG,
+    PROCESS_START_TAG,
+)
 from luigiflow.settings import Settings
 
 
@@ -37,7 +44,7 @@ def test_abandoned_runs_are_marked_killed_live_ones_are_not(client: MlflowClient
         exp_id,
         tags={HOST_TAG: host, PID_TAG: str(dead_process.pid), PROCESS_START_TAG: "12345"},
     ).info.run_id
-    assert store.mark_abandoned_runs(client, exp_id) == [dead]
+    assert store.mark_abandoned_runs(client, [exp_id]) == [dead]
     assert client.get_run(dead).info.status == "KILLED"
     assert client.get_run(live).info.status == "RUNNING"
 
@@ -61,3 +68,29 @@ def test_store_moved_is_detected_and_repaired(client, settings, tmp_path):
     assert client.get_run(run.info.run_id).info.artifact_uri.startswith(
         str(settings.artifact_root / "e")
     )
+
+
+def test_a_run_of_another_host_is_stale_after_three_missed_heartbeats(client, settings):
+    exp_id = store.experiment(client, "e", settings).experiment_id
+    now = time.time()
+
+    def run_of_another_host(last_beat: float) -> str:
+        tags = {HOST_TAG: "elsewhere", PID_TAG: "1", HEARTBEAT_TAG: f"{last_beat:.0f}"}
+        tags[HEARTBEAT_INTERVAL_TAG] = "10"
+        return client.create_run(exp_id, tags=tags).info.run_id
+
+    silent, beating = run_of_another_host(now - 31), run_of_another_host(now - 5)
+    assert store.mark_abandoned_runs(client) == [silent], "every experiment is searched"
+    assert client.get_run(silent).info.status == "KILLED"
+    assert client.get_run(beating).info.status == "RUNNING"
+
+
+def test_the_heartbeat_refreshes_its_tag(client, settings, monkeypatch):
+    monkeypatch.setenv("LUIGIFLOW_HEARTBEAT_S", "0.05")
+    run_id = client.create_run(store.experiment(client, "e", settings).experiment_id).info.run_id
+    beat = store.Heartbeat(client, run_id)
+    beat.start()
+    time.sleep(0.5)
+    beat.stop()
+    beat.join(timeout=5)
+    assert abs(float(client.get_run(run_id).data.tags[HEARTBEAT_TAG]) - time.time()) < 5

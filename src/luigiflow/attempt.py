@@ -9,9 +9,15 @@ once even when a subclass's `run()` calls `super().run()`.
 from __future__ import annotations
 
 import functools
+import itertools
+import multiprocessing
+import os
+import signal
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,35 +26,48 @@ from luigiflow.names import (
     CARD,
     DURATION_TAG,
     ERRORS_FOLDER,
+    EXIT_INTERRUPTED,
     FINGERPRINT_TAG,
+    MANIFEST_TAG,
     STATUS_TAG,
     USER_CODE_TAG,
 )
 from luigiflow.provenance import library_versions
+from luigiflow.redact import Redactor
 from luigiflow.targets import TaskFolder, TaskWriter, client
 
 
-class Attempt:
-    """One attempt at running a task: its staging folder, what it logged, its record."""
+class TaskTimeout(Exception):
+    """An attempt ran longer than its task's `timeout_s`."""
 
-    def __init__(self, task: Any) -> None:
-        self.task, self.family, self.run_id = task, task.task_family, task.run_id
+
+class Attempt:
+    """One attempt at running a task: its staging folder (emptied first) and what it logged."""
+
+    def __init__(self, task: Any, number: int) -> None:
+        self.task, self.family, self.run_id, self.number = (
+            task,
+            task.task_family,
+            task.run_id,
+            number,
+        )
         self.metrics: dict[str, float] = {}
         self.params: dict[str, str] = {}
         self.profiles: dict[str, str] = {}
         self.card_sections: list[tuple[str, Any]] = []
         self.began, self.user_seconds = time.monotonic(), 0.0
         self.started = datetime.now(UTC)
-        self.record = records.TaskRecord.begin(self.family, task.context.tasks[self.family].reason)
         self.writer = TaskWriter(TaskFolder(self.run_id, self.family))
         self.writer.begin()
-        records.write(self.run_id, self.record)
-        client().set_tag(self.run_id, STATUS_TAG.format(self.family), records.RUNNING)
+        self.manifest_digest = ""
 
     def run_user_code(self, user_run: Callable[[Any], None]) -> None:
         began = time.monotonic()
-        user_run(self.task)
-        self.user_seconds = time.monotonic() - began
+        try:
+            with time_limit(float(self.task.timeout_s), self.family):
+                user_run(self.task)
+        finally:
+            self.user_seconds = time.monotonic() - began
 
     def commit(self) -> None:
         """The card, then the manifest last: from now on the outputs count."""
@@ -60,7 +79,7 @@ class Attempt:
             self.profiles,
             self.card_sections,
         )
-        self.writer.commit(self.manifest())
+        self.manifest_digest = self.writer.commit(self.manifest())
 
     def manifest(self) -> dict:
         task = self.task
@@ -74,58 +93,119 @@ class Attempt:
             "started": self.started.isoformat(),
             "duration_s": round(time.monotonic() - self.began, 3),
             "user_code_s": round(self.user_seconds, 3),
+            "attempt": self.number,
             "versions": library_versions(),
         }
 
-    def end(self, status: str, error: str = "") -> None:
+
+class TaskBookkeeping:
+    """What the run keeps of one task across its attempts: the record and the status."""
+
+    def __init__(self, task: Any) -> None:
+        self.task, self.family, self.run_id = task, task.task_family, task.run_id
+        self.began = time.monotonic()
+        self.record = records.TaskRecord.begin(self.family, task.context.tasks[self.family].reason)
+        records.write(self.run_id, self.record)
+        client().set_tag(self.run_id, STATUS_TAG.format(self.family), records.RUNNING)
+
+    def failed(self, attempt: Attempt, text: str) -> str:
+        """An attempt failed: its traceback in the run, its last line in the record."""
+        text = Redactor.from_environment(self.task.context.config).text(text)
+        error = text.strip().splitlines()[-1]
+        self.record.attempts.append(_attempt_entry(attempt, records.FAILED, error))
+        client().log_text(self.run_id, text, f"{ERRORS_FOLDER}/{self.family}.txt")
+        return error
+
+    def end(self, attempt: Attempt, status: str, error: str = "") -> None:
         """The record, and one request for everything the task logged on the run: metrics,
         params, status and timings and, once it finished, the fingerprint later runs find."""
         from mlflow.entities import Metric, Param, RunTag
 
         seconds = time.monotonic() - self.began
-        self.record.end(status, seconds, self.user_seconds, error)
+        if status != records.FAILED:  # a failed attempt is in the record already
+            self.record.attempts.append(_attempt_entry(attempt, status, error))
+        self.record.end(status, seconds, attempt.user_seconds, error)
         records.write(self.run_id, self.record)
         now = int(time.time() * 1000)
         tags = {
             STATUS_TAG.format(self.family): status,
             DURATION_TAG.format(self.family): f"{seconds:.3f}",
-            USER_CODE_TAG.format(self.family): f"{self.user_seconds:.3f}",
+            USER_CODE_TAG.format(self.family): f"{attempt.user_seconds:.3f}",
         }
         if status == records.FINISHED:
             tags[FINGERPRINT_TAG.format(self.family)] = self.task.fingerprint()["digest"]
+            tags[MANIFEST_TAG.format(self.family)] = attempt.manifest_digest
         client().log_batch(
             self.run_id,
-            metrics=[Metric(k, v, now, 0) for k, v in self.metrics.items()],
-            params=[Param(k, v) for k, v in self.params.items()],
+            metrics=[Metric(k, v, now, 0) for k, v in attempt.metrics.items()],
+            params=[Param(k, v) for k, v in attempt.params.items()],
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
 
 
+def _attempt_entry(attempt: Attempt, status: str, error: str) -> dict:
+    seconds = round(time.monotonic() - attempt.began, 3)
+    return {"attempt": attempt.number, "status": status, "duration_s": seconds, "error": error}
+
+
+@contextmanager
+def time_limit(seconds: float, family: str) -> Iterator[None]:
+    """Raise TaskTimeout in the task's code after `seconds` (0: no limit). Tasks run in the
+    main thread of the runner or of a Luigi worker process, where a timer signal reaches them."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TaskTimeout(f"{family} timed out after {seconds:g} s ([{family}] timeout_s)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _hold_interruptions() -> None:
+    """Ignore further Ctrl-C and SIGTERM in this process (tasks run in its main thread)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def tracked(user_run: Callable[[Any], None]) -> Callable[[Any], None]:
-    """Wrap a task's `run`: fresh output folder, record and status, manifest last, failure
-    recorded. A subclass's `run` calling `super().run()` is tracked once, not twice."""
+    """Wrap a task's `run`: every attempt (1 + `retries`) from an empty staging folder, the
+    record and status, the manifest last, each failure recorded. A subclass's `run` calling
+    `super().run()` is tracked once, not twice."""
 
     @functools.wraps(user_run)
     def run(self: Any) -> None:
         if self._attempt is not None:  # super().run() inside a tracked run
             user_run(self)
             return
-        attempt = self._attempt = Attempt(self)
-        status, error = records.FAILED, ""
-        try:
-            attempt.run_user_code(user_run)
-            attempt.commit()
-            status = records.FINISHED
-        except KeyboardInterrupt:
-            status = records.KILLED
-            raise
-        except BaseException:
-            text = traceback.format_exc()
-            error = text.strip().splitlines()[-1]
-            client().log_text(self.run_id, text, f"{ERRORS_FOLDER}/{self.task_family}.txt")
-            raise
-        finally:
-            self._attempt = None
-            attempt.end(status, error)
+        books = TaskBookkeeping(self)
+        for number in itertools.count(1):
+            attempt = self._attempt = Attempt(self, number)
+            try:
+                attempt.run_user_code(user_run)
+                attempt.commit()
+            except KeyboardInterrupt:
+                _hold_interruptions()  # a second Ctrl-C must not cut the bookkeeping short
+                books.end(attempt, records.KILLED)
+                if multiprocessing.parent_process() is not None:
+                    os._exit(EXIT_INTERRUPTED)  # a Luigi worker process: the runner reports
+                raise
+            except BaseException:
+                error = books.failed(attempt, traceback.format_exc())
+                if number > int(self.retries):
+                    books.end(attempt, records.FAILED, error)
+                    raise
+                continue
+            finally:
+                self._attempt = None
+            books.end(attempt, records.FINISHED)
+            return
 
     return run

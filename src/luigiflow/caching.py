@@ -21,21 +21,24 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cache
-from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from luigiflow.names import FINGERPRINT_TAG
+from luigiflow.names import BROKEN_TAG, FINGERPRINT_TAG, MANIFEST_TAG
+from luigiflow.provenance import version
 from luigiflow.sourcecode import code_digest, module_digests
-from luigiflow.targets import TaskFolder
+from luigiflow.targets import BrokenOutput, TaskFolder
 
 if TYPE_CHECKING:
+    from luigiflow.context import RunContext
     from luigiflow.task import PipelineTask
 
 SHAPING_LIBRARIES = ("scikit-learn", "pandas", "numpy")
@@ -124,6 +127,22 @@ def modules_of(cls: type) -> dict[str, str]:
     return module_digests(cls, source_root(cls))
 
 
+def code_differences(context: RunContext, task_classes: Mapping[str, type]) -> str:
+    """Which tasks' code differs from the code the run was planned with, and in which modules
+    (empty when none): `Trainer (tasks.helpers, tasks.trainer)`."""
+    found = []
+    for family, entry in context.tasks.items():
+        if not entry.modules or family not in task_classes:
+            continue
+        current = modules_of(task_classes[family])
+        modules = sorted(
+            m for m in {*current, *entry.modules} if current.get(m) != entry.modules.get(m)
+        )
+        if modules:
+            found.append(f"{family} ({', '.join(modules)})")
+    return "; ".join(found)
+
+
 def source_root(cls: type) -> Path:
     """The folder holding the task's top-level package (`src/` in this project)."""
     top = sys.modules[cls.__module__.partition(".")[0]]
@@ -131,16 +150,49 @@ def source_root(cls: type) -> Path:
     return path.parent.parent if path.name == "__init__.py" else path.parent
 
 
-def find_reusable(
-    client: MlflowClient, experiments: list[str], family: str, digest: str
-) -> str | None:
-    """The newest run, in any experiment, holding complete outputs of `family` with this
-    fingerprint (deleted runs are not searched; runs whose artifacts are gone are skipped)."""
+@dataclass
+class Lookup:
+    """What the store holds for a fingerprint: the newest verified outputs, and the ones that
+    failed verification on the way (tagged, so that they are never offered again)."""
+
+    run_id: str | None
+    rejected: list[str] = field(default_factory=list)
+
+
+def find_reusable(client: MlflowClient, experiments: list[str], family: str, digest: str) -> Lookup:
+    """The newest run, in any experiment, holding complete and verified outputs of `family`
+    with this fingerprint (deleted runs are not searched; runs whose artifacts are gone, and
+    outputs made before manifests recorded digests, are passed over)."""
+    lookup = Lookup(None)
     for run in _runs_with(client, experiments, family, f"= '{digest}'", max_results=20):
-        manifest = _manifest(run.info.run_id, family)
-        if manifest and manifest.get("fingerprint", {}).get("digest") == digest:
-            return run.info.run_id
-    return None
+        tags, run_id = run.data.tags, run.info.run_id
+        if BROKEN_TAG.format(family) in tags:  # found broken before: said, never used
+            lookup.rejected.append(tags[BROKEN_TAG.format(family)])
+            continue
+        if MANIFEST_TAG.format(family) not in tags:
+            continue
+        folder = TaskFolder(run_id, family)
+        try:
+            manifest = folder.manifest()
+            if not manifest or manifest.get("fingerprint", {}).get("digest") != digest:
+                continue
+            folder.verify(tags[MANIFEST_TAG.format(family)], fresh=True)
+        except BrokenOutput as error:
+            lookup.rejected.append(str(error))
+            _mark_broken(client, run_id, family, str(error))
+            continue
+        except (OSError, ValueError, MlflowException):  # gone, unreadable or unreachable
+            continue
+        lookup.run_id = run_id
+        return lookup
+    return lookup
+
+
+def _mark_broken(client: MlflowClient, run_id: str, family: str, why: str) -> None:
+    try:
+        client.set_tag(run_id, BROKEN_TAG.format(family), why[:4000])
+    except MlflowException:  # a store that forbids it (permissions): the check repeats
+        logging.warning("could not mark %s of run %s broken", family, run_id, exc_info=True)
 
 
 def why_run(client: MlflowClient, experiments: list[str], fingerprint: Fingerprint) -> str:

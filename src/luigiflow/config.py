@@ -247,7 +247,9 @@ def resolved_config(config: Config, tasks: Iterable[luigi.Task]) -> dict[str, di
         section = resolved.setdefault(task.task_family, {})
         for name, param in task.get_params():
             value = recursively_unfreeze(getattr(task, name))
-            if name != "run_id" and param.significant and value is not None:
+            configured = name in config.sections.get(task.task_family, {})
+            # Insignificant ones (retries, timeout_s) only when set: they shape nothing.
+            if name != "run_id" and value is not None and (param.significant or configured):
                 section[name] = native(param, value)
     for (section, key), variable in config.secrets.items():
         resolved[section][key] = "${" + variable + "}"
@@ -304,7 +306,10 @@ def _path_config(
 
 
 def _reuse_source(value: str, source: str, task: str, project_root: Path) -> str:
-    """A `runs:/<run_id>/<Task>` URI as it is, or a local folder made absolute."""
+    """A `runs:/<run_id>/<Task>` URI as it is, or a local folder made absolute. A `..`
+    segment is refused before anything is normalised: it could leave the run it names."""
+    if ".." in re.split(r"[/\\]", value):
+        raise ConfigError(source, f"'{value}': a path with '..' is not allowed", PATH_SECTION, task)
     if value.startswith("runs:"):
         if not RUNS_URI.match(value):
             raise ConfigError(

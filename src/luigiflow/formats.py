@@ -9,8 +9,18 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+# Types a skops model may need beyond those skops trusts itself (scikit-learn's estimators and
+# the like). The project decides; the list a model folder carries is never believed.
+TRUSTED_TYPES = ("numpy.dtype",)
+TRUSTED_TYPES_VARIABLE = "LUIGIFLOW_TRUSTED_TYPES"  # more, comma-separated, e.g. in .env
+
+
+class UntrustedModel(Exception):
+    """A model whose loading could run code the project did not allow."""
 
 
 def write(path: Path, value: Any) -> None:
@@ -31,7 +41,7 @@ def is_table(path: Path) -> bool:
     return path.suffix in (".parquet", ".csv")
 
 
-def read(path: Path) -> Any:
+def read(path: Path, encoding: str = "utf-8") -> Any:
     """A model folder as pyfunc, a table as a DataFrame, JSON as Python values."""
     if path.is_dir():
         import mlflow.pyfunc
@@ -44,7 +54,7 @@ def read(path: Path) -> Any:
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
     if path.suffix == ".csv":
-        return pd.read_csv(path)
+        return pd.read_csv(path, encoding=encoding)
     raise ValueError(f"{path.name}: no reader for '{path.suffix}' files; use input_path()")
 
 
@@ -75,3 +85,36 @@ def _pip_requirements() -> list[str]:
 
     names = ("mlflow", "scikit-learn", "pandas", "numpy", "skops")
     return [f"{name}=={version(name)}" for name in names]
+
+
+def trusted_types() -> set[str]:
+    extra = os.environ.get(TRUSTED_TYPES_VARIABLE, "")
+    return {*TRUSTED_TYPES, *(name.strip() for name in extra.split(",") if name.strip())}
+
+
+def check_model(path: Path) -> None:
+    """Refuse a model folder whose loading could run code the project did not allow: another
+    loader than MLflow's scikit-learn flavor, code shipped with it, a pickle, or a skops file
+    that needs types outside `trusted_types()` (whatever its MLmodel says it trusts)."""
+    import yaml
+
+    flavors = (yaml.safe_load((path / "MLmodel").read_text()) or {}).get("flavors", {})
+    pyfunc, sklearn = flavors.get("python_function", {}), flavors.get("sklearn", {})
+    if pyfunc.get("loader_module") != "mlflow.sklearn" or pyfunc.get("code") or sklearn.get("code"):
+        raise UntrustedModel(f"{path}: not a plain scikit-learn model of MLflow's; not loaded")
+    form, file = sklearn.get("serialization_format"), str(sklearn.get("pickled_model", ""))
+    if form != "skops":
+        raise UntrustedModel(
+            f"{path}: serialized as {form}, which can run any code when loaded; "
+            "only skops models are loaded"
+        )
+    if Path(file).name != file or not (path / file).is_file():
+        raise UntrustedModel(f"{path}: its model file {file!r} is not a file of the folder")
+    import skops.io
+
+    needed = set(skops.io.get_untrusted_types(file=str(path / file))) - trusted_types()
+    if needed:
+        raise UntrustedModel(
+            f"{path}: needs types this project does not trust: {', '.join(sorted(needed))}. "
+            f"If you trust them, add them to {TRUSTED_TYPES_VARIABLE} in .env (comma-separated)"
+        )

@@ -15,11 +15,15 @@ USER_CODE_TAG = "luigiflow.task.{}.user_code_s"
 REUSED_TAG = "luigiflow.task.{}.reused_from"
 REASON_TAG = "luigiflow.task.{}.why_run"
 FINGERPRINT_TAG = "luigiflow.task.{}.fingerprint"
+MANIFEST_TAG = "luigiflow.task.{}.manifest_sha256"  # the digest of its outputs' manifest
+BROKEN_TAG = "luigiflow.task.{}.broken"  # outputs that failed verification: never offered again
 
 # Tags on the run that say which process owns it (for finding runs whose runner died).
 HOST_TAG = "luigiflow.host"
 PID_TAG = "luigiflow.pid"
 PROCESS_START_TAG = "luigiflow.process_start"
+HEARTBEAT_TAG = "luigiflow.heartbeat"  # seconds since the epoch, refreshed while it runs
+HEARTBEAT_INTERVAL_TAG = "luigiflow.heartbeat_interval_s"
 
 # Tag on an experiment: the MLflow UI opens it as model training, not GenAI.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
+from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
 from luigiflow import caching
 from luigiflow.config import PATH_SECTION, Config, ConfigError, resolved_config
 from luigiflow.context import COPIED, REUSED, RUN, SKIPPED, RunContext, TaskPlan
-from luigiflow.names import STATUS_TAG
+from luigiflow.names import MANIFEST_TAG, STATUS_TAG
 from luigiflow.settings import Settings
 from luigiflow.store import check_location
-from luigiflow.targets import TaskFolder, client, run_artifact_uri
+from luigiflow.targets import BrokenOutput, TaskFolder, client, run_artifact_uri
 from luigiflow.task import PipelineTask, ambiguity, unqualified_loads
 
 PENDING_RUN = "0" * 32  # run id of the tasks planned before the run exists
@@ -133,9 +134,11 @@ def _decide(tasks, entries, fingerprints, options) -> None:
             continue
         if entry.decision == REUSED:
             continue
+        rejected: list[str] = []
         if options.enabled and family not in forced:
             digest = fingerprints.of(task).digest
-            run_id = caching.find_reusable(client(), experiments, family, digest)
+            lookup = caching.find_reusable(client(), experiments, family, digest)
+            run_id, rejected = lookup.run_id, lookup.rejected
             if run_id:
                 entry.decision, entry.source, entry.cached = (
                     REUSED,
@@ -150,6 +153,8 @@ def _decide(tasks, entries, fingerprints, options) -> None:
             entry.reason = "forced (--force)"
         elif not options.enabled:
             entry.reason = "cache disabled (--no-cache)"
+        elif rejected:
+            entry.reason = f"earlier outputs failed verification: {rejected[0]}"
         else:
             entry.reason = caching.why_run(client(), experiments, fingerprints.of(task))
 
@@ -204,14 +209,14 @@ def _check_loads(task: PipelineTask, config: Config) -> None:
 
 
 def _check_inputs(task: PipelineTask, config: Config) -> None:
-    """The input files of one task: present, with the columns it needs."""
+    """The input files of one task: present, readable in their encoding, with a header, rows
+    and the columns the task needs."""
     for input_file in task.input_files().values():
         path = config.input_dir / input_file.filename
         if not path.is_file():
             message = f"{input_file.filename} not found in {config.input_dir}"
             raise ConfigError(config.path, message, PATH_SECTION, "input")
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            header = next(csv.reader(handle), [])
+        header = _header(path, input_file.encoding, config)
         for column in input_file.columns:
             if column not in header:
                 params = task.significant_params()
@@ -226,6 +231,28 @@ def _check_inputs(task: PipelineTask, config: Config) -> None:
                     choices=header,
                     name=column,
                 )
+
+
+def _header(path: Path, encoding: str, config: Config) -> list[str]:
+    """The column names of a CSV file, after a scan of the whole file: it must decode in its
+    encoding (the line of the first bad byte is named) and hold at least one row."""
+    data = path.read_bytes()
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        message = (
+            f"{path} line {line}: not valid {encoding} ({error.reason}); save it as UTF-8, "
+            "or name its encoding in the task's InputFile(encoding=...)"
+        )
+        raise ConfigError(config.path, message, PATH_SECTION, "input") from None
+    lines = [line for line in text.lstrip("\ufeff").splitlines() if line.strip()]
+    if not lines:
+        raise ConfigError(config.path, f"{path} is empty", PATH_SECTION, "input")
+    if len(lines) == 1:
+        message = f"{path} has a header but no rows"
+        raise ConfigError(config.path, message, PATH_SECTION, "input")
+    return next(csv.reader(lines[:1]))
 
 
 def _check_reusable(family: str, source: str, config: Config, settings: Settings) -> dict:
@@ -253,4 +280,11 @@ def _check_reusable(family: str, source: str, config: Config, settings: Settings
         raise refuse(f"{source} holds no complete outputs (the task did not finish there)")
     if manifest.get("task") != family:
         raise refuse(f"{source} holds outputs of {manifest.get('task')}, not {family}")
+    recorded = run.data.tags.get(MANIFEST_TAG.format(folder.name)) if folder.run_id else None
+    if folder.run_id is not None and recorded is None:
+        raise refuse(f"{source} has no recorded manifest digest: it cannot be verified")
+    try:
+        folder.verify(recorded, fresh=True)
+    except BrokenOutput as error:
+        raise refuse(f"not used: {error}") from None
     return manifest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -44,6 +45,12 @@ def git_state(root: Path) -> GitState | None:
 
 def library_versions() -> dict[str, str]:
     """Versions of Python and of the libraries that shape results (read without importing them)."""
-    from importlib.metadata import version
-
     return {"python": platform.python_version(), **{name: version(name) for name in LIBRARIES}}
+
+
+@functools.cache
+def version(name: str) -> str:
+    """An installed distribution's version, read once per process (each read scans metadata)."""
+    from importlib.metadata import version as installed
+
+    return installed(name)

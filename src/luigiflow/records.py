@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from luigiflow.names import record_path
-from luigiflow.targets import read_run_text, write_run_text
+from luigiflow.names import STATUS_TAG, record_path
+from luigiflow.targets import client, read_run_text, write_run_text
 
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 
@@ -32,6 +32,7 @@ class TaskRecord:
     duration_s: float | None = None
     user_code_s: float | None = None
     error: str = ""  # the last line of the traceback, when it failed
+    attempts: list[dict] = field(default_factory=list)  # each: attempt, status, duration, error
 
     @classmethod
     def begin(cls, task: str, why_run: str) -> TaskRecord:
@@ -59,3 +60,14 @@ def read_all(run_id: str, families: list[str]) -> dict[str, TaskRecord]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def settle(run_id: str, found: dict[str, TaskRecord], run_status: str) -> None:
+    """Records still RUNNING when the run ended (a task interrupted in a worker process that
+    could not say so) take the run's status, in the record and in the status tag."""
+    status = KILLED if run_status == KILLED else FAILED
+    for family, record in found.items():
+        if record.status == RUNNING:
+            record.status = status
+            write(run_id, record)
+            client().set_tag(run_id, STATUS_TAG.format(family), status)

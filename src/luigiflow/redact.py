@@ -108,9 +108,14 @@ class Redactor:
 
 
 def _secret_values(data: Mapping, key: str = "") -> Iterable[str]:
+    """Values of secret-named keys, passwords in URIs, and the values of the environment
+    variables that `${VAR}` references name (wherever they are)."""
     for k, v in data.items():
+        reference = ENV_REFERENCE.match(v) if isinstance(v, str) else None
         if isinstance(v, Mapping):
             yield from _secret_values(v, str(k))
+        elif reference:
+            yield os.environ.get(reference["name"], "")
         elif is_secret_key(str(k)) and v not in (None, ""):
             yield str(v)
         elif isinstance(v, str):

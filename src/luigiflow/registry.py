@@ -8,10 +8,12 @@ instead of adding a duplicate, then points the alias at it.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from luigiflow.formats import UntrustedModel, check_model, read
 from luigiflow.names import MODEL_FINGERPRINT_TAG as FINGERPRINT_TAG
-from luigiflow.targets import client
+from luigiflow.targets import TaskFolder, client, run_artifact_uri
 
 if TYPE_CHECKING:
     from luigiflow.task import PipelineTask
@@ -43,25 +45,24 @@ def register(
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    same = client().search_model_versions(
-        f"name = '{name}' and tags.`{FINGERPRINT_TAG}` = '{fingerprint}'"
-    )
-    if same:
-        version, new = min(same, key=lambda v: int(v.version)), False
-    else:
-        version, new = (
-            client().create_model_version(
-                name,
-                source=target.uri(),
-                run_id=target.folder.run_id,
-                tags={
-                    FINGERPRINT_TAG: fingerprint,
-                    **{f"luigiflow.{k}": v for k, v in tags.items()},
-                },
-                description=description,
-            ),
-            True,
+    query = f"name = '{name}' and tags.`{FINGERPRINT_TAG}` = '{fingerprint}'"
+    same = client().search_model_versions(query)
+    new = not same
+    if new:
+        created = client().create_model_version(
+            name,
+            source=target.uri(),
+            run_id=target.folder.run_id,
+            tags={FINGERPRINT_TAG: fingerprint, **{f"luigiflow.{k}": v for k, v in tags.items()}},
+            description=description,
         )
+        # Another runner may have registered the same model meanwhile: the oldest version
+        # stays, the others are removed by whoever made them.
+        same = [*client().search_model_versions(query), created]
+    version = min(same, key=lambda v: int(v.version))
+    if new and version.version != created.version:
+        client().delete_model_version(name, created.version)
+        new = False
     client().set_registered_model_alias(name, alias, version.version)
     return {
         "version": int(version.version),
@@ -70,6 +71,29 @@ def register(
         "source": version.source,
         "fingerprint": fingerprint,
     }
+
+
+def verified_model(uri: str) -> Path:
+    """A local folder holding the registered model `uri` names, after its files were verified
+    against the digests the run that made it recorded, and checked to run no code on load."""
+    match = MODEL_URI.fullmatch(uri)
+    version = _version(match["name"], match["alias"], match["version"]) if match else None
+    if version is None:
+        raise LookupError(f"{uri}: no such registered model version")
+    base = run_artifact_uri(version.run_id).rstrip("/") + "/"
+    family, _, filename = version.source.removeprefix(base).partition("/")
+    if not version.source.startswith(base) or not filename or ".." in filename.split("/"):
+        raise UntrustedModel(f"{uri}: version {version.version} is not a task output of its run")
+    folder = TaskFolder(version.run_id, family)
+    folder.verify(folder.recorded_digest(), fresh=True)
+    path = folder.fetch(filename)
+    check_model(path)
+    return path
+
+
+def load_model(uri: str):
+    """A registered model as pyfunc, verified first (see `verified_model`)."""
+    return read(verified_model(uri))
 
 
 def describe(uri: str) -> str:

@@ -13,15 +13,16 @@ import logging
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from luigiflow.cards import run_report
-from luigiflow.context import COPIED, REUSED, SKIPPED, RunContext
+from luigiflow.context import COPIED, REUSED, SKIPPED, RunContext, TaskPlan
 from luigiflow.names import REPORT_ARTIFACT
 from luigiflow.plan import Plan
 from luigiflow.records import FAILED, FINISHED, TaskRecord
+from luigiflow.redact import Redactor
 from luigiflow.targets import TaskFolder
 
 
@@ -44,7 +45,8 @@ def follow(task_class: Any) -> None:
     @task_class.event_handler(luigi.Event.FAILURE)
     def failed(task: Any, error: BaseException) -> None:
         _line(f"{task.task_family:<14} FAILED")
-        print("".join(traceback.format_exception(error)), file=sys.stderr, flush=True)
+        text = "".join(traceback.format_exception(error))
+        print(Redactor.from_environment(task.context.config).text(text), file=sys.stderr)
 
 
 @dataclass
@@ -78,34 +80,52 @@ def summary(
     return "\n".join(lines)
 
 
-def outcomes(context: RunContext, records: Mapping[str, TaskRecord]) -> list[TaskOutcome]:
-    """What became of each task: the plan's decision, and the record of a task that ran."""
+def outcomes(
+    context: RunContext,
+    records: Mapping[str, TaskRecord],
+    earlier: Collection[str] = frozenset(),
+) -> list[TaskOutcome]:
+    """What became of each task: the plan's decision, and the record of a task that ran
+    (`earlier`: tasks that finished in an earlier attempt of a resumed run)."""
     found, done = [], set()
     for family, entry in context.tasks.items():
-        record = records.get(family)
-        seconds = record.duration_s if record else None
-        if entry.decision == REUSED:
-            how = " (same fingerprint)" if entry.cached else " ([PathConfig])"
-            outcome = TaskOutcome(family, "reused", None, f"from {entry.source}{how}")
-        elif entry.decision == COPIED:
-            outcome = TaskOutcome(family, "copied", None, f"from {entry.source}")
-        elif entry.decision == SKIPPED:
-            detail = f"not needed: {covering(context, family)} reused"
-            outcome = TaskOutcome(family, "skipped", None, detail)
-        elif record is not None and record.status == FINISHED:
-            outcome = TaskOutcome(family, "ran", seconds, entry.reason)
-        elif record is not None and record.status == FAILED:
-            outcome = TaskOutcome(family, "failed", seconds, f"see errors/{family}.txt")
-        elif record is not None:
-            outcome = TaskOutcome(family, "interrupted", seconds)
-        elif set(entry.upstream) <= done:
-            outcome = TaskOutcome(family, "not run")
-        else:
-            outcome = TaskOutcome(family, "not run", None, "an upstream task failed")
-        if outcome.outcome in ("reused", "copied", "ran"):
+        outcome = _decided(context, entry) or _ran(entry, records.get(family), family in earlier)
+        if outcome is None:
+            detail = "" if set(entry.upstream) <= done else "an upstream task failed"
+            outcome = TaskOutcome(family, "not run", None, detail)
+        if outcome.outcome in ("reused", "copied", "ran", "kept"):
             done.add(family)
         found.append(outcome)
     return found
+
+
+def _decided(context: RunContext, entry: TaskPlan) -> TaskOutcome | None:
+    """The outcome the plan decided (reused, copied, skipped), or None for a task to run."""
+    if entry.decision == REUSED:
+        how = " (same fingerprint)" if entry.cached else " ([PathConfig])"
+        return TaskOutcome(entry.family, "reused", None, f"from {entry.source}{how}")
+    if entry.decision == COPIED:
+        return TaskOutcome(entry.family, "copied", None, f"from {entry.source}")
+    if entry.decision == SKIPPED:
+        detail = f"not needed: {covering(context, entry.family)} reused"
+        return TaskOutcome(entry.family, "skipped", None, detail)
+    return None
+
+
+def _ran(entry: TaskPlan, record: TaskRecord | None, earlier: bool) -> TaskOutcome | None:
+    """The outcome of a task that was to run, from its record; None if it never started."""
+    if record is None:
+        return None
+    family, seconds = entry.family, record.duration_s
+    if record.status == FINISHED and earlier:
+        return TaskOutcome(family, "kept", seconds, "finished in an earlier attempt")
+    if record.status == FINISHED:
+        tries = f" (attempt {len(record.attempts)})" if len(record.attempts) > 1 else ""
+        return TaskOutcome(family, "ran", seconds, entry.reason + tries)
+    if record.status == FAILED:
+        detail = f"{record.error}; see errors/{family}.txt".lstrip("; ")
+        return TaskOutcome(family, "failed", seconds, detail)
+    return TaskOutcome(family, "interrupted", seconds)
 
 
 def covering(context: RunContext, family: str) -> str:
@@ -160,8 +180,7 @@ def conclude(
     found: dict[str, str] = {}
     for task in plan.tasks:
         folder = plan.context.folder(task.task_family, run_id)
-        has_outputs = folder.run_id is None or folder.manifest() is not None
-        folders[task.task_family] = folder if has_outputs and folder.manifest() else None
+        folders[task.task_family] = folder if folder.manifest() is not None else None
         if folders[task.task_family] is not None:
             try:
                 found.update(task.clone(run_id=run_id).conclusions())

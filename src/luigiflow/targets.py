@@ -11,6 +11,7 @@ local staging folder and uploaded when the task succeeds, the manifest last.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from urllib.request import url2pathname
 
 import luigi
 
-from luigiflow.names import CARD, MANIFEST
+from luigiflow.names import CARD, MANIFEST, MANIFEST_TAG
 
 # Manifests of complete task folders seen by this process. Complete outputs never change, so
 # this is a cache of what the store holds, not state of a run.
@@ -157,6 +158,35 @@ class TaskFolder:
         _complete[key] = manifest = json.loads(self.fetch(MANIFEST).read_text())
         return manifest
 
+    def verify(self, manifest_digest: str | None, fresh: bool = False) -> dict:
+        """Check the outputs against their manifest, and the manifest against the digest its
+        run recorded (None for a plain folder, which has no run); raise BrokenOutput naming the
+        file. On a remote store this downloads every file; `fresh` discards earlier downloads
+        first (they prove nothing about the store now), so the verified copy is what is read.
+        Returns the manifest."""
+        if self.folder is None and fresh:
+            shutil.rmtree(self._downloads(), ignore_errors=True)
+        raw = self.fetch(MANIFEST).read_bytes()
+        if manifest_digest is not None and hashlib.sha256(raw).hexdigest() != manifest_digest:
+            raise BrokenOutput(f"{self!r}/{MANIFEST} differs from what its run recorded")
+        manifest = json.loads(raw)
+        if "files" not in manifest:
+            raise BrokenOutput(f"{self!r}/{MANIFEST} records no digests (an older version)")
+        for relative, expected in manifest["files"].items():
+            path = self.fetch(relative)
+            if not path.is_file():
+                raise BrokenOutput(f"{self!r}/{relative} is missing")
+            if path.stat().st_size != expected["size"] or sha256_file(path) != expected["sha256"]:
+                raise BrokenOutput(f"{self!r}/{relative} differs from its manifest")
+        return manifest
+
+    def recorded_digest(self) -> str | None:
+        """The manifest digest the run that made these outputs recorded in the tracking store
+        (None for a plain folder, which has no run)."""
+        if self.run_id is None:
+            return None
+        return client().get_run(self.run_id).data.tags.get(MANIFEST_TAG.format(self.name), "")
+
     def has(self, filename: str) -> bool:
         manifest = self.manifest()
         if manifest is None or filename not in manifest.get("outputs", {}).values():
@@ -167,8 +197,7 @@ class TaskFolder:
         """A local path to read `filename` from, downloaded once when the store is remote."""
         if self.folder is not None:
             return self.folder / filename
-        cache_dir = staging_root() / "downloads" / str(self.run_id) / self.name
-        target = cache_dir / filename
+        target = self._downloads() / filename
         if not target.exists():
             from mlflow.artifacts import download_artifacts
 
@@ -180,6 +209,9 @@ class TaskFolder:
             os.replace(downloaded, target)  # appear whole or not at all
             shutil.rmtree(partial, ignore_errors=True)
         return target
+
+    def _downloads(self) -> Path:
+        return staging_root() / "downloads" / str(self.run_id) / self.name
 
     def uri(self, filename: str) -> str:
         """The artifact URI of `filename` in this folder (for a local folder: its path)."""
@@ -219,16 +251,20 @@ class TaskWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def commit(self, manifest: dict) -> None:
-        """Write the manifest last (and, for a remote store, upload everything before it)."""
+    def commit(self, manifest: dict) -> str:
+        """Write the manifest last, with the size and digest of every file (and, for a remote
+        store, upload everything before it). Returns the manifest's own digest, which the run
+        records in the tracking store so that the artifact store alone cannot vouch for it."""
         missing = [f for f in manifest["outputs"].values() if not (self.folder / f).exists()]
         if missing:
             raise RuntimeError(
                 f"{self.destination.name} finished without writing {', '.join(missing)}"
             )
-        write_atomic(self.folder / MANIFEST, json.dumps(manifest, indent=2, default=str))
+        text = json.dumps({**manifest, "files": file_digests(self.folder)}, indent=2, default=str)
+        write_atomic(self.folder / MANIFEST, text)
+        digest = hashlib.sha256(text.encode()).hexdigest()
         if self.destination.is_local:
-            return
+            return digest
         name, store = self.destination.name, repository(str(self.destination.run_id))
         for entry in sorted(self.folder.iterdir()):
             if entry.name == MANIFEST:
@@ -239,10 +275,34 @@ class TaskWriter:
                 store.log_artifact(str(entry), name)
         store.log_artifact(str(self.folder / MANIFEST), name)
         shutil.rmtree(self.folder, ignore_errors=True)
+        return digest
 
 
-def copy_outputs(source: TaskFolder, destination: TaskFolder) -> None:
-    """Copy a task's complete outputs into another run, as atomically as the task wrote them."""
+class BrokenOutput(Exception):
+    """Outputs that differ from what their manifest (or their run) recorded: never used."""
+
+
+def file_digests(folder: Path) -> dict[str, dict]:
+    """Size and sha256 of every file below `folder` but the manifest, by relative path."""
+    found = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder).as_posix()
+        if relative != MANIFEST:
+            found[relative] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+    return found
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def copy_outputs(source: TaskFolder, destination: TaskFolder) -> str:
+    """Copy a task's complete outputs into another run, as atomically as the task wrote them;
+    returns the new manifest's digest."""
     manifest = source.manifest()
     if manifest is None:
         raise RuntimeError(f"{source!r} holds no complete outputs")
@@ -254,13 +314,13 @@ def copy_outputs(source: TaskFolder, destination: TaskFolder) -> None:
     card = source.fetch_optional(CARD)
     if card is not None:
         shutil.copy2(card, writer.path(CARD))
-    writer.commit({**manifest, "copied_from": repr(source)})
+    return writer.commit({**manifest, "copied_from": repr(source)})
 
 
 def write_atomic(path: Path, text: str) -> None:
     """Write a small file whole or not at all (temp file, fsync, rename)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as handle:
+    with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())

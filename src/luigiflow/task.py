@@ -35,6 +35,7 @@ class InputFile:
 
     filename: str
     columns: tuple[str, ...] = ()
+    encoding: str = "utf-8"
 
 
 class AmbiguousInput(Exception):
@@ -62,6 +63,24 @@ class PipelineTask(luigi.Task):
     """Subclass it, declare `outputs` and write `run()`; see `src/tasks/` for examples."""
 
     run_id = luigi.Parameter(description="the MLflow run this task logs into (set by the runner)")
+    # Any task's section may set these; they do not change what a task makes, so they are
+    # not significant (out of task ids and fingerprints).
+    retries = luigi.NumericalParameter(
+        default=0,
+        var_type=int,
+        min_value=0,
+        max_value=100,
+        significant=False,
+        description="extra attempts when run() fails, each from an empty output folder",
+    )
+    timeout_s = luigi.NumericalParameter(
+        default=0.0,
+        var_type=float,
+        min_value=0.0,
+        max_value=1e9,
+        significant=False,
+        description="fail an attempt that runs longer than this many seconds (0: no limit)",
+    )
 
     #: output name -> file (or folder, for a model) inside the task's artifact folder
     outputs: ClassVar[dict[str, str]] = {}
@@ -119,6 +138,11 @@ class PipelineTask(luigi.Task):
     def input_path(self, name: str, of: type[PipelineTask] | str | None = None) -> Path:
         """A local path to an external input file (`input_files`) or an upstream output;
         `of` names the upstream task when two of them make an output called `name`."""
+        found = self.input_target(name, of)
+        return found if isinstance(found, Path) else found.local_path()
+
+    def input_target(self, name: str, of: type[PipelineTask] | str | None = None):
+        """The input file's path, or the upstream output's target, called `name`."""
         files = self.input_files()
         if name in files and of is None:
             return self.context.input_dir() / files[name].filename
@@ -131,7 +155,7 @@ class PipelineTask(luigi.Task):
             raise KeyError(f"{self.task_family} has no input '{name}'; it has {known}")
         if len(makers) > 1:
             raise AmbiguousInput(ambiguity(self.task_family, name, makers))
-        return makers[0].output()[name].local_path()
+        return makers[0].output()[name]
 
     def makers_of(self, name: str) -> list[PipelineTask]:
         """The upstream tasks that make an output called `name`."""
@@ -139,8 +163,16 @@ class PipelineTask(luigi.Task):
 
     def load(self, name: str, of: type[PipelineTask] | str | None = None) -> Any:
         """Read an input by name: a table (Parquet or CSV) as a DataFrame, a model as pyfunc,
-        JSON as Python values."""
-        return formats.read(self.input_path(name, of))
+        JSON as Python values. A model is verified against the digests its run recorded, and
+        checked to run no code, before any loader touches it."""
+        found = self.input_target(name, of)
+        if isinstance(found, Path):  # an input file, in its encoding
+            return formats.read(found, self.input_files()[name].encoding)
+        path = found.local_path()
+        if path.is_dir():
+            found.folder.verify(found.folder.recorded_digest())
+            formats.check_model(path)
+        return formats.read(path)
 
     def read_output(self, name: str) -> Any:
         """Read one of this task's own finished outputs (wherever this run took them from)."""

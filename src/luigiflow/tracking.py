@@ -7,19 +7,27 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import socket
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Param, RunTag
+from mlflow.exceptions import MlflowException
 
+from luigiflow.caching import code_differences
 from luigiflow.config import Config
-from luigiflow.context import COPIED, REUSED, RunContext
+from luigiflow.context import COPIED, REUSED, NoContext, RunContext, load
 from luigiflow.names import (
     CONFIG_ARTIFACT,
+    HEARTBEAT_INTERVAL_TAG,
+    HEARTBEAT_TAG,
     HOST_TAG,
+    MANIFEST_TAG,
     PID_TAG,
     PROCESS_START_TAG,
     REASON_TAG,
@@ -27,8 +35,8 @@ from luigiflow.names import (
 )
 from luigiflow.provenance import GitState, git_state, library_versions
 from luigiflow.redact import Redactor, redact_uri
-from luigiflow.store import process_start
-from luigiflow.targets import TaskFolder, copy_outputs
+from luigiflow.store import heartbeat_interval, process_start, runner_gone
+from luigiflow.targets import TaskFolder, client, copy_outputs
 from luigiflow.values import dumps
 
 
@@ -91,6 +99,8 @@ def _run_tags(
             HOST_TAG: socket.gethostname(),
             PID_TAG: str(os.getpid()),
             PROCESS_START_TAG: process_start(os.getpid()),
+            HEARTBEAT_TAG: f"{time.time():.0f}",
+            HEARTBEAT_INTERVAL_TAG: f"{heartbeat_interval():g}",
             **{f"luigiflow.version.{k}": v for k, v in library_versions().items()},
         }
     )
@@ -98,6 +108,39 @@ def _run_tags(
         tags["mlflow.source.git.commit"] = git.commit
         tags["luigiflow.git.dirty"] = str(git.dirty).lower()
     return {k: str(redactor.value(k, v)) for k, v in tags.items()}
+
+
+def resumable(client: MlflowClient, run_id: str) -> str | None:
+    """Why run `run_id` cannot be resumed, or None: a FAILED or KILLED run can, and so can a
+    RUNNING one whose runner on this host is gone."""
+    run = client.get_run(run_id)
+    status, tags = run.info.status, run.data.tags
+    if status == "FINISHED":
+        return f"run {run_id} FINISHED: nothing to resume (start anew with --from-run {run_id})"
+    if status not in ("FAILED", "KILLED", "RUNNING"):
+        return f"run {run_id} is {status}"
+    if status == "RUNNING" and not runner_gone(run):
+        where = f"pid {tags.get(PID_TAG)} on {tags.get(HOST_TAG)}"
+        return f"run {run_id} is RUNNING: its runner ({where}) is still alive"
+    return None
+
+
+def reopen(client: MlflowClient, run_id: str, argv: list[str], redactor: Redactor) -> None:
+    """Make an ended run RUNNING again, owned by this process; its params stay as logged."""
+    run = client.get_run(run_id)
+    attempts = int(run.data.tags.get("luigiflow.resumed", "0")) + 1
+    tags = {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
+        PROCESS_START_TAG: process_start(os.getpid()),
+        HEARTBEAT_TAG: f"{time.time():.0f}",
+        HEARTBEAT_INTERVAL_TAG: f"{heartbeat_interval():g}",
+        "luigiflow.resumed": str(attempts),
+        f"luigiflow.resume.{attempts}.command": " ".join(redactor.argv(["python", *argv])),
+        f"luigiflow.resume.{attempts}.previous_status": run.info.status,
+    }
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    client.update_run(run_id, status="RUNNING")
 
 
 def _param_text(value: object) -> str:
@@ -134,7 +177,8 @@ def prepare(
     """Before the build: copies of reused outputs (--copy-reused), the input files as MLflow
     datasets, and an index a person can follow to reused files."""
     for family, entry in context.decided(COPIED).items():
-        copy_outputs(TaskFolder.from_source(str(entry.source)), TaskFolder(run_id, family))
+        digest = copy_outputs(TaskFolder.from_source(str(entry.source)), TaskFolder(run_id, family))
+        client.set_tag(run_id, MANIFEST_TAG.format(family), digest)
     _log_input_files(client, run_id, context)
     reused = {**context.decided(REUSED), **context.decided(COPIED)}
     if reused:
@@ -142,12 +186,25 @@ def prepare(
         client.log_dict(run_id, index, "reused_outputs.json")
 
 
-def finish(client: MlflowClient, run_id: str, status: str, log_path: Path) -> None:
-    """The log, then the status: the run is never left RUNNING by a runner that exits."""
+def differences_from(run_id: str, project_root: Path, task_classes: Mapping[str, type]) -> list:
+    """What differs between this checkout and the one that made run `run_id`, in words: the
+    git commit, and the tasks whose code differs (with the modules)."""
+    notes = []
+    commit = client().get_run(run_id).data.tags.get("mlflow.source.git.commit")
+    git = git_state(project_root)
+    if commit and git is not None and (git.commit != commit or git.dirty):
+        changes = " with uncommitted changes" if git.dirty else ""
+        notes.append(
+            f"run {run_id} was made at commit {commit[:12]}; "
+            f"this checkout is at {git.commit[:12]}{changes}"
+        )
     try:
-        client.log_artifact(run_id, str(log_path), "logs")
-    finally:
-        client.set_terminated(run_id, status)
+        differences = code_differences(load(run_id), task_classes)
+    except NoContext:
+        differences = ""
+    if differences:
+        notes.append(f"code differs from run {run_id}: {differences}; those tasks rerun")
+    return notes
 
 
 def _reuse_index(client, reused, output_names, tracking_uri: str, ui: str) -> dict:
@@ -184,8 +241,16 @@ def _log_input_files(client: MlflowClient, run_id: str, context: RunContext) -> 
             source = json.dumps({"uri": (input_dir / filename).as_uri(), "sha256": digest})
             dataset = Dataset(filename, digest[:32], "local", source)
             inputs[filename] = DatasetInput(dataset, [InputTag("mlflow.data.context", family)])
-    if inputs:
-        client.log_inputs(run_id, datasets=list(inputs.values()))
+    for attempt in range(3):  # runners started together insert the same dataset at once
+        try:
+            if inputs:
+                client.log_inputs(run_id, datasets=list(inputs.values()))
+            return
+        except MlflowException as error:
+            duplicate = "UNIQUE" in str(error) or "already exists" in str(error)
+            if not duplicate or attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))  # the other insert is done: ours links to it
 
 
 def run_url(
@@ -196,3 +261,39 @@ def run_url(
     base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else ui_address
     page = f"{redact_uri(base).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
     return f"{page}{path}?workflowType=machine_learning"
+
+
+class Ending:
+    """The steps that end a run, bounded together by one deadline, so that a store that fails
+    or hangs cannot keep the runner from ending. After a step timed out, only the steps that
+    must be tried (the run's status) are, with what time is left."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.problems: list[str] = []
+        self.timed_out = False
+
+    def step(self, what: str, call: Callable[[], object], always: bool = False) -> object:
+        if self.timed_out and not always:
+            return None
+        remaining = max(self.deadline - time.monotonic(), 5.0 if always else 0.0)
+        result: list[object] = []
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                result.append(call())
+            except BaseException as error:
+                failure.append(error)
+
+        thread = threading.Thread(target=work, name=f"ending: {what}", daemon=True)
+        thread.start()
+        thread.join(remaining)
+        if thread.is_alive():
+            self.timed_out = True
+            self.problems.append(f"could not {what} within the deadline")
+            logging.error("could not %s within the deadline", what)
+        elif failure:
+            self.problems.append(f"could not {what} ({type(failure[0]).__name__})")
+            logging.error("could not %s", what, exc_info=failure[0])
+        return result[0] if result else None

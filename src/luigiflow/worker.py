@@ -37,26 +37,10 @@ def attach(
     if missing:
         raise ConfigError(source, f"this checkout has no task {', '.join(missing)}")
     config = parse_config(context.config, source, project_root, task_classes)
-    differences = code_differences(context, task_classes)
+    differences = caching.code_differences(context, task_classes)
     if differences:
         raise ConfigError(source, "this checkout's code differs from the run's: " + differences)
     return context, config
-
-
-def code_differences(context: RunContext, task_classes: Mapping[str, type]) -> str:
-    """Which tasks' code differs from the code the run was planned with, and in which modules
-    (empty when none): `Trainer (tasks.helpers, tasks.trainer)`."""
-    found = []
-    for family, entry in context.tasks.items():
-        if not entry.modules or family not in task_classes:
-            continue
-        current = caching.modules_of(task_classes[family])
-        modules = sorted(
-            m for m in {*current, *entry.modules} if current.get(m) != entry.modules.get(m)
-        )
-        if modules:
-            found.append(f"{family} ({', '.join(modules)})")
-    return "; ".join(found)
 
 
 def build(

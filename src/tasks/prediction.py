@@ -42,10 +42,8 @@ class Prediction(PipelineTask):
         return {self.model_uri: registry.describe(self.model_uri)} if self.model_uri else {}
 
     def run(self) -> None:
-        import mlflow.pyfunc
-
         rows = self.load("scoring")
-        model = mlflow.pyfunc.load_model(self.model_uri) if self.model_uri else self.load("model")
+        model = registry.load_model(self.model_uri) if self.model_uri else self.load("model")
         if self.model_uri:
             self.log_params(scored_model=registry.describe(self.model_uri))
         estimator = model.get_raw_model()

@@ -24,6 +24,7 @@ class Splitter(PipelineTask):
         from sklearn.model_selection import train_test_split
 
         table = self.load("train")
+        check_enough_rows(table, self.validation_fraction)
         train, validation = train_test_split(
             table,
             test_size=self.validation_fraction,
@@ -42,3 +43,18 @@ class Splitter(PipelineTask):
             }
         ).rename_axis(TARGET)
         self.add_to_card("Class balance", balance.reset_index())
+
+
+def check_enough_rows(table, validation_fraction: float) -> None:
+    """Stratifying needs every class on both sides of the split: say so in the data's terms
+    rather than in scikit-learn's."""
+    import math
+
+    counts = table[TARGET].value_counts()
+    held_out = math.ceil(len(table) * validation_fraction)
+    if counts.min() < 2 or held_out < len(counts) or len(table) - held_out < len(counts):
+        classes = ", ".join(f"{value}: {count}" for value, count in counts.items())
+        raise ValueError(
+            f"train.csv has {len(table)} rows ({TARGET} {classes}): too few to hold out "
+            f"{validation_fraction:g} for validation with every class on both sides"
+        )

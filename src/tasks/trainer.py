@@ -55,6 +55,12 @@ class Trainer(PipelineTask):
             numeric=list(features.select_dtypes("number").columns),
             categorical=list(features.select_dtypes(exclude="number").columns),
         )
+        smallest = target.value_counts().min()
+        if smallest < self.cv_folds:
+            raise ValueError(
+                f"the train split has {smallest} rows of its smallest {TARGET} class: too few "
+                f"for {self.cv_folds}-fold cross-validation (lower [Trainer] cv_folds)"
+            )
         folds = StratifiedKFold(self.cv_folds, shuffle=True, random_state=self.seed)
         if self.autolog:
             import mlflow.sklearn

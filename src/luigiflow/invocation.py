@@ -1,0 +1,279 @@
+"""One invocation of the runner on one run: open it (a new run, or a resumed one), build what
+is pending through the worker path, and end it with a status that matches the exit code.
+
+Exit status: 0 when the pipeline succeeded (run FINISHED), 1 when a task failed (FAILED), 2 for
+a bad command line, config or store (no run is created or touched), 3 with
+`--require-validated` when the model was REJECTED (the run is still FINISHED), 130 on Ctrl-C and
+143 on SIGTERM (KILLED). Luigi's own exit codes are not used: it reports success even when a
+task fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import toml
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from luigiflow import logs, records, store, tracking, worker
+from luigiflow.config import Config, ConfigError, load_config, parse_config
+from luigiflow.context import NoContext
+from luigiflow.names import (
+    CONFIG_ARTIFACT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+)
+from luigiflow.plan import PENDING_RUN, CacheOptions, Plan, make_plan
+from luigiflow.redact import Redactor
+from luigiflow.report import conclude, dry_run, outcomes, summary
+from luigiflow.settings import Settings
+from luigiflow.targets import read_run_text, staging_root
+
+UI_ADDRESS = "http://127.0.0.1:5000"
+STARTED = time.monotonic()  # the summary reports the whole invocation, imports included
+USAGE_ERRORS = (ConfigError, store.StoreMoved, MlflowException, NoContext)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C: Luigi lets that through instead of calling it a task failure."""
+
+
+def new_run(args, settings: Settings, task_classes, log_path: Path, handlers) -> int:
+    """Plan, create the run, build, end it; or with --dry-run only say what would happen."""
+    adopted = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into that run
+    try:
+        client = _open_store(settings)
+        config = _load_config(args, settings, task_classes)
+        redactor = _redact_logs(handlers, config)
+        options = CacheOptions(
+            not args.no_cache, frozenset(args.force), args.allow_mismatch, args.copy_reused
+        )
+        plan = make_plan(task_classes[config.task], config, settings, options)
+        if args.from_run:
+            for note in tracking.differences_from(
+                args.from_run, settings.project_root, task_classes
+            ):
+                print(f"note: {note}")
+        if args.dry_run:
+            print(dry_run(plan))
+            return EXIT_OK
+        experiment = _experiment(client, settings, config, adopted)
+    except USAGE_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def begin() -> tuple[str, str]:
+        extra = {"luigiflow.from_run": args.from_run} if args.from_run else {}
+        config.run["tags"] = {**dict(config.run.get("tags") or {}), **extra}
+        run_id = tracking.start_run(
+            client, experiment.experiment_id, config, plan.context, redactor,
+            settings.project_root, sys.argv, adopted,
+        )  # fmt: skip
+        outputs = {task.task_family: task.outputs for task in plan.tasks}
+        tracking.prepare(client, run_id, plan.context, outputs, settings.tracking_uri, UI_ADDRESS)
+        print(f"Run {run_id} started: {config.task} in experiment '{experiment.name}'")
+        url = tracking.run_url(settings.tracking_uri, experiment.experiment_id, run_id, UI_ADDRESS)
+        return run_id, url
+
+    return _run(settings, args, client, plan, redactor, log_path, begin)
+
+
+def _open_store(settings: Settings) -> MlflowClient:
+    with store.store_lock(settings):
+        client = MlflowClient()  # creates or migrates the store: one runner at a time
+        client.search_experiments(max_results=1)
+    return client
+
+
+def _redact_logs(handlers, config: Config) -> Redactor:
+    redactor = Redactor.from_environment(config.sections)
+    logs.redact_logs(handlers, redactor)
+    return redactor
+
+
+def _experiment(client: MlflowClient, settings: Settings, config: Config, adopted: str | None):
+    """The run's experiment (created if need be); runs there left RUNNING by a dead runner are
+    marked KILLED first."""
+    with store.store_lock(settings):
+        if adopted:  # `mlflow run` started the run, in the experiment it was given
+            experiment = client.get_experiment(_adoptable(client, adopted).experiment_id)
+        else:
+            experiment = store.experiment(client, str(config.run["experiment_name"]), settings)
+        for run_id in store.mark_abandoned_runs(client):
+            logging.info("marked run %s KILLED: its runner is gone", run_id)
+    return experiment
+
+
+def resume(args, settings: Settings, task_classes, log_path: Path, handlers) -> int:
+    """--resume RUN_ID: the same run, with its own config and code, finishing what is left."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from luigiflow import tracking
+    from luigiflow.config import ConfigError
+    from luigiflow.context import NoContext
+    from luigiflow.plan import Plan
+    from luigiflow.redact import Redactor
+
+    run_id = args.resume
+    try:
+        if args.overrides or args.task:
+            raise ConfigError("--resume", "a run resumes with its own config: no --set or --task")
+        client = MlflowClient()
+        problem = tracking.resumable(client, run_id)
+        if problem:
+            raise ConfigError("--resume", problem)
+        context, config = worker.attach(run_id, settings.project_root, task_classes)
+    except (ConfigError, MlflowException, NoContext) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    redactor = Redactor.from_environment(config.sections)
+    logs.redact_logs(handlers, redactor)
+    plan = Plan([task_classes[family](run_id=PENDING_RUN) for family in context.tasks], context)
+    done = records.read_all(run_id, list(context.tasks))
+    earlier = frozenset(f for f, record in done.items() if record.status == records.FINISHED)
+
+    def begin() -> tuple[str, str]:
+        tracking.reopen(client, run_id, sys.argv, redactor)
+        kept = ", ".join(sorted(earlier)) or "none"
+        print(f"Run {run_id} resumed: {context.root} (kept from the earlier attempt: {kept})")
+        experiment_id = client.get_run(run_id).info.experiment_id
+        return run_id, tracking.run_url(settings.tracking_uri, experiment_id, run_id, UI_ADDRESS)
+
+    return _run(settings, args, client, plan, redactor, log_path, begin, earlier)
+
+
+def _load_config(args: argparse.Namespace, settings: Settings, task_classes) -> Config:
+    """luigi.toml (or --config), or with --from-run the config an earlier run logged."""
+
+    from luigiflow.config import ConfigError
+
+    root = settings.project_root
+    if not args.from_run:
+        return load_config(settings.config_path, root, task_classes, args.overrides, args.task)
+    source = f"run {args.from_run} {CONFIG_ARTIFACT}"
+    text = read_run_text(args.from_run, CONFIG_ARTIFACT)  # MlflowException: no such run
+    if text is None:
+        raise ConfigError(source, "not found: the run was not made by this runner")
+    try:
+        raw = toml.loads(text)
+    except toml.TomlDecodeError as error:
+        raise ConfigError(source, f"not valid TOML: {error}") from None
+    return parse_config(raw, source, root, task_classes, args.overrides, args.task)
+
+
+def _adoptable(client: MlflowClient, run_id: str):
+    """The run `mlflow run` started (MLFLOW_RUN_ID): only a RUNNING run is adopted, never an
+    ended one, which would be turned FINISHED again with other outputs."""
+    from luigiflow.config import ConfigError
+
+    info = client.get_run(run_id).info
+    if info.status != "RUNNING":
+        raise ConfigError(
+            "MLFLOW_RUN_ID", f"run {run_id} is {info.status}: only a RUNNING run is adopted"
+        )
+    return info
+
+
+def _run(settings, args, client, plan, redactor, log_path, begin, earlier=frozenset()) -> int:
+    """Open the run (`begin`: create it, or reopen it), build, and end the run with a status
+    that matches the exit code."""
+
+    logs.take_over_luigi_logging()
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    # Ctrl-C ends the run KILLED even if the runner was started with SIGINT ignored, as a
+    # script's background job or a CI step is; Python would otherwise leave it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    run_id, url, status, code = None, "", "FAILED", EXIT_FAILED
+    heartbeat = None
+    try:
+        run_id, url = begin()
+        heartbeat = store.Heartbeat(client, run_id)
+        heartbeat.start()
+        context, _ = worker.attach(run_id, settings.project_root, _classes(plan))
+        if worker.build(run_id, context, _classes(plan), args.workers, args.scheduler_url):
+            status, code = "FINISHED", EXIT_OK
+    except Terminated:
+        status, code = "KILLED", EXIT_TERMINATED
+    except KeyboardInterrupt:
+        status, code = "KILLED", EXIT_INTERRUPTED
+    except Exception as error:
+        text = redactor.text(traceback.format_exc())
+        logging.error("runner failed:\n%s", text)  # the traceback goes to the log only
+        print(f"error: {redactor.text(str(error)) or type(error).__name__}", file=sys.stderr)
+        if run_id:
+            with contextlib.suppress(Exception):
+                client.log_text(run_id, text, "errors/runner.txt")
+    finally:
+        # Nothing may interrupt the bookkeeping that ends the run.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if heartbeat is not None:
+            heartbeat.stop()
+        if run_id:
+            found = _finish(client, run_id, status, plan, log_path, url, earlier)
+            if found.get("problems"):
+                code = EXIT_FAILED if code == EXIT_OK else code
+            elif (
+                code == EXIT_OK
+                and args.require_validated
+                and found.get("validation") != "VALIDATED"
+            ):
+                code = EXIT_REJECTED
+    return code
+
+
+def _classes(plan: Plan) -> dict[str, type]:
+    return {task.task_family: type(task) for task in plan.tasks}
+
+
+def _finish(client, run_id, status: str, plan: Plan, log_path: Path, url: str, earlier) -> dict:
+    """End the run: records settled, conclusions and report, the log, the status; print the
+    summary, and a paragraph when the store failed on the way. Returns the conclusions
+    (`validation`, `registration`, ...) and, under "problems", what failed."""
+    ending = tracking.Ending(float(os.environ.get("LUIGIFLOW_ENDING_TIMEOUT_S", "60")))
+    families = list(plan.context.tasks)
+    done = ending.step("read the task records", lambda: records.read_all(run_id, families)) or {}
+    if status != "FINISHED":
+        ending.step("settle interrupted tasks", lambda: records.settle(run_id, done, status))
+    task_outcomes = outcomes(plan.context, done, earlier)
+    found = (
+        ending.step(
+            "write the report",
+            lambda: conclude(client, client.get_run(run_id), plan, task_outcomes, url),
+        )
+        or {}
+    )
+    logs.flush()
+    ending.step("upload the log", lambda: client.log_artifact(run_id, str(log_path), "logs"))
+    ended = ending.step("end the run", lambda: client.set_terminated(run_id, status) or True, True)
+    shutil.rmtree(staging_root() / "staging" / run_id, ignore_errors=True)
+    seconds = time.monotonic() - STARTED
+    print(summary(task_outcomes, f"{status} in {seconds:.1f}s", url, f"Log: {log_path}", found))
+    if ending.problems:
+        state = f"is {status}" if ended else "may be left RUNNING (the next runner marks it KILLED)"
+        print(
+            f"\nThe tracking store failed while the run was ending: {'; '.join(ending.problems)}."
+            f" The run {state}; what the tasks wrote before stays as it is."
+            f" Details: {log_path}",
+            file=sys.stderr,
+        )
+    return {**found, "problems": "; ".join(ending.problems)}
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
