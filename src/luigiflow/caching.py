@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from luigiflow.digests import BrokenOutput
 from luigiflow.names import BROKEN_TAG, FINGERPRINT_TAG, MANIFEST_TAG
 from luigiflow.provenance import version
 from luigiflow.sourcecode import code_digest, module_digests
-from luigiflow.targets import BrokenOutput, TaskFolder
+from luigiflow.targets import TaskFolder
 
 if TYPE_CHECKING:
     from luigiflow.context import RunContext

@@ -19,10 +19,11 @@ from mlflow.exceptions import MlflowException
 from luigiflow import caching
 from luigiflow.config import PATH_SECTION, Config, ConfigError, resolved_config
 from luigiflow.context import COPIED, REUSED, RUN, SKIPPED, RunContext, TaskPlan
+from luigiflow.digests import BrokenOutput
 from luigiflow.names import MANIFEST_TAG, STATUS_TAG
 from luigiflow.settings import Settings
 from luigiflow.store import check_location
-from luigiflow.targets import BrokenOutput, TaskFolder, client, run_artifact_uri
+from luigiflow.targets import TaskFolder, client, run_artifact_uri
 from luigiflow.task import PipelineTask, ambiguity, unqualified_loads
 
 PENDING_RUN = "0" * 32  # run id of the tasks planned before the run exists

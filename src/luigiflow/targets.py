@@ -23,6 +23,7 @@ from urllib.request import url2pathname
 
 import luigi
 
+from luigiflow.digests import BrokenOutput, file_digests, sha256_file
 from luigiflow.names import CARD, MANIFEST, MANIFEST_TAG
 
 # Manifests of complete task folders seen by this process. Complete outputs never change, so
@@ -276,28 +277,6 @@ class TaskWriter:
         store.log_artifact(str(self.folder / MANIFEST), name)
         shutil.rmtree(self.folder, ignore_errors=True)
         return digest
-
-
-class BrokenOutput(Exception):
-    """Outputs that differ from what their manifest (or their run) recorded: never used."""
-
-
-def file_digests(folder: Path) -> dict[str, dict]:
-    """Size and sha256 of every file below `folder` but the manifest, by relative path."""
-    found = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        relative = path.relative_to(folder).as_posix()
-        if relative != MANIFEST:
-            found[relative] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
-    return found
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def copy_outputs(source: TaskFolder, destination: TaskFolder) -> str:
