@@ -200,3 +200,10 @@ def test_a_secret_parameter_travels_as_a_reference_to_the_environment(project):
     for path in folder.rglob("*"):
         if path.is_file() and path.suffix in (".json", ".toml", ".html", ".txt", ".log"):
             assert value not in path.read_text(errors="replace"), path
+
+
+def test_another_task_than_the_default_builds_with_what_it_needs(project):
+    result = run_runner(project, "--task", "Splitter")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"Splitter\s+ran", result.stdout)
+    assert "Trainer" not in result.stdout.split("Run FINISHED")[1]

@@ -70,7 +70,15 @@ def test_resume_after_a_failure_and_what_it_refuses(project):
     [failed] = runs(project)
     run_id = failed.info.run_id
 
-    for extra in (["--set", "Trainer.seed=1"], ["--task", "Trainer"], ["--config", "luigi.toml"]):
+    refused = (
+        ["--set", "Trainer.seed=1"],
+        ["--task", "Trainer"],
+        ["--config", "luigi.toml"],
+        ["--dry-run"],
+        ["--force", "Trainer"],
+        ["--no-cache"],
+    )
+    for extra in refused:
         refused = run_runner(project, "--resume", run_id, *extra)
         assert refused.returncode == 2, extra
     # The run's own config is kept: the bad value fails again, in the same run.

@@ -67,6 +67,10 @@ def test_a_flipped_byte_is_caught_the_task_reruns_and_the_source_is_never_offere
 def test_a_tampered_path_config_source_is_refused_naming_the_file(project):
     assert run_runner(project).returncode == 0
     [first] = runs(project)
+    # A run's folder named as a plain folder would escape its run's digest: refused.
+    folder = artifacts(project, first) / "Trainer"
+    result = run_runner(project, "--set", f'PathConfig.Trainer="{folder}"')
+    assert result.returncode == 2 and "is a run's artifact folder" in result.stderr
     flip_a_byte(artifacts(project, first) / "Trainer/model/model.skops")
     source = f'PathConfig.Trainer="runs:/{first.info.run_id}/Trainer"'
     result = run_runner(project, "--no-cache", "--set", source)

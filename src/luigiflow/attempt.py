@@ -37,8 +37,10 @@ from luigiflow.redact import Redactor
 from luigiflow.targets import TaskFolder, TaskWriter, client
 
 
-class TaskTimeout(Exception):
-    """An attempt ran longer than its task's `timeout_s`."""
+class TaskTimeout(BaseException):
+    """An attempt ran longer than its task's `timeout_s`. Not an Exception, so that the
+    task's own `except Exception` (or a library's: scikit-learn scores a failed fold as NaN)
+    cannot swallow it."""
 
 
 class Attempt:

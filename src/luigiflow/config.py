@@ -221,10 +221,15 @@ def _resolve_secrets(
             if match is None:
                 os.environ[variable] = value
             elif variable not in os.environ:
+                how = (
+                    "the run was given this secret as a literal value, which lives only in its "
+                    f'runner\'s environment: set {variable}, or write {key} = "${{VAR}}"'
+                    if variable.startswith("LUIGIFLOW_SECRET_")
+                    else "a secret is read from this process's environment, or from .env.local"
+                )
                 raise ConfigError(
                     sources.get((section, key), ""),
-                    f"the environment variable {variable} is not set (a secret is read from "
-                    "this process's environment, or from .env.local)",
+                    f"the environment variable {variable} is not set ({how})",
                     section,
                     key,
                 )

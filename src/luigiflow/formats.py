@@ -15,7 +15,7 @@ from typing import Any
 
 # Types a skops model may need beyond those skops trusts itself (scikit-learn's estimators and
 # the like). The project decides; the list a model folder carries is never believed.
-TRUSTED_TYPES = ("numpy.dtype",)
+TRUSTED_TYPES = ("numpy.dtype", "sklearn.tree._tree.Tree")  # the latter: every tree model
 TRUSTED_TYPES_VARIABLE = "LUIGIFLOW_TRUSTED_TYPES"  # more, comma-separated, e.g. in .env
 
 

@@ -89,7 +89,7 @@ def new_run(args, settings: Settings, task_classes, log_path: Path, handlers) ->
         url = tracking.run_url(settings.tracking_uri, experiment.experiment_id, run_id, UI_ADDRESS)
         return run_id, url
 
-    return _run(settings, args, client, plan, redactor, log_path, begin)
+    return _run(settings, args, client, plan, redactor, log_path, begin, task_classes)
 
 
 def _open_store(settings: Settings) -> MlflowClient:
@@ -131,8 +131,20 @@ def resume(args, settings: Settings, task_classes, log_path: Path, handlers) -> 
 
     run_id = args.resume
     try:
-        if args.overrides or args.task:
-            raise ConfigError("--resume", "a run resumes with its own config: no --set or --task")
+        given = [
+            option
+            for option, value in (
+                ("--set", args.overrides), ("--task", args.task), ("--dry-run", args.dry_run),
+                ("--force", args.force), ("--no-cache", args.no_cache),
+                ("--copy-reused", args.copy_reused), ("--allow-mismatch", args.allow_mismatch),
+            )
+            if value
+        ]  # fmt: skip
+        if given:
+            raise ConfigError(
+                "--resume",
+                f"a run resumes as it was planned: {', '.join(given)} does not go with it",
+            )
         client = MlflowClient()
         problem = tracking.resumable(client, run_id)
         if problem:
@@ -154,7 +166,7 @@ def resume(args, settings: Settings, task_classes, log_path: Path, handlers) -> 
         experiment_id = client.get_run(run_id).info.experiment_id
         return run_id, tracking.run_url(settings.tracking_uri, experiment_id, run_id, UI_ADDRESS)
 
-    return _run(settings, args, client, plan, redactor, log_path, begin, earlier)
+    return _run(settings, args, client, plan, redactor, log_path, begin, task_classes, earlier)
 
 
 def _load_config(args: argparse.Namespace, settings: Settings, task_classes) -> Config:
@@ -189,7 +201,9 @@ def _adoptable(client: MlflowClient, run_id: str):
     return info
 
 
-def _run(settings, args, client, plan, redactor, log_path, begin, earlier=frozenset()) -> int:
+def _run(
+    settings, args, client, plan, redactor, log_path, begin, task_classes, earlier=frozenset()
+) -> int:
     """Open the run (`begin`: create it, or reopen it), build, and end the run with a status
     that matches the exit code."""
 
@@ -204,8 +218,8 @@ def _run(settings, args, client, plan, redactor, log_path, begin, earlier=frozen
         run_id, url = begin()
         heartbeat = store.Heartbeat(client, run_id)
         heartbeat.start()
-        context, _ = worker.attach(run_id, settings.project_root, _classes(plan))
-        if worker.build(run_id, context, _classes(plan), args.workers, args.scheduler_url):
+        context, _ = worker.attach(run_id, settings.project_root, task_classes)
+        if worker.build(run_id, context, task_classes, args.workers, args.scheduler_url):
             status, code = "FINISHED", EXIT_OK
     except Terminated:
         status, code = "KILLED", EXIT_TERMINATED
@@ -235,10 +249,6 @@ def _run(settings, args, client, plan, redactor, log_path, begin, earlier=frozen
             ):
                 code = EXIT_REJECTED
     return code
-
-
-def _classes(plan: Plan) -> dict[str, type]:
-    return {task.task_family: type(task) for task in plan.tasks}
 
 
 def _finish(client, run_id, status: str, plan: Plan, log_path: Path, url: str, earlier) -> dict:

@@ -257,35 +257,46 @@ def _header(path: Path, encoding: str, config: Config) -> list[str]:
 
 
 def _check_reusable(family: str, source: str, config: Config, settings: Settings) -> dict:
-    """A `[PathConfig]` source must hold complete outputs of that task; returns its manifest."""
+    """A `[PathConfig]` source must hold complete, verified outputs of that task; returns its
+    manifest. Outputs of a run are verified against the digest that run recorded; a plain
+    folder only against its own manifest (nobody else vouches for it)."""
     folder = TaskFolder.from_source(source)
 
     def refuse(message: str) -> ConfigError:
         return ConfigError(config.path, message, PATH_SECTION, family)
 
+    recorded = None
     if folder.run_id is not None:
-        try:
-            run = client().get_run(folder.run_id)
-        except MlflowException:
-            raise refuse(f"run {folder.run_id} not found in the tracking store") from None
-        if run.info.lifecycle_stage != "active":
-            raise refuse(f"run {folder.run_id} is deleted")
-        status = run.data.tags.get(STATUS_TAG.format(folder.name))
-        if status in ("FAILED", "KILLED", "RUNNING"):
-            raise refuse(
-                f"{folder.name} {status} in run {folder.run_id}: its outputs cannot be reused"
-            )
-        check_location(run_artifact_uri(folder.run_id), settings)
+        recorded = _recorded_digest(folder, settings, refuse)
+    elif settings.embedded_store and folder.folder.resolve().is_relative_to(
+        settings.artifact_root.resolve()
+    ):  # a run's folder: only its run can vouch for it, so name the run
+        raise refuse(f"{source} is a run's artifact folder: give runs:/<run_id>/{family}")
     manifest = folder.manifest()
     if manifest is None:
         raise refuse(f"{source} holds no complete outputs (the task did not finish there)")
     if manifest.get("task") != family:
         raise refuse(f"{source} holds outputs of {manifest.get('task')}, not {family}")
-    recorded = run.data.tags.get(MANIFEST_TAG.format(folder.name)) if folder.run_id else None
-    if folder.run_id is not None and recorded is None:
-        raise refuse(f"{source} has no recorded manifest digest: it cannot be verified")
     try:
         folder.verify(recorded, fresh=True)
     except BrokenOutput as error:
         raise refuse(f"not used: {error}") from None
     return manifest
+
+
+def _recorded_digest(folder: TaskFolder, settings: Settings, refuse) -> str:
+    """The manifest digest a source run recorded, once the run is found fit to reuse from."""
+    try:
+        run = client().get_run(folder.run_id)
+    except MlflowException:
+        raise refuse(f"run {folder.run_id} not found in the tracking store") from None
+    if run.info.lifecycle_stage != "active":
+        raise refuse(f"run {folder.run_id} is deleted")
+    status = run.data.tags.get(STATUS_TAG.format(folder.name))
+    if status in ("FAILED", "KILLED", "RUNNING"):
+        raise refuse(f"{folder.name} {status} in run {folder.run_id}: its outputs cannot be reused")
+    check_location(run_artifact_uri(folder.run_id), settings)
+    recorded = run.data.tags.get(MANIFEST_TAG.format(folder.name))
+    if recorded is None:
+        raise refuse(f"runs:/{folder.run_id}/{folder.name} has no recorded manifest digest")
+    return recorded
