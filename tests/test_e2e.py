@@ -139,6 +139,10 @@ def test_a_failing_task_fails_the_run_and_leaves_nothing_that_looks_complete(pro
     assert result.returncode == 2
     assert "Prediction FAILED in run" in result.stderr
     result = run_runner(project, "--set", f'PathConfig.Prediction="{root / "Prediction"}"')
+    assert result.returncode == 2 and "is a run's artifact folder" in result.stderr
+    copy = project / "elsewhere" / "Prediction"  # the same files outside the store
+    shutil.copytree(root / "Prediction", copy)
+    result = run_runner(project, "--set", f'PathConfig.Prediction="{copy}"')
     assert result.returncode == 2 and "holds no complete outputs" in result.stderr
     assert len(runs(project)) == 1
 
