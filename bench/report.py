@@ -19,6 +19,7 @@ RATIOS = [
     ("reused / import floor", "luigiflow reused", "import floor", "seconds", {}),
     ("--workers 2 / cold", "luigiflow --workers 2", "luigiflow cold", "seconds", {}),
     ("on server / cold", "luigiflow on server", "luigiflow cold", "seconds", {}),
+    ("reused on server / store floor", "luigiflow reused on server", "store floor", "seconds", {}),
     ("peak RSS cold / plain", "luigiflow cold", "plain", "peak_rss_mb", {"1M": 1.3}),
 ]
 OVERHEAD_TARGET = 0.1  # seconds of bookkeeping per task, on the example data
@@ -99,21 +100,8 @@ def write_report(results: dict) -> str:
                     " (target ≤ 0.1)" if size == "example" and variant == "luigiflow cold" else ""
                 )
                 lines.append(f"| {task} | {seconds:.3f} | {overhead:.3f}{mark} |")
-        server = variants.get("luigiflow on server")
-        if server and server[-1].get("requests"):
-            counts = {}
-            for request, count in server[-1]["requests"].items():
-                method, path = request.split(" ", 1)
-                if "/mlflow-artifacts/artifacts/" in path:  # one artifact's upload or download
-                    request = f"{method} /api/2.0/mlflow-artifacts/artifacts/<file>"
-                counts[request] = counts.get(request, 0) + count
-            lines += [
-                "",
-                f"HTTP requests of one cold run against the server: {sum(counts.values())}",
-                "",
-            ]
-            lines += ["| request | count |", "|---|---|"]
-            lines += [f"| `{k}` | {v} |" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
+        lines += request_table(variants.get("luigiflow on server"))
+        lines += verification_table(results.get("verification", {}).get(size, {}))
     model = results.get("serialization", {})
     if model:
         lines += [
@@ -125,3 +113,39 @@ def write_report(results: dict) -> str:
         ]
         lines += [f"| {fmt} | {t['save']:.2f} | {t['load']:.2f} |" for fmt, t in model.items()]
     return "\n".join(lines) + "\n"
+
+
+def verification_table(stores: dict[str, dict]) -> list[str]:
+    """Per task and store: what checking its outputs costs before a later run reuses them."""
+    if not stores:
+        return []
+    names = list(stores)
+    lines = [
+        "",
+        "Verifying a reused task's outputs (recorded digest, every file fetched afresh and "
+        "hashed), per task:",
+        "",
+        "| task | files | MB | " + " | ".join(f"{name} s" for name in names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    first = stores[names[0]]
+    for task, cost in first.items():
+        seconds = " | ".join(f"{stores[n].get(task, {}).get('seconds', 0):.3f}" for n in names)
+        lines.append(f"| {task} | {cost['files']} | {cost['mb']:.2f} | {seconds} |")
+    return lines
+
+
+def request_table(server: list[dict] | None) -> list[str]:
+    """The HTTP requests of one cold run against the server, by kind."""
+    if not server or not server[-1].get("requests"):
+        return []
+    counts: dict[str, int] = {}
+    for request, count in server[-1]["requests"].items():
+        method, path = request.split(" ", 1)
+        if "/mlflow-artifacts/artifacts/" in path:  # one artifact's upload or download
+            request = f"{method} /api/2.0/mlflow-artifacts/artifacts/<file>"
+        counts[request] = counts.get(request, 0) + count
+    lines = ["", f"HTTP requests of one cold run against the server: {sum(counts.values())}", ""]
+    lines += ["| request | count |", "|---|---|"]
+    lines += [f"| `{k}` | {v} |" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
+    return lines

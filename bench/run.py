@@ -99,6 +99,7 @@ class Workload:
             shutil.copy(REPO / name, self.project / name)
         self.store = f"sqlite:///{self.project / 'mlflow.db'}"
         self.samples: dict[str, list[Sample]] = {}
+        self.verification: dict[str, dict] = {}  # store -> task -> seconds, MB, files
 
     def runner(self, *args: str) -> list[str]:
         return [PYTHON, "src/runner.py", "--set", f'PathConfig.input="{self.data}"', *args]
@@ -164,6 +165,7 @@ class Workload:
         self.record("plain + MLflow", self.plain("--tracking-uri", self.store))
         self.record("luigiflow cold", self.runner("--no-cache"))
         self.record("luigiflow reused", self.runner())  # found by fingerprint in the store
+        self.verify("embedded", self.samples["luigiflow cold"][-1].run_id, self.store)
         self.record("luigiflow --workers 2", self.runner("--workers", "2", "--no-cache"))
         if server:
             self.on_server()
@@ -200,9 +202,25 @@ class Workload:
                 proxy.wait_until_up("/health", timeout=180)
                 measure(self.runner(), self.project, {**ENV, "MLFLOW_TRACKING_URI": proxy.url})
                 self.record("luigiflow on server", self.runner("--no-cache"), proxy.url, proxy)
+                self.record("luigiflow reused on server", self.runner(), proxy.url)
+                self.verify("server", self.samples["luigiflow on server"][-1].run_id, proxy.url)
         finally:
             server.terminate()
             server.wait(timeout=60)
+
+    def verify(self, store: str, run_id: str | None, tracking_uri: str) -> None:
+        """What verifying each task's outputs costs when a later run reuses them."""
+        if run_id is None:
+            return
+        result = subprocess.run(
+            [PYTHON, str(REPO / "bench/verification.py"), run_id, *TASKS],
+            cwd=self.project,
+            env={**ENV, "MLFLOW_TRACKING_URI": tracking_uri, "PROJECT_ROOT": str(self.project)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        self.verification[store] = json.loads(result.stdout.splitlines()[-1])
 
 
 def serialization(work: Path) -> dict[str, dict[str, float]]:
@@ -261,6 +279,7 @@ def main() -> None:
         results["sizes"][size] = {
             v: [asdict(s) for s in samples] for v, samples in workload.samples.items()
         }
+        results.setdefault("verification", {})[size] = workload.verification
     results["serialization"] = serialization(args.work)
 
     args.results.mkdir(parents=True, exist_ok=True)

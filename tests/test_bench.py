@@ -37,6 +37,7 @@ def test_quick_benchmark_measures_every_variant(tmp_path):
         "luigiflow reused",
         "luigiflow --workers 2",
         "luigiflow on server",
+        "luigiflow reused on server",
         "create empty store",
     ):
         assert variants[name] and variants[name][0]["seconds"] > 0, name
@@ -48,6 +49,11 @@ def test_quick_benchmark_measures_every_variant(tmp_path):
     assert requests["POST /api/2.0/mlflow/runs/log-batch"] <= len(tasks) + 2, (
         "one batch per task, one for params, one for the conclusions"
     )
+    verification = results["verification"]["example"]
+    for store in ("embedded", "server"):
+        assert set(verification[store]) == tasks, store
+        assert verification[store]["Trainer"]["files"] >= 3, "the model folder's files"
     assert set(results["serialization"]) == {"skops", "cloudpickle"}
     report = (tmp_path / "RESULTS.md").read_text()
     assert "cold / plain + MLflow" in report and "reused / store floor" in report
+    assert "Verifying a reused task's outputs" in report

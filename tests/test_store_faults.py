@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import subprocess
 import time
 
 import pytest
@@ -55,7 +57,7 @@ def test_a_server_that_fails_mid_run_ends_the_run_within_the_deadline(project, t
     assert runner.returncode == 1, stdout + stderr
     assert seconds < 120, f"the run took {seconds:.0f} s to end"
     assert "Run FAILED" in stdout and "Trainer" in stdout
-    assert "The tracking store failed while the run was ending" in stderr
+    assert "The store failed while the run was ending" in stderr
     assert "may be left RUNNING (the next runner marks it KILLED)" in stderr
     assert not list((project / ".luigiflow" / "staging").glob("*/Trainer")), "staging is cleaned"
 
@@ -70,3 +72,47 @@ def test_eight_runners_at_once_on_a_fresh_store_all_finish_with_one_version(proj
     versions = client.search_model_versions("name = 'titanic'")
     fingerprints = [v.tags["luigiflow.fingerprint"] for v in versions]
     assert len(fingerprints) == len(set(fingerprints)) == 1, fingerprints
+
+
+def test_a_full_disk_under_the_artifact_root_fails_the_run_with_the_summary(project):
+    """The artifact root is a small file system of its own, filled while the Trainer runs."""
+    gate, artifacts = project / "go", project / "mlartifacts"
+    edit_task(
+        project,
+        "trainer",
+        TRAINER_TOP,
+        "        import pathlib, time\n"
+        f"        while not pathlib.Path({str(gate)!r}).exists():\n"
+        "            time.sleep(0.05)",
+    )
+    artifacts.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(artifacts)], check=True)
+    try:
+        runner = start_runner(project, env=runner_env(LUIGIFLOW_ENDING_TIMEOUT_S="15"))
+        wait_for_line(runner, "Trainer        started")
+        fill(artifacts / "filler")
+        began = time.monotonic()
+        gate.touch()
+        stdout, stderr = runner.communicate(timeout=300)
+        seconds = time.monotonic() - began
+    finally:
+        subprocess.run(["umount", "--lazy", str(artifacts)], check=False)
+    assert runner.returncode == 1, stdout + stderr
+    assert seconds < 60, f"the run took {seconds:.0f} s to end"
+    assert "Run FAILED" in stdout and "Trainer" in stdout
+    # The task's own error, then a paragraph on what the store could not do; none of the
+    # bookkeeping's own tracebacks.
+    assert "in save_model" in stderr and "No space left on device" in stderr
+    assert "log_text" not in stderr and "log_artifact" not in stderr, stderr
+    assert "The store failed while the run was ending" in stderr
+    (run,) = runs(project)
+    assert run.info.status == "FAILED"
+
+
+def fill(path):
+    """Write until the file system says it is full."""
+    block = b"\0" * (1 << 16)
+    with contextlib.suppress(OSError), open(path, "wb") as handle:
+        while True:
+            handle.write(block)
+            handle.flush()

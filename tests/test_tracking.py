@@ -139,6 +139,6 @@ def test_the_ending_is_bounded_and_goes_on_after_a_failure():
     assert ending.step("end the run", lambda: "ended", always=True) == "ended"
     assert time.monotonic() - began < 10
     assert ending.problems == [
-        "could not write the report (ZeroDivisionError)",
+        "could not write the report (ZeroDivisionError: division by zero)",
         "could not upload the log within the deadline",
     ]

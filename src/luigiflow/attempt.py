@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import multiprocessing
 import os
 import signal
@@ -145,6 +146,16 @@ class TaskBookkeeping:
         )
 
 
+def best_effort(call: Callable[..., Any], *args: Any) -> Any:
+    """Bookkeeping after a task failed: when the store fails too (a full disk, a dead server),
+    the task's own error is what the person must see, so this one goes to the log only."""
+    try:
+        return call(*args)
+    except Exception:
+        logging.getLogger("luigiflow").exception("could not record the failure in the store")
+        return None
+
+
 def _attempt_entry(attempt: Attempt, status: str, error: str) -> dict:
     seconds = round(time.monotonic() - attempt.began, 3)
     return {"attempt": attempt.number, "status": status, "duration_s": seconds, "error": error}
@@ -200,9 +211,9 @@ def tracked(user_run: Callable[[Any], None]) -> Callable[[Any], None]:
                     os._exit(EXIT_INTERRUPTED)  # a Luigi worker process: the runner reports
                 raise
             except BaseException:
-                error = books.failed(attempt, traceback.format_exc())
+                error = best_effort(books.failed, attempt, traceback.format_exc()) or ""
                 if number > int(self.retries):
-                    books.end(attempt, records.FAILED, error)
+                    best_effort(books.end, attempt, records.FAILED, error)
                     raise
                 continue
             finally:

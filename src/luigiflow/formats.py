@@ -8,10 +8,13 @@ at all.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+from luigiflow.digests import DigestingFile, written_digest
 
 # Types a skops model may need beyond those skops trusts itself (scikit-learn's estimators and
 # the like). The project decides; the list a model folder carries is never believed.
@@ -23,18 +26,23 @@ class UntrustedModel(Exception):
     """A model whose loading could run code the project did not allow."""
 
 
-def write(path: Path, value: Any) -> None:
-    """A DataFrame as Parquet or CSV, or JSON-able values as JSON, as the file name says."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".parquet":
-        value.to_parquet(tmp, index=False)
-    elif path.suffix == ".csv":
-        value.to_csv(tmp, index=False)
-    elif path.suffix == ".json":
-        tmp.write_text(json.dumps(value, indent=2, default=str))
-    else:
+def write(path: Path, value: Any) -> dict:
+    """A DataFrame as Parquet or CSV, or JSON-able values as JSON, as the file name says.
+    Returns the file's size and sha256, taken while writing (see `digests.file_digests`)."""
+    if path.suffix not in (".parquet", ".csv", ".json"):
         raise ValueError(f"{path.name}: no writer for '{path.suffix}' files; use output_path()")
+    tmp = path.with_name(f".{path.name}.tmp")
+    with DigestingFile(tmp) as raw:
+        if path.suffix == ".parquet":
+            value.to_parquet(raw, index=False)
+        else:
+            with io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", newline="") as text:
+                if path.suffix == ".csv":
+                    value.to_csv(text, index=False)
+                else:
+                    text.write(json.dumps(value, indent=2, default=str))
     tmp.replace(path)
+    return written_digest(raw, path)
 
 
 def is_table(path: Path) -> bool:

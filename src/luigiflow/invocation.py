@@ -277,7 +277,7 @@ def _finish(client, run_id, status: str, plan: Plan, log_path: Path, url: str, e
     if ending.problems:
         state = f"is {status}" if ended else "may be left RUNNING (the next runner marks it KILLED)"
         print(
-            f"\nThe tracking store failed while the run was ending: {'; '.join(ending.problems)}."
+            f"\nThe store failed while the run was ending: {'; '.join(ending.problems)}."
             f" The run {state}; what the tasks wrote before stays as it is."
             f" Details: {log_path}",
             file=sys.stderr,

@@ -24,7 +24,7 @@ from luigiflow.names import MANIFEST_TAG, STATUS_TAG
 from luigiflow.settings import Settings
 from luigiflow.store import check_location
 from luigiflow.targets import TaskFolder, client, run_artifact_uri
-from luigiflow.task import PipelineTask, ambiguity, unqualified_loads
+from luigiflow.task import InputFile, PipelineTask, ambiguity, unqualified_loads
 
 PENDING_RUN = "0" * 32  # run id of the tasks planned before the run exists
 
@@ -232,6 +232,31 @@ def _check_inputs(task: PipelineTask, config: Config) -> None:
                     choices=header,
                     name=column,
                 )
+        if input_file.target:
+            _check_target(path, input_file, config)
+
+
+def _check_target(path: Path, input_file: InputFile, config: Config) -> None:
+    """The target column's values must suit the problem type: a binary target is 0 or 1 on
+    every row, with both present (a split stratifies by it, a classifier needs two classes)."""
+    import pandas as pd
+
+    column = input_file.target
+    values = pd.read_csv(
+        path, usecols=[column], dtype=str, keep_default_na=False, encoding=input_file.encoding
+    )[column].str.strip()
+    where = f"{path} column '{column}'"
+    bad = values[~values.isin(("0", "1"))]
+    if len(bad):
+        line, value = int(bad.index[0]) + 2, bad.iloc[0]
+        found = f"line {line} has no value" if value == "" else f"line {line} has '{value}'"
+        message = f"{where}: a {input_file.problem} target takes the values 0 and 1; {found}"
+        message += f" ({len(bad)} such rows)" if len(bad) > 1 else ""
+        raise ConfigError(config.path, message, PATH_SECTION, "input")
+    if values.nunique() < 2:
+        only = values.iloc[0]
+        message = f"{where}: a {input_file.problem} target needs both 0 and 1; all rows are {only}"
+        raise ConfigError(config.path, message, PATH_SECTION, "input")
 
 
 def _header(path: Path, encoding: str, config: Config) -> list[str]:

@@ -240,12 +240,14 @@ class TaskWriter:
             self.folder = destination.folder
         else:
             self.folder = staging_root() / "staging" / str(destination.run_id) / destination.name
+        self.written: dict[Path, dict] = {}  # digests taken while writing, by path
 
     def begin(self) -> None:
         """Clear whatever an interrupted attempt left, so no stale file joins the new outputs."""
         _complete.pop(repr(self.destination), None)
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
+        self.written.clear()
 
     def path(self, filename: str) -> Path:
         path = self.folder / filename
@@ -261,7 +263,8 @@ class TaskWriter:
             raise RuntimeError(
                 f"{self.destination.name} finished without writing {', '.join(missing)}"
             )
-        text = json.dumps({**manifest, "files": file_digests(self.folder)}, indent=2, default=str)
+        files = file_digests(self.folder, self.written)
+        text = json.dumps({**manifest, "files": files}, indent=2, default=str)
         write_atomic(self.folder / MANIFEST, text)
         digest = hashlib.sha256(text.encode()).hexdigest()
         if self.destination.is_local:

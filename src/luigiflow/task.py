@@ -31,11 +31,15 @@ from luigiflow.targets import ArtifactTarget, TaskFolder, client
 
 @dataclass(frozen=True)
 class InputFile:
-    """An external file a task reads from the input folder, with the columns it must have."""
+    """An external file a task reads from the input folder, with the columns it must have
+    and, for training data, the target column and the problem type its values must suit
+    (checked before the run, see `plan`)."""
 
     filename: str
     columns: tuple[str, ...] = ()
     encoding: str = "utf-8"
+    target: str = ""
+    problem: str = "binary"  # binary: the values 0 and 1, both present, none missing
 
 
 class AmbiguousInput(Exception):
@@ -194,7 +198,7 @@ class PipelineTask(luigi.Task):
     def save(self, name: str, value: Any) -> None:
         """Write a DataFrame as Parquet or CSV, or JSON-able values, as the file name says."""
         path = self.output_path(name)
-        formats.write(path, value)
+        self._running().writer.written[path] = formats.write(path, value)
         if formats.is_table(path):
             self._running().profiles[name] = cards.profile(value)  # while it is in memory
 

@@ -294,6 +294,12 @@ class Ending:
             self.problems.append(f"could not {what} within the deadline")
             logging.error("could not %s within the deadline", what)
         elif failure:
-            self.problems.append(f"could not {what} ({type(failure[0]).__name__})")
+            self.problems.append(f"could not {what} ({_briefly(failure[0])})")
             logging.error("could not %s", what, exc_info=failure[0])
         return result[0] if result else None
+
+
+def _briefly(error: BaseException) -> str:
+    """An error's type and the first line of its message, short enough for one paragraph."""
+    first = next(iter(str(error).strip().splitlines()), "")
+    return f"{type(error).__name__}: {first[:100]}" if first else type(error).__name__

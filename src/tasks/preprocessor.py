@@ -25,7 +25,8 @@ class Preprocessor(PipelineTask):
         return (*self.numeric_columns, *self.categorical_columns)
 
     def input_files(self) -> dict[str, InputFile]:
-        return {"train.csv": InputFile("train.csv", (ID, TARGET, *self.features))}
+        columns = (ID, TARGET, *self.features)
+        return {"train.csv": InputFile("train.csv", columns, target=TARGET)}
 
     def run(self) -> None:
         self.save("train", self.typed(self.load("train.csv")))
