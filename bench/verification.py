@@ -11,10 +11,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path.cwd() / "src"))  # the project the benchmark runs in
 
-from luigiflow.targets import TaskFolder
+from luigiflow.targets import TaskFolder, client
 
 
 def main(run_id: str, tasks: list[str]) -> None:
+    client().get_run(run_id)  # the client's own start (a store connection) is not verification
     costs = {}
     for task in tasks:
         folder = TaskFolder(run_id, task)
