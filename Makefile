@@ -7,7 +7,8 @@ UI_PORT ?= 5000
 
 SERVE_PORT ?= 5001
 
-.PHONY: run test test-fast ui serve lint lock repair-store bench bench-quick clean
+.PHONY: run test test-fast ui serve lint lock repair-store bench bench-quick clean system-packages \
+	stack-up stack-down worker
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +27,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 run: $(VENV)/.installed  ## run the pipeline in luigi.toml (extra options: make run ARGS="--set Trainer.seed=3")
 	$(BIN)/python src/runner.py $(ARGS)
 
-test: $(VENV)/.installed-dev  ## every test, the slow end-to-end ones included, on every core
+test: $(VENV)/.installed-dev system-packages  ## every test, the slow end-to-end ones included, on every core
 	$(BIN)/python -m pytest -n auto $(ARGS)
+
+system-packages:  ## the Debian packages the tests need (PostgreSQL, docker-compose, Chromium), if missing
+	bash scripts/install-system-packages.sh
 
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
@@ -60,3 +64,18 @@ lock: $(BIN)/python  ## re-resolve constraints.txt from pyproject.toml's ranges
 
 clean:
 	rm -rf $(VENV) .luigiflow
+
+# The shared stack (docker-compose.yml): PostgreSQL, MLflow's tracking server, luigid.
+# POSTGRES_PASSWORD (and MLFLOW_AUTH_ADMIN_PASSWORD with AUTH=1) from the environment or
+# .env.stack (untracked). See "Working as a team" in the README.
+COMPOSE = docker compose $(if $(wildcard .env.stack),--env-file .env.stack) -f docker-compose.yml \
+	$(if $(AUTH),-f docker-compose.auth.yml)
+
+stack-up:  ## start the shared stack (AUTH=1: basic auth on the tracking server)
+	$(COMPOSE) up -d --build --wait
+
+stack-down:  ## stop the shared stack (its volumes, and so the data, stay)
+	$(COMPOSE) down
+
+worker: $(VENV)/.installed  ## join run RUN=<id> as a worker, through the shared profile
+	$(BIN)/python src/runner.py --profile shared --join $(RUN) $(ARGS)

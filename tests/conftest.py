@@ -20,6 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 KAGGLE = REPO.parent / "shared" / "data" / "titanic"
 BIN = Path(sys.executable).parent
+pytest_plugins = ["stack"]  # the shared stack's fixtures (tests/stack.py)
 sys.path.insert(0, str(REPO / "src"))
 
 
@@ -30,7 +31,7 @@ def copy_project(destination: Path) -> Path:
         shutil.copytree(
             REPO / name, destination / name, ignore=shutil.ignore_patterns("__pycache__")
         )
-    for name in (".env", "luigi.toml", "MLproject"):
+    for name in (".env", ".env.shared", "luigi.toml", "MLproject"):
         shutil.copy(REPO / name, destination / name)
     return destination
 
@@ -316,6 +317,20 @@ def stall_trainer_when_asked(project: Path) -> None:
         f"            pathlib.Path({str(project / 'asleep')!r}).touch()\n"
         "            time.sleep(120)",
     )
+
+
+def gate_trainer(project: Path, gate: Path) -> Path:
+    """The Trainer waits for the file `gate`: a test acts while it runs, then lets it go (the
+    same code in every clone that gets the same gate)."""
+    edit_task(
+        project,
+        "trainer",
+        TRAINER_TOP,
+        "        import pathlib, time\n"
+        f"        while not pathlib.Path({str(gate)!r}).exists():\n"
+        "            time.sleep(0.05)",
+    )
+    return project
 
 
 def wait_until_asleep(project: Path, runner: subprocess.Popen) -> None:

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from luigiflow.settings import Settings, absolute_sqlite_uri, find_project_root, load_settings
+from luigiflow.settings import (
+    Settings,
+    UnknownProfile,
+    absolute_sqlite_uri,
+    find_project_root,
+    load_settings,
+)
 
 WRITTEN = (  # load_settings writes these into os.environ
     "PROJECT_ROOT",
@@ -18,6 +24,8 @@ WRITTEN = (  # load_settings writes these into os.environ
     "MLFLOW_DISABLE_TELEMETRY",
     "MPLBACKEND",
     "MLFLOW_SQLALCHEMYSTORE_POOLCLASS",
+    "LUIGIFLOW_PROFILE",
+    "LUIGIFLOW_SCHEDULER_URL",
 )
 OWNER = "LUIGIFLOW_TEST_OWNER"  # a variable only the .env files of these tests set
 
@@ -136,7 +144,7 @@ def test_a_config_option_is_relative_to_the_working_directory(project, tmp_path)
 
 def test_resolved_values_are_written_to_the_environment(project):
     settings = load_settings(project)
-    assert {name: os.environ[name] for name in WRITTEN} == {
+    assert {name: os.environ.get(name) for name in WRITTEN} == {
         "PROJECT_ROOT": str(project),
         "LUIGI_CONFIG_PATH": str(project / "luigi.toml"),
         "LUIGI_CONFIG_PARSER": "toml",
@@ -145,6 +153,8 @@ def test_resolved_values_are_written_to_the_environment(project):
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MPLBACKEND": "Agg",
         "MLFLOW_SQLALCHEMYSTORE_POOLCLASS": "NullPool",
+        "LUIGIFLOW_PROFILE": "local",
+        "LUIGIFLOW_SCHEDULER_URL": None,  # none given: a scheduler inside the runner
     }
 
 
@@ -197,3 +207,42 @@ def test_find_project_root_without_a_marker_is_the_start(tmp_path):
     if any((f / ".env").is_file() or (f / "luigi.toml").is_file() for f in tmp_path.parents):
         pytest.skip("a folder above the temporary directory holds a project marker")
     assert find_project_root(start) == start
+
+
+def test_a_profile_adds_its_env_file_between_env_local_and_env(project, monkeypatch):
+    write_env(project, ".env", MLFLOW_TRACKING_URI="sqlite:///env.db", **{OWNER: "env"})
+    write_env(
+        project,
+        ".env.shared",
+        MLFLOW_TRACKING_URI="http://stack:5000",
+        LUIGIFLOW_SCHEDULER_URL="http://stack:8082/",
+        **{OWNER: "shared"},
+    )
+    write_env(project, ".env.local", **{OWNER: "local"})
+    settings = load_settings(project, profile="shared")
+    assert (settings.profile, settings.tracking_uri) == ("shared", "http://stack:5000")
+    assert settings.scheduler_url == "http://stack:8082"
+    assert os.environ[OWNER] == "local", ".env.local wins over the profile's file"
+    assert os.environ["LUIGIFLOW_PROFILE"] == "shared", "worker processes see the profile"
+
+
+def test_the_profile_comes_from_the_environment_and_local_is_the_default(project, monkeypatch):
+    write_env(project, ".env.shared", MLFLOW_TRACKING_URI="http://stack:5000")
+    assert load_settings(project).profile == "local"
+    assert load_settings(project).tracking_uri.startswith("sqlite:")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # written back by the calls above
+    monkeypatch.setenv("LUIGIFLOW_PROFILE", "shared")
+    assert load_settings(project).tracking_uri == "http://stack:5000"
+
+
+def test_an_unknown_profile_names_the_missing_file(project):
+    with pytest.raises(UnknownProfile, match=r"profile 'team' needs .*/\.env\.team"):
+        load_settings(project, profile="team")
+
+
+def test_the_scheduler_url_on_the_command_line_wins(project, monkeypatch):
+    monkeypatch.setenv("LUIGIFLOW_SCHEDULER_URL", "http://from-env:8082")
+    assert load_settings(project).scheduler_url == "http://from-env:8082"
+    chosen = load_settings(project, scheduler_url="http://given:8082/")
+    assert chosen.scheduler_url == "http://given:8082"
+    assert os.environ["LUIGIFLOW_SCHEDULER_URL"] == "http://given:8082"

@@ -9,8 +9,8 @@ import time
 
 import pytest
 from conftest import (
-    TRAINER_TOP,
-    edit_task,
+    gate_trainer,
+    run_runner,
     runner_env,
     runs,
     signal_server,
@@ -27,14 +27,7 @@ pytestmark = pytest.mark.slow
 def test_a_server_that_fails_mid_run_ends_the_run_within_the_deadline(project, tmp_path, fault):
     gate = project / "go"
     # The Trainer waits for the gate, so the server fails while it runs.
-    edit_task(
-        project,
-        "trainer",
-        TRAINER_TOP,
-        "        import pathlib, time\n"
-        f"        while not pathlib.Path({str(gate)!r}).exists():\n"
-        "            time.sleep(0.05)",
-    )
+    gate_trainer(project, gate)
     server, url = start_server(tmp_path)
     env = runner_env(
         MLFLOW_TRACKING_URI=url,
@@ -77,14 +70,7 @@ def test_eight_runners_at_once_on_a_fresh_store_all_finish_with_one_version(proj
 def test_a_full_disk_under_the_artifact_root_fails_the_run_with_the_summary(project):
     """The artifact root is a small file system of its own, filled while the Trainer runs."""
     gate, artifacts = project / "go", project / "mlartifacts"
-    edit_task(
-        project,
-        "trainer",
-        TRAINER_TOP,
-        "        import pathlib, time\n"
-        f"        while not pathlib.Path({str(gate)!r}).exists():\n"
-        "            time.sleep(0.05)",
-    )
+    gate_trainer(project, gate)
     artifacts.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(artifacts)], check=True)
     try:
@@ -116,3 +102,15 @@ def fill(path):
         while True:
             handle.write(block)
             handle.flush()
+
+
+def test_a_tracking_server_that_is_down_at_start_is_one_line_and_exit_2(project):
+    began = time.monotonic()
+    result = run_runner(project, env=runner_env(MLFLOW_TRACKING_URI="http://127.0.0.1:9"))
+    assert result.returncode == 2
+    assert time.monotonic() - began < 30
+    assert result.stderr.strip() == (
+        "error: the tracking server at http://127.0.0.1:9 does not answer "
+        "(is it running? is the URI right?)"
+    ), result.stderr
+    assert " started" not in result.stdout

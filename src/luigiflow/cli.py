@@ -12,6 +12,7 @@ import argparse
 import atexit
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from luigiflow.names import (
     EXIT_OK,
     EXIT_USAGE,
 )
-from luigiflow.settings import Settings, load_settings
+from luigiflow.settings import Settings, UnknownProfile, load_settings
 
 if TYPE_CHECKING:
     pass
@@ -46,12 +47,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     source.add_argument(
         "--from-run",
         metavar="RUN_ID",
+        type=_run_id,
         help="start a new run with the config of run RUN_ID (--set still applies on top)",
     )
     source.add_argument(
         "--resume",
         metavar="RUN_ID",
+        type=_run_id,
         help="finish a FAILED or KILLED run in place: its finished tasks are kept",
+    )
+    source.add_argument(
+        "--join",
+        metavar="RUN_ID",
+        type=_run_id,
+        help="work on a RUNNING run started through luigid: run the tasks the scheduler hands out",
+    )
+    parser.add_argument(
+        "--profile",
+        help="add .env.<PROFILE> to the environment, e.g. shared (default: LUIGIFLOW_PROFILE, "
+        "else local)",
     )
     parser.add_argument("--task", help="the task to build (default: [RunConfig] task)")
     parser.add_argument(
@@ -68,7 +82,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scheduler-url",
         metavar="URL",
-        help="a running luigid, e.g. http://127.0.0.1:8082 (default: a local scheduler)",
+        help="a running luigid, e.g. http://127.0.0.1:8082 (default: LUIGIFLOW_SCHEDULER_URL, "
+        "else a scheduler inside the runner)",
     )
     _add_cache_options(parser.add_argument_group("reuse of earlier outputs"))
     parser.add_argument(
@@ -118,6 +133,13 @@ def _add_cache_options(group: argparse._ArgumentGroup) -> None:
     )
 
 
+def _run_id(text: str) -> str:
+    """A run id: 32 hexadecimal digits (an empty `--from-run ""` must not mean "no run")."""
+    if not re.fullmatch(r"[0-9a-f]{32}", text.strip()):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a run id (32 hexadecimal digits)")
+    return text.strip()
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -127,7 +149,11 @@ def _positive(text: str) -> int:
 
 def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = load_settings(project_root, args.config)
+    try:
+        settings = load_settings(project_root, args.config, args.profile, args.scheduler_url)
+    except UnknownProfile as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     log_path, handlers = logs.start_logging(settings.project_root, args.verbose)
 
     # Only now, with the environment complete, may luigi and mlflow be imported.
@@ -142,6 +168,8 @@ def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | 
     task_classes = load_task_classes(task_modules)
     if args.resume:
         return invocation.resume(args, settings, task_classes, log_path, handlers)
+    if args.join:
+        return invocation.join(args, settings, task_classes, handlers)
     return invocation.new_run(args, settings, task_classes, log_path, handlers)
 
 

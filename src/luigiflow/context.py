@@ -48,6 +48,7 @@ class RunContext:
     input: str  # the input folder as configured: relative to the project root, or absolute
     config: dict[str, dict[str, object]]  # resolved, native TOML types, secrets as references
     tasks: dict[str, TaskPlan]  # upstream first
+    scheduler: str = ""  # the luigid the run is built through (workers may join); "": in-process
 
     def input_dir(self) -> Path:
         """The input folder on this machine (relative to this checkout's project root)."""
@@ -75,7 +76,7 @@ class RunContext:
         if data.get("format") != FORMAT:
             raise ValueError(f"run context format {data.get('format')} (expected {FORMAT})")
         tasks = {t["family"]: TaskPlan(**t) for t in data["tasks"]}
-        return cls(data["root"], data["input"], data["config"], tasks)
+        return cls(data["root"], data["input"], data["config"], tasks, data.get("scheduler", ""))
 
     def save(self, run_id: str) -> None:
         write_run_text(run_id, CONTEXT_ARTIFACT, self.to_json())

@@ -28,6 +28,7 @@ from mlflow.exceptions import MlflowException
 from luigiflow import logs, records, store, tracking, worker
 from luigiflow.config import Config, ConfigError, load_config, parse_config
 from luigiflow.context import NoContext
+from luigiflow.context import load as load_context
 from luigiflow.names import (
     CONFIG_ARTIFACT,
     EXIT_FAILED,
@@ -45,7 +46,7 @@ from luigiflow.targets import read_run_text, staging_root
 
 UI_ADDRESS = "http://127.0.0.1:5000"
 STARTED = time.monotonic()  # the summary reports the whole invocation, imports included
-USAGE_ERRORS = (ConfigError, store.StoreMoved, MlflowException, NoContext)
+USAGE_ERRORS = (ConfigError, store.StoreMoved, store.StoreUnavailable, MlflowException, NoContext)
 
 
 class Terminated(KeyboardInterrupt):
@@ -56,7 +57,9 @@ def new_run(args, settings: Settings, task_classes, log_path: Path, handlers) ->
     """Plan, create the run, build, end it; or with --dry-run only say what would happen."""
     adopted = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into that run
     try:
-        client = _open_store(settings)
+        client = store.open_store(settings)
+        if settings.scheduler_url:
+            worker.check_scheduler(settings.scheduler_url)
         config = _load_config(args, settings, task_classes)
         redactor = _redact_logs(handlers, config)
         options = CacheOptions(
@@ -92,13 +95,6 @@ def new_run(args, settings: Settings, task_classes, log_path: Path, handlers) ->
     return _run(settings, args, client, plan, redactor, log_path, begin, task_classes)
 
 
-def _open_store(settings: Settings) -> MlflowClient:
-    with store.store_lock(settings):
-        client = MlflowClient()  # creates or migrates the store: one runner at a time
-        client.search_experiments(max_results=1)
-    return client
-
-
 def _redact_logs(handlers, config: Config) -> Redactor:
     redactor = Redactor.from_environment(config.sections)
     logs.redact_logs(handlers, redactor)
@@ -120,37 +116,21 @@ def _experiment(client: MlflowClient, settings: Settings, config: Config, adopte
 
 def resume(args, settings: Settings, task_classes, log_path: Path, handlers) -> int:
     """--resume RUN_ID: the same run, with its own config and code, finishing what is left."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     from luigiflow import tracking
     from luigiflow.config import ConfigError
-    from luigiflow.context import NoContext
     from luigiflow.plan import Plan
     from luigiflow.redact import Redactor
 
     run_id = args.resume
     try:
-        given = [
-            option
-            for option, value in (
-                ("--set", args.overrides), ("--task", args.task), ("--dry-run", args.dry_run),
-                ("--force", args.force), ("--no-cache", args.no_cache),
-                ("--copy-reused", args.copy_reused), ("--allow-mismatch", args.allow_mismatch),
-            )
-            if value
-        ]  # fmt: skip
-        if given:
-            raise ConfigError(
-                "--resume",
-                f"a run resumes as it was planned: {', '.join(given)} does not go with it",
-            )
-        client = MlflowClient()
+        _refuse_planning_options(args, "--resume", "a run resumes as it was planned")
+        client = store.open_store(settings)
         problem = tracking.resumable(client, run_id)
         if problem:
             raise ConfigError("--resume", problem)
         context, config = worker.attach(run_id, settings.project_root, task_classes)
-    except (ConfigError, MlflowException, NoContext) as error:
+    except USAGE_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     redactor = Redactor.from_environment(config.sections)
@@ -167,6 +147,60 @@ def resume(args, settings: Settings, task_classes, log_path: Path, handlers) -> 
         return run_id, tracking.run_url(settings.tracking_uri, experiment_id, run_id, UI_ADDRESS)
 
     return _run(settings, args, client, plan, redactor, log_path, begin, task_classes, earlier)
+
+
+def join(args, settings: Settings, task_classes, handlers) -> int:
+    """--join RUN_ID: run whatever tasks of a RUNNING run the run's luigid hands this process,
+    into the same MLflow run. The invocation that created the run still owns it: it waits for
+    the pipeline and ends the run; a joined worker exits once no task of the run is left."""
+    run_id = args.join
+    try:
+        _refuse_planning_options(args, "--join", "a worker joins a run as it was planned")
+        if not settings.scheduler_url:
+            raise ConfigError(
+                "--join",
+                "needs the run's luigid: --profile shared, --scheduler-url or "
+                "LUIGIFLOW_SCHEDULER_URL",
+            )
+        worker.check_scheduler(settings.scheduler_url)
+        status = store.open_store(settings).get_run(run_id).info.status
+        if status != "RUNNING":
+            raise ConfigError("--join", f"run {run_id} is {status}: only a RUNNING run is joined")
+        if not load_context(run_id).scheduler:
+            raise ConfigError(
+                "--join",
+                f"run {run_id} is built by a scheduler inside its runner, which no other "
+                "process can join: start runs with --profile shared (or --scheduler-url)",
+            )
+        context, config = worker.attach(run_id, settings.project_root, task_classes)
+    except USAGE_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.redact_logs(handlers, Redactor.from_environment(config.sections))
+    logs.take_over_luigi_logging()
+    print(f"Joined run {run_id}: {context.root} through {settings.scheduler_url}")
+    try:
+        built = worker.build(run_id, context, task_classes, args.workers, settings.scheduler_url)
+    except KeyboardInterrupt:  # the task it ran goes back to the scheduler, for another worker
+        print(f"Left run {run_id}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"Left run {run_id}: " + ("no task left" if built else "the pipeline did not finish"))
+    return EXIT_OK if built else EXIT_FAILED
+
+
+def _refuse_planning_options(args: argparse.Namespace, flag: str, why: str) -> None:
+    """`--resume` and `--join` work on a run as it was planned: no option may change that."""
+    given = [
+        option
+        for option, value in (
+            ("--set", args.overrides), ("--task", args.task), ("--dry-run", args.dry_run),
+            ("--force", args.force), ("--no-cache", args.no_cache),
+            ("--copy-reused", args.copy_reused), ("--allow-mismatch", args.allow_mismatch),
+        )
+        if value
+    ]  # fmt: skip
+    if given:
+        raise ConfigError(flag, f"{why}: {', '.join(given)} does not go with it")
 
 
 def _load_config(args: argparse.Namespace, settings: Settings, task_classes) -> Config:
@@ -219,7 +253,7 @@ def _run(
         heartbeat = store.Heartbeat(client, run_id)
         heartbeat.start()
         context, _ = worker.attach(run_id, settings.project_root, task_classes)
-        if worker.build(run_id, context, task_classes, args.workers, args.scheduler_url):
+        if worker.build(run_id, context, task_classes, args.workers, settings.scheduler_url):
             status, code = "FINISHED", EXIT_OK
     except Terminated:
         status, code = "KILLED", EXIT_TERMINATED

@@ -88,6 +88,7 @@ def make_plan(
         input=config.paths.get("input", "input"),
         config=resolved_config(config, tasks),
         tasks=entries,
+        scheduler=settings.scheduler_url,
     )
     return Plan(tasks, context)
 

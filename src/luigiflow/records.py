@@ -36,10 +36,10 @@ class TaskRecord:
 
     @classmethod
     def begin(cls, task: str, why_run: str) -> TaskRecord:
-        return cls(task, RUNNING, why_run, socket.gethostname(), os.getpid(), _now())
+        return cls(task, RUNNING, why_run, socket.gethostname(), os.getpid(), now())
 
     def end(self, status: str, seconds: float, user_seconds: float, error: str = "") -> None:
-        self.status, self.ended, self.error = status, _now(), error
+        self.status, self.ended, self.error = status, now(), error
         self.duration_s, self.user_code_s = round(seconds, 3), round(user_seconds, 3)
 
 
@@ -58,7 +58,7 @@ def read_all(run_id: str, families: list[str]) -> dict[str, TaskRecord]:
     return {family: record for family, record in found.items() if record is not None}
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 

@@ -12,7 +12,13 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
-ENV_FILES = (".env.local", ".env")  # earlier files win; the environment wins over both
+DEFAULT_PROFILE = "local"  # the laptop: the embedded store and a scheduler in the process
+PROFILE_VARIABLE = "LUIGIFLOW_PROFILE"
+SCHEDULER_VARIABLE = "LUIGIFLOW_SCHEDULER_URL"
+
+
+class UnknownProfile(Exception):
+    """A profile named on the command line or in the environment that has no `.env.<name>`."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,8 @@ class Settings:
     config_path: Path
     tracking_uri: str
     artifact_root: Path
+    profile: str = DEFAULT_PROFILE
+    scheduler_url: str = ""  # a central luigid; empty: a scheduler inside the runner
 
     @property
     def embedded_store(self) -> bool:
@@ -36,15 +44,36 @@ def find_project_root(start: Path) -> Path:
     return start
 
 
-def load_settings(project_root: Path, config_path: str | None = None) -> Settings:
-    """Load `.env.local` and `.env` into the environment (never overriding it) and resolve paths.
+def env_files(project_root: Path, profile: str) -> list[Path]:
+    """The files that make a profile's environment, the one that wins first: `.env.local` (a
+    person's own, never committed), `.env.<profile>` (e.g. `.env.shared`: the team's stack),
+    `.env` (what every profile shares). The environment itself wins over all of them."""
+    names = [".env.local"] + ([f".env.{profile}"] if profile != DEFAULT_PROFILE else []) + [".env"]
+    if profile != DEFAULT_PROFILE and not (project_root / f".env.{profile}").is_file():
+        raise UnknownProfile(
+            f"profile '{profile}' needs {project_root / f'.env.{profile}'}, which does not exist"
+        )
+    return [project_root / name for name in names]
+
+
+def load_settings(
+    project_root: Path,
+    config_path: str | None = None,
+    profile: str | None = None,
+    scheduler_url: str | None = None,
+) -> Settings:
+    """Load the profile's `.env` files into the environment (never overriding it) and resolve
+    paths. `profile`: from the command line, else `LUIGIFLOW_PROFILE`, else `local`;
+    `scheduler_url` from the command line wins over `LUIGIFLOW_SCHEDULER_URL`.
 
     Relative paths in those files are taken relative to the project root, so the runner works
     from any working directory. The resolved values are written back to the environment so
     that Luigi worker processes and MLflow see the same absolute locations.
     """
-    for name in ENV_FILES:
-        load_dotenv(project_root / name, override=False)
+    profile = profile or os.environ.get(PROFILE_VARIABLE) or DEFAULT_PROFILE
+    for path in env_files(project_root, profile):
+        load_dotenv(path, override=False)
+    scheduler_url = (scheduler_url or os.environ.get(SCHEDULER_VARIABLE, "")).rstrip("/")
 
     root = Path(os.environ.get("PROJECT_ROOT", "."))
     root = (project_root / root).resolve() if not root.is_absolute() else root
@@ -67,13 +96,16 @@ def load_settings(project_root: Path, config_path: str | None = None) -> Setting
         LUIGI_CONFIG_PARSER="toml",
         MLFLOW_TRACKING_URI=tracking_uri,
         LUIGIFLOW_ARTIFACT_ROOT=str(artifact_root),
+        LUIGIFLOW_PROFILE=profile,
     )
+    if scheduler_url:
+        os.environ[SCHEDULER_VARIABLE] = scheduler_url
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots go to files, never to a window
     if tracking_uri.startswith("sqlite:"):
         # A fresh SQLite connection per session: safe across Luigi's forked worker processes.
         os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
-    return Settings(root, config, tracking_uri, artifact_root)
+    return Settings(root, config, tracking_uri, artifact_root, profile, scheduler_url)
 
 
 def absolute_sqlite_uri(uri: str, root: Path) -> str:

@@ -38,6 +38,35 @@ class StoreMoved(Exception):
     """The embedded store records artifact folders at a path that no longer exists."""
 
 
+class StoreUnavailable(Exception):
+    """The tracking store cannot be used at all: down, or refusing these credentials."""
+
+
+def open_store(settings: Settings) -> MlflowClient:
+    """A client on the store, checked with one request (which creates or migrates an embedded
+    store: one runner at a time). StoreUnavailable says in one line why it cannot be used."""
+    try:
+        with store_lock(settings):
+            client = MlflowClient()
+            client.search_experiments(max_results=1)
+    except MlflowException as error:
+        raise StoreUnavailable(_why_unavailable(settings.tracking_uri, str(error))) from None
+    return client
+
+
+def _why_unavailable(uri: str, message: str) -> str:
+    if "401" in message or "not authenticated" in message.lower():
+        return (
+            f"the tracking server at {uri} refused the credentials: set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (.env.local or the environment)"
+        )
+    if "403" in message:
+        return f"the tracking server at {uri} does not allow this user to read experiments"
+    if "Max retries exceeded" in message or "Connection" in message:
+        return f"the tracking server at {uri} does not answer (is it running? is the URI right?)"
+    return f"the tracking store {uri} failed: {message.strip().splitlines()[0][:300]}"
+
+
 @contextmanager
 def store_lock(settings: Settings) -> Iterator[None]:
     """Serialize store creation and experiment set-up between runners started at once.

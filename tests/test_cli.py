@@ -1,0 +1,31 @@
+"""The command line: options that go together, and values checked before anything starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from luigiflow.cli import parse_args
+
+RUN_ID = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize("flag", ["--from-run", "--resume", "--join"])
+@pytest.mark.parametrize("value", ["", "  ", "../other", "0123"])
+def test_a_run_id_must_look_like_one(flag, value, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        parse_args([flag, value])
+    assert stopped.value.code == 2
+    assert "is not a run id (32 hexadecimal digits)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--from-run", "--resume", "--join"])
+def test_a_run_id_is_taken_as_given(flag):
+    args = parse_args([flag, RUN_ID, "--profile", "shared"])
+    assert getattr(args, flag[2:].replace("-", "_")) == RUN_ID
+    assert args.profile == "shared"
+
+
+def test_join_resume_from_run_and_config_exclude_each_other(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--join", RUN_ID, "--config", "other.toml"])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -1,0 +1,338 @@
+"""The shared stack: the compose file itself, its services started from it, and a team on it
+(a colleague's clone reusing outputs, a worker from another clone joining a run)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from datetime import datetime
+
+import pytest
+import yaml
+from conftest import (
+    REPO,
+    TRAINER_TOP,
+    copy_project,
+    edit_task,
+    gate_trainer,
+    run_runner,
+    start_runner,
+    wait_for_line,
+)
+from mlflow import MlflowClient
+from stack import AUTH, COMPOSE, STACK_ENV, compose_config, resolved, start_stack, stop_group
+
+# Two independent branches after the Preprocessor, so that two workers both have work at once.
+BRANCHES = """
+import os, socket, time
+
+from luigiflow import PipelineTask, requires
+from tasks.preprocessor import Preprocessor
+
+
+class Branch(PipelineTask):
+    outputs = {"where": "where.json"}
+
+    def run(self) -> None:
+        time.sleep(float(os.environ.get("BRANCH_SECONDS", "4")))
+        if os.environ.get("STALL_BRANCHES"):
+            time.sleep(600)
+        self.save("where", {"host": socket.gethostname(), "pid": os.getpid()})
+
+
+@requires(Preprocessor)
+class Left(Branch):
+    pass
+
+
+@requires(Preprocessor)
+class Right(Branch):
+    pass
+
+
+@requires(Left, Right)
+class Both(PipelineTask):
+    outputs = {"both": "both.json"}
+
+    def run(self) -> None:
+        self.save("both", [self.load("where", of="Left"), self.load("where", of="Right")])
+"""
+
+
+def read_json(client, run_id: str, path: str, folder) -> dict:
+    return json.loads(open(client.download_artifacts(run_id, path, str(folder))).read())
+
+
+def with_branches(project, gate=None):
+    """The branching pipeline; with `gate`, its Preprocessor waits for that file, so that a
+    test can have a worker join before the branches are ready."""
+    if gate is not None:
+        edit_task(
+            project,
+            "preprocessor",
+            '        self.save("train", self.typed(self.load("train.csv")))',
+            "        import pathlib, time\n"
+            f"        while not pathlib.Path({str(gate)!r}).exists():\n"
+            "            time.sleep(0.05)",
+        )
+    (project / "src/tasks/branches.py").write_text(BRANCHES)
+    init = project / "src/tasks/__init__.py"
+    init.write_text(init.read_text() + "from tasks.branches import Both, Left, Right  # noqa\n")
+    return project
+
+
+# --- the compose file ------------------------------------------------------------------------
+
+
+def test_the_compose_file_validates_and_binds_only_the_loopback_by_default():
+    config = resolved()
+    assert set(config["services"]) == {"db", "mlflow", "luigid"}
+    published = [p for s in config["services"].values() for p in s.get("ports", [])]
+    assert published and all(str(p).startswith("127.0.0.1:") for p in published), published
+    lan = compose_config(**STACK_ENV, LUIGIFLOW_BIND="192.168.1.20")
+    assert lan.returncode == 0 and "192.168.1.20:5000:5000" in lan.stdout
+    mlflow = config["services"]["mlflow"]
+    assert mlflow["depends_on"]["db"]["condition"] == "service_healthy"
+    assert "--serve-artifacts" in mlflow["command"] and "--allowed-hosts" in mlflow["command"]
+    assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://")
+    assert "healthcheck" in config["services"]["db"]
+    assert {"db", "artifacts", "scheduler"} <= set(config["volumes"])
+
+
+def test_the_compose_file_holds_no_secret_and_pins_its_images():
+    missing = compose_config()
+    assert missing.returncode != 0 and "POSTGRES_PASSWORD" in missing.stderr
+    for path in (COMPOSE, AUTH):
+        raw = yaml.safe_load(path.read_text())
+        for service in raw["services"].values():
+            for key, value in (service.get("environment") or {}).items():
+                if re.search("PASSWORD|SECRET|TOKEN", key) or "postgresql://" in str(value):
+                    assert re.fullmatch(r"(.*\$\{\w+:\?[^}]*\}.*)", str(value)), (key, value)
+            image = service.get("image", "")
+            assert not image or re.search(r":\d[\w.-]*$", image), f"unpinned image {image}"
+    dockerfile = (REPO / "docker/Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11\.\d+-slim", dockerfile, re.M)
+    assert "-c /tmp/constraints.txt" in dockerfile and "psycopg2-binary" in dockerfile
+    assert re.search(r"^psycopg2-binary==", (REPO / "constraints.txt").read_text(), re.M)
+    auth = resolved(COMPOSE, AUTH)["services"]["mlflow"]
+    assert auth["command"][2:4] == ["--app-name", "basic-auth"]
+
+
+# --- the services, started from it ---------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_each_service_starts_from_the_compose_file_and_answers(stack):
+    with urllib.request.urlopen(stack.tracking_uri + "/health", timeout=10) as response:
+        assert response.read().decode().strip() == "OK"
+    check = stack.config["services"]["db"]["healthcheck"]["test"]
+    command = [*check[1].split(), "--host", stack.database.host, "--port", str(stack.database.port)]
+    assert subprocess.run(command, capture_output=True, timeout=30).returncode == 0, command
+    page = urllib.request.urlopen(stack.scheduler_url + "/static/visualiser/index.html")
+    assert page.status == 200 and b"Luigi" in page.read()
+    tables = stack.database.dump(stack.dbname)
+    assert "CREATE TABLE public.experiments" in tables, "MLflow's schema lives in PostgreSQL"
+
+
+@pytest.mark.slow
+def test_the_pipeline_on_the_stack_and_a_colleague_s_clone_reuses_it(stack, tmp_path):
+    first = copy_project(tmp_path / "alice" / "luigiflow")
+    made = run_runner(first, "--profile", "shared", env=stack.env(), timeout=600)
+    assert made.returncode == 0, made.stdout + made.stderr
+    run_id = re.search(r"Run (\w+) started", made.stdout).group(1)
+    client = MlflowClient(stack.tracking_uri)
+    context = read_json(client, run_id, "luigiflow/context.json", tmp_path)
+    assert context["scheduler"] == stack.scheduler_url
+
+    second = copy_project(tmp_path / "bob" / "work" / "luigiflow")
+    reused = run_runner(second, "--profile", "shared", env=stack.env(), timeout=600)
+    assert reused.returncode == 0, reused.stdout + reused.stderr
+    assert re.search(r"Prediction\s+reused\s+from runs:/" + run_id, reused.stdout), reused.stdout
+    assert " ran " not in reused.stdout
+
+
+@pytest.mark.slow
+def test_a_worker_from_another_clone_joins_a_run_and_shares_its_tasks(stack, tmp_path):
+    gate = tmp_path / "go"
+    creator_project = with_branches(copy_project(tmp_path / "one"), gate)
+    joiner_project = with_branches(copy_project(tmp_path / "two"), gate)
+    env = stack.env(BRANCH_SECONDS="8")
+    creator = start_runner(creator_project, "--task", "Both", "--no-cache", env=env)
+    seen = wait_for_line(creator, " started: Both")
+    run_id = re.search(r"Run (\w+) started", seen).group(1)
+    joiner = start_runner(joiner_project, "--join", run_id, env=env)
+    try:
+        wait_for_line(joiner, f"Joined run {run_id}")
+    finally:
+        gate.touch()  # the branches become ready with both workers there
+    joined_out, joined_err = joiner.communicate(timeout=600)
+    stdout, stderr = creator.communicate(timeout=600)
+    assert creator.returncode == 0, stdout + stderr
+    assert joiner.returncode == 0, joined_out + joined_err
+
+    client = MlflowClient(stack.tracking_uri)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    records = {}
+    for family in ("Preprocessor", "Left", "Right", "Both"):
+        records[family] = read_json(client, run_id, f"luigiflow/tasks/{family}.json", tmp_path)
+        listed = [f.path for f in client.list_artifacts(run_id, family)]
+        assert listed.count(f"{family}/_manifest.json") == 1, listed
+    pids = {family: record["pid"] for family, record in records.items()}
+    assert len(set(pids.values())) == 2, f"both processes ran tasks: {pids}\n{joined_out}"
+    assert pids["Left"] != pids["Right"], "the two branches ran in different processes"
+    left, right = records["Left"], records["Right"]
+    begin = max(datetime.fromisoformat(left["started"]), datetime.fromisoformat(right["started"]))
+    end = min(datetime.fromisoformat(left["ended"]), datetime.fromisoformat(right["ended"]))
+    assert begin < end, "the branches ran at the same time"
+
+
+@pytest.mark.slow
+def test_a_joining_worker_with_other_code_or_inputs_is_refused(stack, tmp_path):
+    gate = tmp_path / "go"
+    project = gate_trainer(copy_project(tmp_path / "creator"), gate)
+    env = stack.env()
+    creator = start_runner(project, "--no-cache", env=env)
+    run_id = re.search(r"Run (\w+) started", wait_for_line(creator, " started: ")).group(1)
+    try:
+        other_code = gate_trainer(copy_project(tmp_path / "other-code"), gate)
+        edit_task(other_code, "trainer", TRAINER_TOP, "        _ = 'another version'")
+        refused = run_runner(other_code, "--join", run_id, env=env)
+        assert refused.returncode == 2
+        assert "code differs from the run's: Trainer (tasks.trainer)" in refused.stderr
+
+        other_input = gate_trainer(copy_project(tmp_path / "other-input"), gate)
+        train = other_input / "input/train.csv"
+        train.write_text(train.read_text() + train.read_text().splitlines()[-1] + "\n")
+        refused = run_runner(other_input, "--join", run_id, env=env)
+        assert refused.returncode == 2
+        assert "train.csv differs from the file the run was planned with" in refused.stderr
+
+        with_set = run_runner(project, "--join", run_id, "--set", "Trainer.seed=1", env=env)
+        assert with_set.returncode == 2 and "--set does not go with it" in with_set.stderr
+    finally:
+        gate.touch()
+        creator.communicate(timeout=600)
+    assert creator.returncode == 0
+    ended = run_runner(project, "--join", run_id, env=env)
+    assert ended.returncode == 2 and "is FINISHED: only a RUNNING run is joined" in ended.stderr
+
+
+@pytest.mark.slow
+def test_a_run_without_luigid_cannot_be_joined(stack, tmp_path):
+    gate = tmp_path / "go"
+    project = gate_trainer(copy_project(tmp_path / "creator"), gate)
+    env = stack.env()
+    del env["LUIGIFLOW_SCHEDULER_URL"]  # a scheduler inside the runner
+    creator = start_runner(project, "--no-cache", env=env)
+    run_id = re.search(r"Run (\w+) started", wait_for_line(creator, " started: ")).group(1)
+    try:
+        refused = run_runner(project, "--join", run_id, env=stack.env())
+    finally:
+        gate.touch()
+        creator.communicate(timeout=600)
+    assert refused.returncode == 2
+    assert "built by a scheduler inside its runner" in refused.stderr
+
+
+@pytest.mark.slow
+def test_a_joined_worker_killed_mid_task_loses_only_that_task(stack, tmp_path):
+    gate = tmp_path / "go"
+    creator_project = with_branches(copy_project(tmp_path / "one"), gate)
+    joiner_project = with_branches(copy_project(tmp_path / "two"), gate)
+    creator = start_runner(
+        creator_project, "--task", "Both", "--no-cache", env=stack.env(BRANCH_SECONDS="8")
+    )
+    run_id = re.search(r"Run (\w+) started", wait_for_line(creator, " started: Both")).group(1)
+    joiner = start_runner(joiner_project, "--join", run_id, env=stack.env(STALL_BRANCHES="1"))
+    try:
+        wait_for_line(joiner, f"Joined run {run_id}")
+    finally:
+        gate.touch()
+    taken = wait_for_line(joiner, " started", timeout=180)
+    family = re.search(r"(Left|Right)\s+started", taken).group(1)
+    time.sleep(1)
+    joiner.kill()
+    joiner.wait()
+    began = time.monotonic()
+    stdout, stderr = creator.communicate(timeout=600)
+    assert creator.returncode == 0, stdout + stderr
+    assert time.monotonic() - began < 180
+    client = MlflowClient(stack.tracking_uri)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    record = read_json(client, run_id, f"luigiflow/tasks/{family}.json", tmp_path)
+    assert record["status"] == "FINISHED" and record["pid"] != joiner.pid
+    listed = [f.path for f in client.list_artifacts(run_id, family)]
+    assert listed.count(f"{family}/_manifest.json") == 1
+
+
+@pytest.mark.slow
+def test_a_scheduler_that_does_not_answer_is_refused_before_any_run(stack, tmp_path):
+    project = copy_project(tmp_path / "project")
+    result = run_runner(project, env=stack.env(LUIGIFLOW_SCHEDULER_URL="http://127.0.0.1:9"))
+    assert result.returncode == 2
+    assert "luigid at http://127.0.0.1:9 does not answer" in result.stderr
+    shutil.rmtree(project)
+
+
+@pytest.mark.slow
+def test_basic_auth_needs_the_right_password_and_keeps_it_out_of_the_store(auth_stack, tmp_path):
+    project = copy_project(tmp_path / "project")
+    password = STACK_ENV["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    wrong = run_runner(
+        project,
+        env=auth_stack.env(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD="nope-1234"),
+    )
+    assert wrong.returncode == 2, wrong.stdout + wrong.stderr
+    assert f"the tracking server at {auth_stack.tracking_uri} refused the credentials" in (
+        wrong.stderr
+    )
+    assert "Traceback" not in wrong.stderr and " started" not in wrong.stdout
+
+    right = run_runner(
+        project,
+        "-v",
+        env=auth_stack.env(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=password),
+        timeout=600,
+    )
+    assert right.returncode == 0, right.stdout + right.stderr
+    assert password not in right.stdout + right.stderr
+    assert password not in auth_stack.database.dump(auth_stack.dbname)
+    stored = [*auth_stack.artifacts.rglob("*"), *project.glob(".luigiflow/logs/**/*")]
+    for path in stored:
+        if path.is_file():
+            assert password.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.slow
+def test_a_tracking_server_that_dies_mid_run_then_comes_back(postgres, tmp_path):
+    """The runner ends within the stated bound; after a restart, a rerun reuses what finished."""
+    gate = tmp_path / "go"
+    project = gate_trainer(copy_project(tmp_path / "project"), gate)
+    stack_gen = start_stack(postgres, tmp_path / "stack", "mlflow_dies")
+    stack = next(stack_gen)
+    try:
+        env = stack.env(MLFLOW_HTTP_REQUEST_TIMEOUT="5", MLFLOW_HTTP_REQUEST_MAX_RETRIES="1")
+        runner = start_runner(project, env=env)
+        seen = wait_for_line(runner, "Trainer        started")
+        first = re.search(r"Run (\w+) started", seen).group(1)
+        stop_group(stack.processes["mlflow"])
+        began = time.monotonic()
+        gate.touch()
+        stdout, stderr = runner.communicate(timeout=300)
+        assert runner.returncode == 1, stdout + stderr
+        assert time.monotonic() - began < 120
+        assert "Run FAILED" in stdout and "The store failed while the run was ending" in stderr
+
+        stack.start("mlflow")
+        again = run_runner(project, env=env, timeout=600)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert re.search(r"Splitter\s+(reused|skipped)", again.stdout), again.stdout
+        assert re.search(r"Trainer\s+ran", again.stdout), again.stdout
+        status = MlflowClient(stack.tracking_uri).get_run(first).info.status
+        assert status in ("FAILED", "KILLED"), "left RUNNING, then marked by the next runner"
+    finally:
+        stack_gen.close()
