@@ -8,7 +8,7 @@ UI_PORT ?= 5000
 SERVE_PORT ?= 5001
 
 .PHONY: run test test-fast ui serve lint lock repair-store bench bench-quick clean system-packages \
-	stack-up stack-down worker
+	stack-up stack-down stack-backup worker
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ run: $(VENV)/.installed  ## run the pipeline in luigi.toml (extra options: make 
 	$(BIN)/python src/runner.py $(ARGS)
 
 test: $(VENV)/.installed-dev system-packages  ## every test, the slow end-to-end ones included, on every core
-	$(BIN)/python -m pytest -n auto $(ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadgroup $(ARGS)
 
 system-packages:  ## the Debian packages the tests need (PostgreSQL, docker-compose, Chromium), if missing
 	bash scripts/install-system-packages.sh
@@ -66,16 +66,24 @@ clean:
 	rm -rf $(VENV) .luigiflow
 
 # The shared stack (docker-compose.yml): PostgreSQL, MLflow's tracking server, luigid.
-# POSTGRES_PASSWORD (and MLFLOW_AUTH_ADMIN_PASSWORD with AUTH=1) from the environment or
-# .env.stack (untracked). See "Working as a team" in the README.
-COMPOSE = docker compose $(if $(wildcard .env.stack),--env-file .env.stack) -f docker-compose.yml \
-	$(if $(AUTH),-f docker-compose.auth.yml)
+# Its settings and secrets come from .env.stack (untracked) or the environment; basic auth is
+# on when .env.stack says LUIGIFLOW_AUTH=1 (so a later restart cannot drop it), or AUTH=1.
+# See "Working as a team" in the README.
+AUTH ?= $(shell grep -s '^LUIGIFLOW_AUTH=1' .env.stack)
+COMPOSE = docker compose -p luigiflow $(if $(wildcard .env.stack),--env-file .env.stack) \
+	-f docker-compose.yml $(if $(AUTH),-f docker-compose.auth.yml)
 
-stack-up:  ## start the shared stack (AUTH=1: basic auth on the tracking server)
+stack-up:  ## start the shared stack (with basic auth when .env.stack says LUIGIFLOW_AUTH=1)
 	$(COMPOSE) up -d --build --wait
 
 stack-down:  ## stop the shared stack (its volumes, and so the data, stay)
 	$(COMPOSE) down
+
+stack-backup:  ## the database (pg_dump) and the artifacts volume into backups/<date>/
+	mkdir -p backups/$$(date +%F)
+	$(COMPOSE) exec -T db pg_dump -U mlflow mlflow > backups/$$(date +%F)/mlflow.sql
+	docker run --rm -v luigiflow_artifacts:/a -v $(CURDIR)/backups/$$(date +%F):/b \
+		debian:bookworm-slim tar czf /b/artifacts.tgz -C /a .
 
 worker: $(VENV)/.installed  ## join run RUN=<id> as a worker, through the shared profile
 	$(BIN)/python src/runner.py --profile shared --join $(RUN) $(ARGS)

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
-import shutil
+import secrets
 import subprocess
 import time
 import urllib.request
@@ -20,11 +21,16 @@ from conftest import (
     edit_task,
     gate_trainer,
     run_runner,
+    runner_env,
+    runs,
     start_runner,
     wait_for_line,
 )
 from mlflow import MlflowClient
 from stack import AUTH, COMPOSE, STACK_ENV, compose_config, resolved, start_stack, stop_group
+
+# One test process starts the stack (PostgreSQL, MLflow's server, luigid) and runs these.
+pytestmark = pytest.mark.xdist_group("stack")
 
 # Two independent branches after the Preprocessor, so that two workers both have work at once.
 BRANCHES = """
@@ -120,6 +126,21 @@ def test_the_compose_file_holds_no_secret_and_pins_its_images():
     assert re.search(r"^psycopg2-binary==", (REPO / "constraints.txt").read_text(), re.M)
     auth = resolved(COMPOSE, AUTH)["services"]["mlflow"]
     assert auth["command"][2:4] == ["--app-name", "basic-auth"]
+
+
+def test_the_shared_profile_points_at_the_ports_the_stack_publishes():
+    shared = dict(
+        line.split("=", 1)
+        for line in (REPO / ".env.shared").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    config = resolved()["services"]
+    for service, variable in (
+        ("mlflow", "MLFLOW_TRACKING_URI"),
+        ("luigid", "LUIGIFLOW_SCHEDULER_URL"),
+    ):
+        host, port, _ = str(config[service]["ports"][0]).split(":", 2)
+        assert shared[variable] == f"http://{host}:{port}", (service, shared[variable])
 
 
 # --- the services, started from it ---------------------------------------------------------
@@ -270,12 +291,12 @@ def test_a_joined_worker_killed_mid_task_loses_only_that_task(stack, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_scheduler_that_does_not_answer_is_refused_before_any_run(stack, tmp_path):
+def test_a_scheduler_that_does_not_answer_is_refused_before_any_run(tmp_path):
     project = copy_project(tmp_path / "project")
-    result = run_runner(project, env=stack.env(LUIGIFLOW_SCHEDULER_URL="http://127.0.0.1:9"))
+    result = run_runner(project, env=runner_env(LUIGIFLOW_SCHEDULER_URL="http://127.0.0.1:9"))
     assert result.returncode == 2
     assert "luigid at http://127.0.0.1:9 does not answer" in result.stderr
-    shutil.rmtree(project)
+    assert runs(project) == []
 
 
 @pytest.mark.slow
@@ -292,19 +313,34 @@ def test_basic_auth_needs_the_right_password_and_keeps_it_out_of_the_store(auth_
     )
     assert "Traceback" not in wrong.stderr and " started" not in wrong.stdout
 
-    right = run_runner(
-        project,
-        "-v",
-        env=auth_stack.env(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=password),
-        timeout=600,
+    # A teammate: a user the admin created, not an admin, with the default permission.
+    teammate = f"bob-{secrets.token_hex(6)}"
+    request = urllib.request.Request(
+        f"{auth_stack.tracking_uri}/api/2.0/mlflow/users/create",
+        data=json.dumps({"username": "bob", "password": teammate}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": basic("admin", password)},
     )
-    assert right.returncode == 0, right.stdout + right.stderr
-    assert password not in right.stdout + right.stderr
-    assert password not in auth_stack.database.dump(auth_stack.dbname)
-    stored = [*auth_stack.artifacts.rglob("*"), *project.glob(".luigiflow/logs/**/*")]
-    for path in stored:
-        if path.is_file():
-            assert password.encode() not in path.read_bytes(), path
+    urllib.request.urlopen(request, timeout=30).close()
+    for user, secret in (("admin", password), ("bob", teammate)):
+        right = run_runner(
+            project,
+            "-v",
+            env=auth_stack.env(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=secret),
+            timeout=600,
+        )
+        assert right.returncode == 0, right.stdout + right.stderr
+        assert secret not in right.stdout + right.stderr
+    dump = auth_stack.database.dump(auth_stack.dbname)
+    stored = [*auth_stack.folder.rglob("*"), *project.glob(".luigiflow/logs/**/*")]
+    for secret in (password, teammate):
+        assert secret not in dump
+        for path in stored:
+            if path.is_file() and path.suffix != ".log":  # the services' own output
+                assert secret.encode() not in path.read_bytes(), path
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 @pytest.mark.slow

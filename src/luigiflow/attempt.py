@@ -35,6 +35,7 @@ from luigiflow.names import (
 )
 from luigiflow.provenance import library_versions
 from luigiflow.redact import Redactor
+from luigiflow.settings import SCHEDULER_VARIABLE
 from luigiflow.targets import TaskFolder, TaskWriter, client
 
 
@@ -146,6 +147,18 @@ class TaskBookkeeping:
         )
 
 
+class RunEnded(Exception):
+    """The run ended (failed elsewhere, or stopped by its creator) before this task started."""
+
+
+def _refuse_ended_run(task: Any) -> None:
+    """With other processes on the run (a central scheduler), it may have ended while this
+    process waited for work: start nothing in an ended run."""
+    status = client().get_run(task.run_id).info.status
+    if status != "RUNNING":
+        raise RunEnded(f"run {task.run_id} is {status}: {task.task_family} is not started")
+
+
 def best_effort(call: Callable[..., Any], *args: Any) -> Any:
     """Bookkeeping after a task failed: when the store fails too (a full disk, a dead server),
     the task's own error is what the person must see, so this one goes to the log only."""
@@ -198,6 +211,8 @@ def tracked(user_run: Callable[[Any], None]) -> Callable[[Any], None]:
         if self._attempt is not None:  # super().run() inside a tracked run
             user_run(self)
             return
+        if os.environ.get(SCHEDULER_VARIABLE):
+            _refuse_ended_run(self)
         books = TaskBookkeeping(self)
         for number in itertools.count(1):
             attempt = self._attempt = Attempt(self, number)

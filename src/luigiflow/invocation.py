@@ -25,7 +25,7 @@ import toml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from luigiflow import logs, records, store, tracking, worker
+from luigiflow import logs, records, scheduler, store, tracking, worker
 from luigiflow.config import Config, ConfigError, load_config, parse_config
 from luigiflow.context import NoContext
 from luigiflow.context import load as load_context
@@ -39,7 +39,7 @@ from luigiflow.names import (
     EXIT_USAGE,
 )
 from luigiflow.plan import PENDING_RUN, CacheOptions, Plan, make_plan
-from luigiflow.redact import Redactor
+from luigiflow.redact import Redactor, redact_uri
 from luigiflow.report import conclude, dry_run, outcomes, summary
 from luigiflow.settings import Settings
 from luigiflow.targets import read_run_text, staging_root
@@ -59,7 +59,7 @@ def new_run(args, settings: Settings, task_classes, log_path: Path, handlers) ->
     try:
         client = store.open_store(settings)
         if settings.scheduler_url:
-            worker.check_scheduler(settings.scheduler_url)
+            scheduler.check(settings.scheduler_url)
         config = _load_config(args, settings, task_classes)
         redactor = _redact_logs(handlers, config)
         options = CacheOptions(
@@ -162,30 +162,50 @@ def join(args, settings: Settings, task_classes, handlers) -> int:
                 "needs the run's luigid: --profile shared, --scheduler-url or "
                 "LUIGIFLOW_SCHEDULER_URL",
             )
-        worker.check_scheduler(settings.scheduler_url)
+        scheduler.check(settings.scheduler_url)
         status = store.open_store(settings).get_run(run_id).info.status
         if status != "RUNNING":
             raise ConfigError("--join", f"run {run_id} is {status}: only a RUNNING run is joined")
-        if not load_context(run_id).scheduler:
-            raise ConfigError(
-                "--join",
-                f"run {run_id} is built by a scheduler inside its runner, which no other "
-                "process can join: start runs with --profile shared (or --scheduler-url)",
-            )
+        _check_joinable(run_id, load_context(run_id).scheduler, settings.scheduler_url)
         context, config = worker.attach(run_id, settings.project_root, task_classes)
     except USAGE_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     logs.redact_logs(handlers, Redactor.from_environment(config.sections))
     logs.take_over_luigi_logging()
-    print(f"Joined run {run_id}: {context.root} through {settings.scheduler_url}")
+    print(f"Joined run {run_id}: {context.root} through {redact_uri(settings.scheduler_url)}")
     try:
         built = worker.build(run_id, context, task_classes, args.workers, settings.scheduler_url)
     except KeyboardInterrupt:  # the task it ran goes back to the scheduler, for another worker
         print(f"Left run {run_id}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as error:  # luigid or the store gone for good: one line, details in the log
+        logging.exception("joined worker failed")
+        print(f"Left run {run_id}: {error}", file=sys.stderr)
+        return EXIT_FAILED
     print(f"Left run {run_id}: " + ("no task left" if built else "the pipeline did not finish"))
     return EXIT_OK if built else EXIT_FAILED
+
+
+def _check_joinable(run_id: str, recorded: str, url: str, waits: int = 5) -> None:
+    """The run must be built through a luigid, and this one must know its tasks (a worker
+    pointed at another luigid would build the whole run on its own). Right after the run
+    starts its tasks may not be there yet: ask a few times."""
+    if not recorded:
+        raise ConfigError(
+            "--join",
+            f"run {run_id} is built by a scheduler inside its runner, which no other "
+            "process can join: start runs with --profile shared (or --scheduler-url)",
+        )
+    for attempt in range(waits):
+        if scheduler.tasks_of(url, run_id):
+            return
+        time.sleep(2 if attempt < waits - 1 else 0)
+    raise ConfigError(
+        "--join",
+        f"luigid at {redact_uri(url)} knows no task of run {run_id}: the run is built through "
+        f"{recorded}",
+    )
 
 
 def _refuse_planning_options(args: argparse.Namespace, flag: str, why: str) -> None:
@@ -252,8 +272,7 @@ def _run(
         run_id, url = begin()
         heartbeat = store.Heartbeat(client, run_id)
         heartbeat.start()
-        context, _ = worker.attach(run_id, settings.project_root, task_classes)
-        if worker.build(run_id, context, task_classes, args.workers, settings.scheduler_url):
+        if _build(settings, args, run_id, task_classes):
             status, code = "FINISHED", EXIT_OK
     except Terminated:
         status, code = "KILLED", EXIT_TERMINATED
@@ -283,6 +302,16 @@ def _run(
             ):
                 code = EXIT_REJECTED
     return code
+
+
+def _build(settings: Settings, args, run_id: str, task_classes) -> bool:
+    """Build the run through the worker path; when it failed with other processes on it, let
+    what they are running finish before the run is ended."""
+    context, _ = worker.attach(run_id, settings.project_root, task_classes)
+    built = worker.build(run_id, context, task_classes, args.workers, settings.scheduler_url)
+    if not built and settings.scheduler_url:
+        scheduler.wait_for_others(settings.scheduler_url, run_id)
+    return built
 
 
 def _finish(client, run_id, status: str, plan: Plan, log_path: Path, url: str, earlier) -> dict:

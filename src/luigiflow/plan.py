@@ -21,6 +21,7 @@ from luigiflow.config import PATH_SECTION, Config, ConfigError, resolved_config
 from luigiflow.context import COPIED, REUSED, RUN, SKIPPED, RunContext, TaskPlan
 from luigiflow.digests import BrokenOutput
 from luigiflow.names import MANIFEST_TAG, STATUS_TAG
+from luigiflow.redact import redact_uri
 from luigiflow.settings import Settings
 from luigiflow.store import check_location
 from luigiflow.targets import TaskFolder, client, run_artifact_uri
@@ -88,7 +89,7 @@ def make_plan(
         input=config.paths.get("input", "input"),
         config=resolved_config(config, tasks),
         tasks=entries,
-        scheduler=settings.scheduler_url,
+        scheduler=redact_uri(settings.scheduler_url),
     )
     return Plan(tasks, context)
 

@@ -55,12 +55,17 @@ def open_store(settings: Settings) -> MlflowClient:
 
 
 def _why_unavailable(uri: str, message: str) -> str:
-    if "401" in message or "not authenticated" in message.lower():
+    if "Invalid Host header" in message:
+        return (
+            f"the tracking server at {uri} refuses this host name: add it to the server's "
+            "--allowed-hosts (LUIGIFLOW_ALLOWED_HOSTS on the stack)"
+        )
+    if "error code 401" in message or "not authenticated" in message.lower():
         return (
             f"the tracking server at {uri} refused the credentials: set "
             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (.env.local or the environment)"
         )
-    if "403" in message:
+    if "error code 403" in message:
         return f"the tracking server at {uri} does not allow this user to read experiments"
     if "Max retries exceeded" in message or "Connection" in message:
         return f"the tracking server at {uri} does not answer (is it running? is the URI right?)"

@@ -13,11 +13,10 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from luigiflow import caching, logs, records
+from luigiflow import caching, logs, scheduler
 from luigiflow.config import Config, ConfigError, parse_config
 from luigiflow.context import RUN, NoContext, RunContext, load
 from luigiflow.names import CONTEXT_ARTIFACT, EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -70,66 +69,22 @@ def build(
 ) -> bool:
     """Let Luigi build the run's requested task and whatever it needs that is not complete.
     True when it succeeded (Luigi's own result is always truthy, so it is read in detail).
-
-    With a central scheduler other processes may be working on the same run, and Luigi's
-    build returns as soon as nothing is left for this process right now, even while a task
-    runs elsewhere. So it is repeated until the run's task is complete, a task failed (its
-    record says so, wherever it ran), or the run ended; a task whose worker died is handed
-    out again by the scheduler and taken by whichever process asks next.
-    """
+    With a central scheduler, other processes may work on the run too: see `scheduler`."""
     root = task_classes[context.root](run_id=run_id)
     if not scheduler_url:
         return _build_once(root, workers, "") == "done"
-    _poll_often()
-    began = records.now()
-    while True:
-        outcome = _build_once(root, workers, scheduler_url)
-        if outcome != "waiting" or root.complete():
-            return outcome == "done" or root.complete()
-        if _failed_since(began, run_id, context) or not _running(run_id):
-            return False
-        time.sleep(WAIT_S)
-
-
-WAIT_S = 2.0  # between two looks at a run whose remaining tasks run in other processes
-# Luigi's worker defaults suit nightly batches (up to 5 s of jitter per poll of the scheduler,
-# a minute of retries when it is unreachable); a person waits on these. luigi.toml may say
-# otherwise in [worker] and [core].
-CENTRAL_DEFAULTS = {
-    ("worker", "wait_interval"): "1",
-    ("worker", "wait_jitter"): "0.5",
-    ("core", "rpc-retry-attempts"): "3",
-    ("core", "rpc-retry-wait"): "5",
-}
-
-
-def check_scheduler(url: str) -> None:
-    """luigid must answer before a run is created on it or joined (Luigi itself would retry
-    for a while, then fail in the middle of the build)."""
-    import json
-    import urllib.parse
-    import urllib.request
-
-    query = urllib.parse.quote(json.dumps({"status": "RUNNING", "search": "luigiflow-check"}))
-    try:
-        with urllib.request.urlopen(f"{url}/api/task_list?data={query}", timeout=10) as response:
-            json.load(response)
-    except (OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        raise ConfigError("scheduler", f"luigid at {url} does not answer ({reason})") from None
-
-
-def _poll_often() -> None:
-    import luigi.configuration
-
-    config = luigi.configuration.get_config()
-    for (section, key), value in CENTRAL_DEFAULTS.items():
-        if not config.has_option(section, key):
-            config.set(section, key, value)
+    return scheduler.build_in_rounds(
+        scheduler_url,
+        run_id,
+        context,
+        lambda: _build_once(root, workers, scheduler_url),
+        root.complete,
+    )
 
 
 def _build_once(root: PipelineTask, workers: int, scheduler_url: str) -> str:
-    """One Luigi build: "done", "failed" (a task of this process failed) or "waiting"."""
+    """One Luigi build: "done", "failed" (a task of this process failed), or "waiting" (with
+    a central scheduler: what is left runs elsewhere, or is not ready yet)."""
     import luigi
 
     result = luigi.build(
@@ -139,25 +94,14 @@ def _build_once(root: PipelineTask, workers: int, scheduler_url: str) -> str:
         scheduler_url=scheduler_url,
         workers=workers,
     )
-    logging.info("%s", result.summary_text)
+    logging.debug("%s", result.summary_text)
     if result.status.name in ("SUCCESS", "SUCCESS_WITH_RETRY") and root.complete():
+        logging.info("%s", result.summary_text)
         return "done"
     if result.status.name in ("FAILED", "FAILED_AND_SCHEDULING_FAILED", "SCHEDULING_FAILED"):
+        logging.info("%s", result.summary_text)
         return "failed"
     return "waiting" if scheduler_url else "failed"
-
-
-def _failed_since(began: str, run_id: str, context: RunContext) -> bool:
-    """A task of the run failed in another process since this build began (its record says
-    so; a resumed run's earlier failures do not count): the run will fail."""
-    found = records.read_all(run_id, list(context.decided(RUN)))
-    return any(r.status == records.FAILED and r.started >= began for r in found.values())
-
-
-def _running(run_id: str) -> bool:
-    from luigiflow.targets import client
-
-    return client().get_run(run_id).info.status == "RUNNING"
 
 
 def main(

@@ -1,0 +1,128 @@
+"""Luigi's central scheduler (`luigid`), shared by the processes that work on one run.
+
+Luigi's `build` returns as soon as nothing is left for the calling process right now, even
+while a task of the same run still runs in another process (`keep_alive` does not wait for
+those). So a process on a shared run builds in rounds: after each round it looks at the run
+(its task complete? a task failed, wherever it ran? the run ended? a task disabled by the
+scheduler?) and, if nothing decided, builds again a little later. Building again is also how
+a task whose worker died comes back: luigid marks it failed once the worker is silent, and a
+process that adds the run's tasks again puts it back to pending and takes it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+
+from luigiflow import records
+from luigiflow.config import ConfigError
+from luigiflow.context import RUN, RunContext
+from luigiflow.targets import client
+
+# Luigi's worker defaults suit nightly batches (up to 5 s of jitter per poll of the scheduler,
+# a minute of retries when it is unreachable); a person waits on these. luigi.toml may say
+# otherwise in [worker] and [core].
+WORKER_DEFAULTS = {
+    ("worker", "wait_interval"): "1",
+    ("worker", "wait_jitter"): "0.5",
+    ("core", "rpc-retry-attempts"): "3",
+    ("core", "rpc-retry-wait"): "5",
+}
+FIRST_WAIT_S, LONGEST_WAIT_S = 2.0, 10.0  # between two rounds, growing while nothing changes
+POLL_FAILURES = 30  # rounds in a row in which the store or luigid could not be asked: give up
+
+
+def tasks_of(url: str, run_id: str, status: str = "") -> dict[str, str]:
+    """The tasks luigid knows of one run, by task family: their status (PENDING, RUNNING,
+    DONE, FAILED, DISABLED). `status`: only those. Raises ConfigError when it does not answer."""
+    query = {"status": status, "upstream_status": "", "search": run_id}
+    address = f"{url}/api/task_list?data={urllib.parse.quote(json.dumps(query))}"
+    try:
+        with urllib.request.urlopen(address, timeout=10) as response:
+            found = json.load(response)["response"]
+    except (OSError, ValueError, KeyError, http.client.HTTPException) as error:
+        reason = getattr(error, "reason", error)
+        raise ConfigError("scheduler", f"luigid at {url} does not answer ({reason})") from None
+    return {
+        task["name"]: task["status"]
+        for task in found.values()
+        if task.get("params", {}).get("run_id") == run_id  # not a run whose id contains it
+    }
+
+
+def check(url: str) -> None:
+    """luigid must answer before a run is created on it or joined (Luigi itself would retry
+    for a while, then fail in the middle of the build)."""
+    tasks_of(url, "luigiflow-check", status="RUNNING")
+
+
+def use_worker_defaults() -> None:
+    import luigi.configuration
+
+    config = luigi.configuration.get_config()
+    for (section, key), value in WORKER_DEFAULTS.items():
+        if not config.has_option(section, key):
+            config.set(section, key, value)
+
+
+def build_in_rounds(
+    url: str, run_id: str, context: RunContext, build_once: Callable[[], str], complete
+) -> bool:
+    """Build (`build_once`: "done", "failed" or "waiting") until the run's task is `complete()`
+    or the run cannot finish; True when it is complete."""
+    use_worker_defaults()
+    began, wait, failures = records.now(), FIRST_WAIT_S, 0
+    outcome = build_once()
+    while outcome == "waiting":
+        if complete():
+            return True
+        time.sleep(wait)
+        try:
+            problem = _why_not_go_on(url, run_id, context, began)
+            failures = 0
+        except Exception as error:  # the store or luigid briefly away: ask again next round
+            failures += 1
+            logging.warning("could not look at run %s (%s); trying again", run_id, error)
+            if failures >= POLL_FAILURES:
+                problem = f"could not look at the run {failures} times in a row"
+            else:
+                continue
+        if problem:
+            logging.error("run %s cannot finish: %s", run_id, problem)
+            return False
+        outcome = build_once()
+        wait = FIRST_WAIT_S if outcome != "waiting" else min(wait * 1.5, LONGEST_WAIT_S)
+    return outcome == "done" or complete()
+
+
+def _why_not_go_on(url: str, run_id: str, context: RunContext, began: str) -> str:
+    """Why building the run again is pointless (empty when it is not): a task failed (its
+    record says so, wherever it ran; a resumed run's earlier failures do not count), the
+    scheduler disabled one, or the run ended."""
+    status = client().get_run(run_id).info.status
+    if status != "RUNNING":
+        return f"the run is {status}"
+    found = records.read_all(run_id, list(context.decided(RUN)))
+    failed = [f for f, r in found.items() if r.status == records.FAILED and r.started >= began]
+    if failed:
+        return f"{', '.join(failed)} failed"
+    disabled = tasks_of(url, run_id, status="DISABLED")
+    return f"luigid disabled {', '.join(disabled)}" if disabled else ""
+
+
+def wait_for_others(url: str, run_id: str, seconds: float = 120) -> None:
+    """Before a failed run is ended: let the tasks other processes are running finish (at
+    most `seconds`), so that their records and outputs are part of what the report shows."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if not tasks_of(url, run_id, status="RUNNING"):
+                return
+        except ConfigError:
+            return
+        time.sleep(FIRST_WAIT_S)
