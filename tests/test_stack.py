@@ -11,6 +11,7 @@ import subprocess
 import time
 import urllib.request
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import yaml
@@ -70,7 +71,7 @@ class Both(PipelineTask):
 
 
 def read_json(client, run_id: str, path: str, folder) -> dict:
-    return json.loads(open(client.download_artifacts(run_id, path, str(folder))).read())
+    return json.loads(Path(client.download_artifacts(run_id, path, str(folder))).read_text())
 
 
 def with_branches(project, gate=None):

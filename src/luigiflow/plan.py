@@ -11,6 +11,7 @@ that cannot be reused, an ambiguous input name) is a ConfigError: exit status 2 
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,7 +220,8 @@ def _check_inputs(task: PipelineTask, config: Config) -> None:
         if not path.is_file():
             message = f"{input_file.filename} not found in {config.input_dir}"
             raise ConfigError(config.path, message, PATH_SECTION, "input")
-        header = _header(path, input_file.encoding, config)
+        text = _decoded(path, input_file.encoding, config)
+        header = _header(text, path, config)
         for column in input_file.columns:
             if column not in header:
                 params = task.significant_params()
@@ -235,18 +237,17 @@ def _check_inputs(task: PipelineTask, config: Config) -> None:
                     name=column,
                 )
         if input_file.target:
-            _check_target(path, input_file, config)
+            _check_target(text, path, input_file, config)
 
 
-def _check_target(path: Path, input_file: InputFile, config: Config) -> None:
+def _check_target(text: str, path: Path, input_file: InputFile, config: Config) -> None:
     """The target column's values must suit the problem type: a binary target is 0 or 1 on
     every row, with both present (a split stratifies by it, a classifier needs two classes)."""
     import pandas as pd
 
     column = input_file.target
-    values = pd.read_csv(
-        path, usecols=[column], dtype=str, keep_default_na=False, encoding=input_file.encoding
-    )[column].str.strip()
+    values = pd.read_csv(io.StringIO(text), usecols=[column], dtype=str, keep_default_na=False)
+    values = values[column].str.strip()
     where = f"{path} column '{column}'"
     bad = values[~values.isin(("0", "1"))]
     if len(bad):
@@ -261,12 +262,12 @@ def _check_target(path: Path, input_file: InputFile, config: Config) -> None:
         raise ConfigError(config.path, message, PATH_SECTION, "input")
 
 
-def _header(path: Path, encoding: str, config: Config) -> list[str]:
-    """The column names of a CSV file, after a scan of the whole file: it must decode in its
-    encoding (the line of the first bad byte is named) and hold at least one row."""
+def _decoded(path: Path, encoding: str, config: Config) -> str:
+    """The whole file as text (read once for every check): it must decode in its encoding,
+    or the line of the first bad byte is named. A byte-order mark is dropped."""
     data = path.read_bytes()
     try:
-        text = data.decode(encoding)
+        return data.decode(encoding).lstrip("\ufeff")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         message = (
@@ -274,7 +275,11 @@ def _header(path: Path, encoding: str, config: Config) -> list[str]:
             "or name its encoding in the task's InputFile(encoding=...)"
         )
         raise ConfigError(config.path, message, PATH_SECTION, "input") from None
-    lines = [line for line in text.lstrip("\ufeff").splitlines() if line.strip()]
+
+
+def _header(text: str, path: Path, config: Config) -> list[str]:
+    """The column names of a CSV file's text, which must hold at least one row."""
+    lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise ConfigError(config.path, f"{path} is empty", PATH_SECTION, "input")
     if len(lines) == 1:

@@ -33,7 +33,7 @@ WORKER_DEFAULTS = {
     ("core", "rpc-retry-attempts"): "3",
     ("core", "rpc-retry-wait"): "5",
 }
-FIRST_WAIT_S, LONGEST_WAIT_S = 2.0, 10.0  # between two rounds, growing while nothing changes
+FIRST_WAIT_S, LONGEST_WAIT_S = 2.0, 10.0  # between two rounds, growing round by round
 POLL_FAILURES = 30  # rounds in a row in which the store or luigid could not be asked: give up
 
 
@@ -96,7 +96,7 @@ def build_in_rounds(
             logging.error("run %s cannot finish: %s", run_id, problem)
             return False
         outcome = build_once()
-        wait = FIRST_WAIT_S if outcome != "waiting" else min(wait * 1.5, LONGEST_WAIT_S)
+        wait = min(wait * 1.5, LONGEST_WAIT_S)
     return outcome == "done" or complete()
 
 

@@ -112,8 +112,9 @@ def main(
     scheduler_url: str | None = None,
 ) -> int:
     """Build what is pending in an existing run, in this process, knowing only the run id and
-    the tracking URI (from the environment or `.env`): the path a resumed or joined worker
-    takes. The run's lifecycle stays with whoever created it. Exit 0 when the run's task is
+    the tracking URI (from the environment or `.env`), with none of the runner's checks of
+    the run's state (`--resume` and `--join` add those, in `invocation`). The run's lifecycle
+    stays with whoever created it. Exit 0 when the run's task is
     complete, 1 when a task failed, 2 when this process cannot work on the run."""
     settings = load_settings(project_root)
     _, handlers = logs.start_logging(settings.project_root, verbose=False)
