@@ -141,8 +141,25 @@ def wait_for_line(process, text: str, timeout: float = 120) -> str:
         seen += line
         if text in line or (not line and process.poll() is not None):
             break
+    if text not in seen and process.poll() is not None:
+        seen += f"\n[exited with {process.returncode}]\n" + process.stderr.read()
     assert text in seen, seen
     return seen
+
+
+def warm_tracking_server(url: str, headers: dict[str, str] | None = None) -> None:
+    """Send a tracking server's workers their first real request, as a server in use has had:
+    each worker opens its store on its first request (1-2 s idle, several times that on a busy
+    CI machine), which a test's short request timeout must not pay."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    request = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default",
+        headers=headers or {},
+    )
+    with ThreadPoolExecutor(8) as pool:  # concurrent, so that every worker gets one
+        for _ in range(2):
+            list(pool.map(lambda _: urllib.request.urlopen(request, timeout=120).read(), range(8)))
 
 
 def free_port() -> int:
@@ -293,6 +310,7 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
     )
     url = f"http://127.0.0.1:{port}"
     wait_for(url + "/health", server)
+    warm_tracking_server(url)
     return server, url
 
 

@@ -10,6 +10,7 @@ swapped for local ones. Change the compose file and the tests run the change.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, REPO, free_port, runner_env, wait_for
+from conftest import BIN, REPO, free_port, runner_env, wait_for, warm_tracking_server
 
 COMPOSE = REPO / "docker-compose.yml"
 AUTH = REPO / "docker-compose.auth.yml"
@@ -230,6 +231,18 @@ class Stack:
             )
         self.processes[name] = process
         wait_for(f"http://127.0.0.1:{self.ports[name]}{self.HEALTH[name]}", process, timeout=240)
+        if name == "mlflow":
+            warm_tracking_server(self.tracking_uri, self.admin_headers())
+
+    def admin_headers(self) -> dict[str, str]:
+        """Basic auth as the admin when the stack runs with auth (every request needs a user)."""
+        password = self.config["services"]["mlflow"].get("environment", {}).get(
+            "MLFLOW_AUTH_ADMIN_PASSWORD"
+        )
+        if not password:
+            return {}
+        token = base64.b64encode(f"admin:{password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -352,7 +352,7 @@ def test_a_tracking_server_that_dies_mid_run_then_comes_back(postgres, tmp_path)
     stack_gen = start_stack(postgres, tmp_path / "stack", "mlflow_dies")
     stack = next(stack_gen)
     try:
-        env = stack.env(MLFLOW_HTTP_REQUEST_TIMEOUT="5", MLFLOW_HTTP_REQUEST_MAX_RETRIES="1")
+        env = stack.env(MLFLOW_HTTP_REQUEST_TIMEOUT="15", MLFLOW_HTTP_REQUEST_MAX_RETRIES="1")
         runner = start_runner(project, env=env)
         seen = wait_for_line(runner, "Trainer        started")
         first = re.search(r"Run (\w+) started", seen).group(1)
