@@ -236,8 +236,10 @@ class Stack:
 
     def admin_headers(self) -> dict[str, str]:
         """Basic auth as the admin when the stack runs with auth (every request needs a user)."""
-        password = self.config["services"]["mlflow"].get("environment", {}).get(
-            "MLFLOW_AUTH_ADMIN_PASSWORD"
+        password = (
+            self.config["services"]["mlflow"]
+            .get("environment", {})
+            .get("MLFLOW_AUTH_ADMIN_PASSWORD")
         )
         if not password:
             return {}
