@@ -162,8 +162,10 @@ def test_each_service_starts_from_the_compose_file_and_answers(stack):
 
 @pytest.mark.slow
 def test_the_pipeline_on_the_stack_and_a_colleague_s_clone_reuses_it(stack, tmp_path):
+    # Two people: their own folders and their own user names (what MLflow records as the user).
+    alice, bob = (stack.env(USER=name, LOGNAME=name) for name in ("alice", "bob"))
     first = copy_project(tmp_path / "alice" / "luigiflow")
-    made = run_runner(first, "--profile", "shared", env=stack.env(), timeout=600)
+    made = run_runner(first, "--profile", "shared", env=alice, timeout=600)
     assert made.returncode == 0, made.stdout + made.stderr
     run_id = re.search(r"Run (\w+) started", made.stdout).group(1)
     client = MlflowClient(stack.tracking_uri)
@@ -171,10 +173,13 @@ def test_the_pipeline_on_the_stack_and_a_colleague_s_clone_reuses_it(stack, tmp_
     assert context["scheduler"] == stack.scheduler_url
 
     second = copy_project(tmp_path / "bob" / "work" / "luigiflow")
-    reused = run_runner(second, "--profile", "shared", env=stack.env(), timeout=600)
+    reused = run_runner(second, "--profile", "shared", env=bob, timeout=600)
     assert reused.returncode == 0, reused.stdout + reused.stderr
     assert re.search(r"Prediction\s+reused\s+from runs:/" + run_id, reused.stdout), reused.stdout
     assert " ran " not in reused.stdout
+    second_id = re.search(r"Run (\w+) started", reused.stdout).group(1)
+    users = [client.get_run(i).data.tags["mlflow.user"] for i in (run_id, second_id)]
+    assert users == ["alice", "bob"]
 
 
 @pytest.mark.slow
