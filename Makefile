@@ -50,10 +50,10 @@ serve: $(VENV)/.installed  ## serve models:/<model_name>@<alias> of [Register] a
 repair-store: $(VENV)/.installed  ## after moving the project folder
 	$(BIN)/python src/runner.py --repair-store
 
-bench: $(VENV)/.installed-dev  ## measure luigiflow against a plain script; writes bench/RESULTS.md
+bench: $(VENV)/.installed-dev system-packages  ## measure luigiflow against a plain script; writes bench/RESULTS.md
 	$(BIN)/python bench/run.py $(ARGS)
 
-bench-quick: $(VENV)/.installed-dev  ## the benchmark on the example data, once: checks the harness
+bench-quick: $(VENV)/.installed-dev system-packages  ## the benchmark on the example data, once: checks the harness
 	$(BIN)/python bench/run.py --quick --work bench/out/quick --results bench/out/quick
 
 lock: $(BIN)/python  ## re-resolve constraints.txt from pyproject.toml's ranges

@@ -19,7 +19,15 @@ RATIOS = [
     ("reused / import floor", "luigiflow reused", "import floor", "seconds", {}),
     ("--workers 2 / cold", "luigiflow --workers 2", "luigiflow cold", "seconds", {}),
     ("on server / cold", "luigiflow on server", "luigiflow cold", "seconds", {}),
+    ("reused on server / reused", "luigiflow reused on server", "luigiflow reused", "seconds", {}),
     ("reused on server / store floor", "luigiflow reused on server", "store floor", "seconds", {}),
+    (
+        "branches: speed-up of 2 workers (1 worker / 2 workers on two clones)",
+        "branches, 1 worker",
+        "branches, 2 workers on two clones",
+        "seconds",
+        {},
+    ),
     ("peak RSS cold / plain", "luigiflow cold", "plain", "peak_rss_mb", {"1M": 1.3}),
 ]
 OVERHEAD_TARGET = 0.1  # seconds of bookkeeping per task, on the example data
@@ -61,6 +69,16 @@ def write_report(results: dict) -> str:
         "Each variant is a fresh process; times are wall seconds (median, min, max),",
         "memory is the peak resident set of the whole process tree. Made by `make bench`.",
     ]
+    if machine.get("postgresql"):
+        lines += [
+            "",
+            '"On server" is the stack of docker-compose.yml run as local processes: MLflow\'s '
+            f"tracking server on PostgreSQL {machine['postgresql']} (proxied artifacts, 2 "
+            'server workers) and luigid. "Branches" is bench/branches.py (two random '
+            "forests after the Splitter) on that stack, run by one runner, then by two "
+            "clones in separate folders (the second joins with --join; on this one machine, "
+            "so they share its cores).",
+        ]
     for size, variants in results["sizes"].items():
         lines += [
             "",
@@ -71,10 +89,13 @@ def write_report(results: dict) -> str:
         ]
         for variant, samples in variants.items():
             seconds = [s["seconds"] for s in samples]
+            split = [s["processes"] for s in samples if s.get("processes")]
+            note = f" (branches ran in {'/'.join(map(str, split))} processes)" if split else ""
+            memory = median(samples, "peak_rss_mb")
             lines.append(
-                f"| {variant} | {len(samples)} | {statistics.median(seconds):.2f} "
+                f"| {variant}{note} | {len(samples)} | {statistics.median(seconds):.2f} "
                 f"| {min(seconds):.2f} "
-                f"| {max(seconds):.2f} | {median(samples, 'peak_rss_mb'):.0f} |"
+                f"| {max(seconds):.2f} | {f'{memory:.0f}' if memory else '—'} |"
             )
         lines += ["", "| ratio | value | target |", "|---|---|---|"]
         for name, value, target in ratios(size, variants):

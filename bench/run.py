@@ -6,6 +6,12 @@ of the whole process tree; for luigiflow also each task's time and the framework
 it (the task's time minus its user code). It writes bench/RESULTS.md (a table for a person)
 and bench/results.json (the machine, the versions and every raw sample).
 
+The "on server" variants run on the stack of docker-compose.yml, started as the tests start
+it (tests/stack.py): MLflow's tracking server on PostgreSQL with proxied artifacts, behind a
+proxy that counts requests, and luigid. There too, a branching pipeline (bench/branches.py)
+runs once with one worker and once with a second clone joining the run (`--join`), as a
+teammate's machine would.
+
 `--quick` runs the example data once, to check that the harness works (the tests do so).
 """
 
@@ -16,10 +22,10 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -28,8 +34,11 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The shared stack, started exactly as the tests start it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from counting_proxy import CountingProxy
 from report import write_report
+from stack import Database, Stack, running_postgres, start_stack
 from workloads import make_workload
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +69,7 @@ class Sample:
     run_id: str | None = None
     tasks: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> seconds, overhead
     requests: dict[str, int] | None = None  # method and path -> count, against a server
+    processes: int | None = None  # how many processes ran the branches (two clones: 2)
 
 
 def measure(command: list[str], cwd: Path, env: dict) -> tuple[float, float, str]:
@@ -100,6 +110,18 @@ class Workload:
         self.store = f"sqlite:///{self.project / 'mlflow.db'}"
         self.samples: dict[str, list[Sample]] = {}
         self.verification: dict[str, dict] = {}  # store -> task -> seconds, MB, files
+
+    def clone(self, name: str) -> Path:
+        """A second copy of the measured project with the branching pipeline (bench/branches.py)
+        in its tasks: what a teammate's checkout on another machine holds."""
+        project = self.folder / name
+        shutil.copytree(self.project / "src", project / "src")
+        shutil.copy(REPO / "bench/branches.py", project / "src/tasks/branches.py")
+        with open(project / "src/tasks/__init__.py", "a") as init:
+            init.write("from tasks.branches import Candidates, ForestA, ForestB  # noqa: F401\n")
+        for name in (".env", "luigi.toml"):
+            shutil.copy(self.project / name, project / name)
+        return project
 
     def runner(self, *args: str) -> list[str]:
         return [PYTHON, "src/runner.py", "--set", f'PathConfig.input="{self.data}"', *args]
@@ -147,7 +169,7 @@ class Workload:
                 user = float(tags[f"luigiflow.task.{task}.user_code_s"])
                 sample.tasks[task] = {"seconds": total, "overhead": total - user}
 
-    def run(self, server: bool) -> None:
+    def run(self, database: Database | None) -> None:
         env = {**ENV, "MLFLOW_TRACKING_URI": self.store}
         seconds, peak, _ = measure(
             [PYTHON, "-c", "from mlflow import MlflowClient; MlflowClient().search_experiments()"],
@@ -167,46 +189,87 @@ class Workload:
         self.record("luigiflow reused", self.runner())  # found by fingerprint in the store
         self.verify("embedded", self.samples["luigiflow cold"][-1].run_id, self.store)
         self.record("luigiflow --workers 2", self.runner("--workers", "2", "--no-cache"))
-        if server:
-            self.on_server()
+        if database:
+            self.on_server(database)
 
-    def on_server(self) -> None:
-        """luigiflow cold against a local `mlflow server`, through a proxy that counts requests."""
-        folder = self.folder / "server"
-        folder.mkdir()
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        server = subprocess.Popen(
-            [
-                str(Path(PYTHON).parent / "mlflow"),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{folder / 'db'}",
-                "--artifacts-destination",
-                str(folder / "artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            cwd=folder,
-            env=ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    def on_server(self, database: Database) -> None:
+        """luigiflow against the stack of docker-compose.yml (MLflow's server on PostgreSQL,
+        luigid), its requests counted by a proxy; then the branching pipeline, by one worker
+        and by two clones (the second joins the run with --join)."""
+        stack_on = contextmanager(start_stack)
+        with (
+            stack_on(database, self.folder / "stack", f"bench_{self.size}") as stack,
+            CountingProxy(stack.tracking_uri) as proxy,
+        ):
+            proxy.wait_until_up("/health", timeout=180)
+            measure(self.runner(), self.project, {**ENV, "MLFLOW_TRACKING_URI": proxy.url})
+            self.record("luigiflow on server", self.runner("--no-cache"), proxy.url, proxy)
+            self.record("luigiflow reused on server", self.runner(), proxy.url)
+            self.verify("server", self.samples["luigiflow on server"][-1].run_id, proxy.url)
+            self.branches(stack)
+
+    def branches(self, stack: Stack) -> None:
+        env = {
+            **ENV,
+            "MLFLOW_TRACKING_URI": stack.tracking_uri,
+            "LUIGIFLOW_SCHEDULER_URL": stack.scheduler_url,
+        }
+        first, second = self.clone("clone-1"), self.clone("clone-2")
+        command = self.runner("--task", "Candidates", "--no-cache")
+        for _ in range(self.repeats):
+            seconds, peak, stdout = measure(command, first, env)
+            self._record_branches("branches, 1 worker", Sample(seconds, peak), stdout, stack)
+        for _ in range(self.repeats):
+            sample, stdout = self._two_clones(command, first, second, env)
+            self._record_branches("branches, 2 workers on two clones", sample, stdout, stack)
+
+    def _two_clones(
+        self, command: list[str], first: Path, second: Path, env: dict
+    ) -> tuple[Sample, str]:
+        """The run from the first clone; the second joins it as soon as its id is printed.
+        Wall time until both have exited."""
+        started = time.monotonic()
+        creator = subprocess.Popen(
+            command, cwd=first, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        try:
-            with CountingProxy(f"http://127.0.0.1:{port}") as proxy:
-                proxy.wait_until_up("/health", timeout=180)
-                measure(self.runner(), self.project, {**ENV, "MLFLOW_TRACKING_URI": proxy.url})
-                self.record("luigiflow on server", self.runner("--no-cache"), proxy.url, proxy)
-                self.record("luigiflow reused on server", self.runner(), proxy.url)
-                self.verify("server", self.samples["luigiflow on server"][-1].run_id, proxy.url)
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
+        seen = ""
+        for line in creator.stdout:  # printed (and flushed) as soon as the run exists
+            seen += line
+            if line.startswith("Run ") and " started" in line:
+                break
+        run_id = seen.splitlines()[-1].split()[1]
+        joiner = subprocess.Popen(
+            [PYTHON, "src/runner.py", "--join", run_id],
+            cwd=second,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        rest, creator_err = creator.communicate(timeout=1800)
+        _, joined_err = joiner.communicate(timeout=1800)
+        seconds = time.monotonic() - started
+        for name, process, err in (("run", creator, creator_err), ("join", joiner, joined_err)):
+            if process.returncode != 0:
+                raise RuntimeError(f"{name} exited {process.returncode}:\n{err[-4000:]}")
+        return Sample(seconds, 0.0), seen + rest
+
+    def _record_branches(self, variant: str, sample: Sample, stdout: str, stack: Stack) -> None:
+        """Which processes ran the two branches, read back from the run's per-task records."""
+        from mlflow import MlflowClient
+
+        run_id = next(
+            line.split()[1]
+            for line in stdout.splitlines()
+            if line.startswith("Run ") and " started" in line
+        )
+        client, pids = MlflowClient(stack.tracking_uri), set()
+        for family in ("ForestA", "ForestB"):
+            path = client.download_artifacts(run_id, f"luigiflow/tasks/{family}.json", None)
+            pids.add(json.loads(Path(path).read_text())["pid"])
+        sample.run_id, sample.processes = run_id, len(pids)
+        self.samples.setdefault(variant, []).append(sample)
+        print(f"{self.size:>8}  {variant:<24}{sample.seconds:7.2f} s  {len(pids)} process(es)")
 
     def verify(self, store: str, run_id: str | None, tracking_uri: str) -> None:
         """What verifying each task's outputs costs when a later run reuses them."""
@@ -249,7 +312,17 @@ def machine() -> dict:
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "versions": {name: version(name) for name in names},
+        "postgresql": postgresql_version(),
     }
+
+
+def postgresql_version() -> str | None:
+    """The PostgreSQL server the stack variants run on (Debian's newest installed)."""
+    servers = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    if not servers:
+        return None
+    found = subprocess.run([servers[-1], "--version"], capture_output=True, text=True)
+    return found.stdout.split(")")[1].split()[0]  # postgres (PostgreSQL) 15.18 (Debian ...)
 
 
 def main() -> None:
@@ -263,7 +336,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="repeats per variant (3 at 1M rows)")
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "out", help="scratch folder")
     parser.add_argument("--results", type=Path, default=REPO / "bench")
-    parser.add_argument("--no-server", action="store_true", help="skip the tracking-server variant")
+    parser.add_argument(
+        "--no-server", action="store_true", help="skip the variants on the shared stack"
+    )
     args = parser.parse_args()
     args.work, args.results = args.work.resolve(), args.results.resolve()  # runs change folder
     sizes = ["example"] if args.quick else args.sizes
@@ -272,14 +347,15 @@ def main() -> None:
     shutil.rmtree(args.work / "src", ignore_errors=True)
     shutil.copytree(REPO / "src", args.work / "src", ignore=shutil.ignore_patterns("__pycache__"))
     results = {"machine": machine(), "sizes": {}}
-    for size in sizes:
-        repeats = 1 if args.quick else (min(args.repeats, 3) if size == "1M" else args.repeats)
-        workload = Workload(size, SIZES[size], repeats, args.work)
-        workload.run(server=not args.no_server)
-        results["sizes"][size] = {
-            v: [asdict(s) for s in samples] for v, samples in workload.samples.items()
-        }
-        results.setdefault("verification", {})[size] = workload.verification
+    with nullcontext() if args.no_server else running_postgres() as database:
+        for size in sizes:
+            repeats = 1 if args.quick else (min(args.repeats, 3) if size == "1M" else args.repeats)
+            workload = Workload(size, SIZES[size], repeats, args.work)
+            workload.run(database)
+            results["sizes"][size] = {
+                v: [asdict(s) for s in samples] for v, samples in workload.samples.items()
+            }
+            results.setdefault("verification", {})[size] = workload.verification
     results["serialization"] = serialization(args.work)
 
     args.results.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,10 +110,10 @@ class Database:
         ).stdout  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Database]:
+@contextmanager
+def running_postgres() -> Iterator[Database]:
     """PostgreSQL from Debian's packages on 127.0.0.1, with the role the compose file names
-    (`db` service: POSTGRES_USER / POSTGRES_PASSWORD)."""
+    (`db` service: POSTGRES_USER / POSTGRES_PASSWORD). The benchmark starts it too."""
     import psycopg
     from pytest_postgresql.executors import PostgreSQLExecutor
 
@@ -155,6 +156,12 @@ def postgres() -> Iterator[Database]:
         if executor.running():
             executor.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Database]:
+    with running_postgres() as database:
+        yield database
 
 
 def create_database(database: Database, name: str) -> None:

@@ -39,8 +39,12 @@ def test_quick_benchmark_measures_every_variant(tmp_path):
         "luigiflow on server",
         "luigiflow reused on server",
         "create empty store",
+        "branches, 1 worker",
+        "branches, 2 workers on two clones",
     ):
         assert variants[name] and variants[name][0]["seconds"] > 0, name
+    assert variants["branches, 1 worker"][0]["processes"] == 1
+    assert results["machine"]["postgresql"], "the server variants ran on PostgreSQL"
     cold = variants["luigiflow cold"][0]
     tasks = {"Preprocessor", "Splitter", "Trainer", "Evaluator", "Register", "Prediction"}
     assert set(cold["tasks"]) == tasks
@@ -56,4 +60,5 @@ def test_quick_benchmark_measures_every_variant(tmp_path):
     assert set(results["serialization"]) == {"skops", "cloudpickle"}
     report = (tmp_path / "RESULTS.md").read_text()
     assert "cold / plain + MLflow" in report and "reused / store floor" in report
+    assert "reused on server / reused" in report and "speed-up of 2 workers" in report
     assert "Verifying a reused task's outputs" in report

@@ -88,7 +88,7 @@ def new_run(args, settings: Settings, task_classes, log_path: Path, handlers) ->
         )  # fmt: skip
         outputs = {task.task_family: task.outputs for task in plan.tasks}
         tracking.prepare(client, run_id, plan.context, outputs, settings.tracking_uri, UI_ADDRESS)
-        print(f"Run {run_id} started: {config.task} in experiment '{experiment.name}'")
+        print(f"Run {run_id} started: {config.task} in experiment '{experiment.name}'", flush=True)
         url = tracking.run_url(settings.tracking_uri, experiment.experiment_id, run_id, UI_ADDRESS)
         return run_id, url
 

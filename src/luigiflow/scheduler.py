@@ -4,8 +4,11 @@ Luigi's `build` returns as soon as nothing is left for the calling process right
 while a task of the same run still runs in another process (`keep_alive` does not wait for
 those). So a process on a shared run builds in rounds: after each round it looks at the run
 (its task complete? a task failed, wherever it ran? the run ended? a task disabled by the
-scheduler?) and, if nothing decided, builds again a little later. Building again is also how
-a task whose worker died comes back: luigid marks it failed once the worker is silent, and a
+scheduler?) and, if nothing decided, builds again as soon as luigid shows that one of the
+run's tasks changed state (another process finished one), or after a growing back-off when
+nothing does. Asking luigid is cheap; a round of building checks every task's outputs in the
+store, so rounds are not spent on a run where nothing happened. Building again is also how a
+task whose worker died comes back: luigid marks it failed once the worker is silent, and a
 process that adds the run's tasks again puts it back to pending and takes it.
 """
 
@@ -34,6 +37,7 @@ WORKER_DEFAULTS = {
     ("core", "rpc-retry-wait"): "5",
 }
 FIRST_WAIT_S, LONGEST_WAIT_S = 2.0, 10.0  # between two rounds, growing round by round
+POLL_S = 0.5  # how often luigid is asked whether a task of the run changed state meanwhile
 POLL_FAILURES = 30  # rounds in a row in which the store or luigid could not be asked: give up
 
 
@@ -77,11 +81,14 @@ def build_in_rounds(
     or the run cannot finish; True when it is complete."""
     use_worker_defaults()
     began, wait, failures = records.now(), FIRST_WAIT_S, 0
+    before = _states(url, run_id)  # taken before building: a change during the round counts
     outcome = build_once()
     while outcome == "waiting":
         if complete():
             return True
-        time.sleep(wait)
+        states = _wait_for_change(url, run_id, before, wait)
+        changed = states != before
+        before = states
         try:
             problem = _why_not_go_on(url, run_id, context, began)
             failures = 0
@@ -96,8 +103,31 @@ def build_in_rounds(
             logging.error("run %s cannot finish: %s", run_id, problem)
             return False
         outcome = build_once()
-        wait = min(wait * 1.5, LONGEST_WAIT_S)
+        wait = FIRST_WAIT_S if changed else min(wait * 1.5, LONGEST_WAIT_S)
     return outcome == "done" or complete()
+
+
+def _states(url: str, run_id: str) -> dict[str, str] | None:
+    """The run's tasks and their states in luigid; None when it does not answer."""
+    try:
+        return tasks_of(url, run_id)
+    except ConfigError:
+        return None
+
+
+def _wait_for_change(
+    url: str, run_id: str, before: dict[str, str] | None, seconds: float
+) -> dict[str, str] | None:
+    """Wait until a task of the run is in another state than `before`, at most `seconds`;
+    the states last seen."""
+    deadline = time.monotonic() + seconds
+    states = before
+    while time.monotonic() < deadline:
+        time.sleep(min(POLL_S, max(deadline - time.monotonic(), 0)))
+        states = _states(url, run_id)
+        if states is not None and states != before:
+            break
+    return states
 
 
 def _why_not_go_on(url: str, run_id: str, context: RunContext, began: str) -> str:
