@@ -73,8 +73,8 @@ def write_report(results: dict) -> str:
         lines += [
             "",
             '"On server" is the stack of docker-compose.yml run as local processes: MLflow\'s '
-            f"tracking server on PostgreSQL {machine['postgresql']} (proxied artifacts, 2 "
-            'server workers) and luigid. "Branches" is bench/branches.py (two random '
+            f"tracking server on PostgreSQL {machine['postgresql']} (proxied artifacts, one "
+            'server process) and luigid. "Branches" is bench/branches.py (two random '
             "forests after the Splitter) on that stack, run by one runner, then by two "
             "clones in separate folders (the second joins with --join; on this one machine, "
             "so they share its cores).",

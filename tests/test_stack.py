@@ -7,6 +7,7 @@ import base64
 import json
 import re
 import secrets
+import signal
 import subprocess
 import time
 import urllib.request
@@ -215,6 +216,8 @@ def test_a_worker_from_another_clone_joins_a_run_and_shares_its_tasks(stack, tmp
     begin = max(datetime.fromisoformat(left["started"]), datetime.fromisoformat(right["started"]))
     end = min(datetime.fromisoformat(left["ended"]), datetime.fromisoformat(right["ended"]))
     assert begin < end, "the branches ran at the same time"
+    worker_logs = [f.path for f in client.list_artifacts(run_id, "logs/workers")]
+    assert [path.rsplit("-", 1)[1] for path in worker_logs] == [str(joiner.pid)], worker_logs
 
 
 @pytest.mark.slow
@@ -292,6 +295,47 @@ def test_a_joined_worker_killed_mid_task_loses_only_that_task(stack, tmp_path):
     assert client.get_run(run_id).info.status == "FINISHED"
     record = read_json(client, run_id, f"luigiflow/tasks/{family}.json", tmp_path)
     assert record["status"] == "FINISHED" and record["pid"] != joiner.pid
+    listed = [f.path for f in client.list_artifacts(run_id, family)]
+    assert listed.count(f"{family}/_manifest.json") == 1
+
+
+@pytest.mark.slow
+def test_a_joined_worker_paused_past_the_disconnect_delay_does_not_publish_over_the_task(
+    stack, tmp_path
+):
+    """Paused (SIGSTOP) longer than luigid waits for a silent worker: its task is run again by
+    the creator; when the paused worker wakes up, it finds the task finished and discards its
+    own outputs instead of uploading them over the ones that count."""
+    gate = tmp_path / "go"
+    creator_project = with_branches(copy_project(tmp_path / "one"), gate)
+    joiner_project = with_branches(copy_project(tmp_path / "two"), gate)
+    env = stack.env(BRANCH_SECONDS="6")
+    creator = start_runner(creator_project, "--task", "Both", "--no-cache", env=env)
+    run_id = re.search(r"Run (\w+) started", wait_for_line(creator, " started: Both")).group(1)
+    joiner = start_runner(joiner_project, "--join", run_id, "-v", env=env)
+    try:
+        wait_for_line(joiner, f"Joined run {run_id}")
+    finally:
+        gate.touch()
+    taken = wait_for_line(joiner, " started", timeout=180)
+    family = re.search(r"(Left|Right)\s+started", taken).group(1)
+    time.sleep(1)  # inside the task's own code
+    joiner.send_signal(signal.SIGSTOP)
+    try:
+        stdout, stderr = creator.communicate(timeout=600)
+    finally:
+        joiner.send_signal(signal.SIGCONT)
+    joined_out, joined_err = joiner.communicate(timeout=300)
+    assert creator.returncode == 0, stdout + stderr
+    assert joiner.returncode == 0, joined_out + joined_err
+    assert f"{family} was finished by another worker" in joined_out + joined_err
+
+    client = MlflowClient(stack.tracking_uri)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    record = read_json(client, run_id, f"luigiflow/tasks/{family}.json", tmp_path)
+    assert record["status"] == "FINISHED" and record["pid"] == creator.pid
+    where = read_json(client, run_id, f"{family}/where.json", tmp_path)
+    assert where["pid"] == creator.pid, "the outputs are the creator's, not the paused worker's"
     listed = [f.path for f in client.list_artifacts(run_id, family)]
     assert listed.count(f"{family}/_manifest.json") == 1
 

@@ -29,6 +29,7 @@ from luigiflow.names import (
     ERRORS_FOLDER,
     EXIT_INTERRUPTED,
     FINGERPRINT_TAG,
+    MANIFEST,
     MANIFEST_TAG,
     STATUS_TAG,
     USER_CODE_TAG,
@@ -159,6 +160,32 @@ def _refuse_ended_run(task: Any) -> None:
         raise RunEnded(f"run {task.run_id} is {status}: {task.task_family} is not started")
 
 
+def _still_to_run(task: Any) -> bool:
+    """With other processes on the run (a central scheduler): False when the task was
+    finished elsewhere meanwhile; RunEnded when the run ended while this process waited."""
+    if _finished_elsewhere(task):
+        return False
+    _refuse_ended_run(task)
+    return True
+
+
+def _finished_elsewhere(task: Any) -> bool:
+    """With a central scheduler, a process that was paused (or cut off) longer than luigid's
+    disconnect delay finds its task handed to another worker, maybe finished there. The outputs
+    that count are those already committed: this process neither runs the task again nor
+    publishes its own outputs over them."""
+    family = task.task_family
+    listed = {f.path for f in client().list_artifacts(task.run_id, family)}
+    if f"{family}/{MANIFEST}" not in listed:
+        return False
+    logging.getLogger("luigiflow").warning(
+        "%s was finished by another worker (luigid handed it on while this process was "
+        "silent): its outputs are kept; this process's, if any, are discarded",
+        family,
+    )
+    return True
+
+
 def best_effort(call: Callable[..., Any], *args: Any) -> Any:
     """Bookkeeping after a task failed: when the store fails too (a full disk, a dead server),
     the task's own error is what the person must see, so this one goes to the log only."""
@@ -211,13 +238,17 @@ def tracked(user_run: Callable[[Any], None]) -> Callable[[Any], None]:
         if self._attempt is not None:  # super().run() inside a tracked run
             user_run(self)
             return
-        if os.environ.get(SCHEDULER_VARIABLE):
-            _refuse_ended_run(self)
+        scheduled = bool(os.environ.get(SCHEDULER_VARIABLE))
+        if scheduled and not _still_to_run(self):
+            return
         books = TaskBookkeeping(self)
         for number in itertools.count(1):
             attempt = self._attempt = Attempt(self, number)
             try:
                 attempt.run_user_code(user_run)
+                if scheduled and _finished_elsewhere(self):
+                    attempt.writer.discard()
+                    return
                 attempt.commit()
             except KeyboardInterrupt:
                 _hold_interruptions()  # a second Ctrl-C must not cut the bookkeeping short

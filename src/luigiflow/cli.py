@@ -169,7 +169,7 @@ def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | 
     if args.resume:
         return invocation.resume(args, settings, task_classes, log_path, handlers)
     if args.join:
-        return invocation.join(args, settings, task_classes, handlers)
+        return invocation.join(args, settings, task_classes, log_path, handlers)
     return invocation.new_run(args, settings, task_classes, log_path, handlers)
 
 

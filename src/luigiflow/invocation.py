@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -25,7 +26,7 @@ import toml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from luigiflow import logs, records, scheduler, store, tracking, worker
+from luigiflow import logs, records, scheduler, store, targets, tracking, worker
 from luigiflow.config import Config, ConfigError, load_config, parse_config
 from luigiflow.context import NoContext
 from luigiflow.context import load as load_context
@@ -149,10 +150,11 @@ def resume(args, settings: Settings, task_classes, log_path: Path, handlers) -> 
     return _run(settings, args, client, plan, redactor, log_path, begin, task_classes, earlier)
 
 
-def join(args, settings: Settings, task_classes, handlers) -> int:
+def join(args, settings: Settings, task_classes, log_path: Path, handlers) -> int:
     """--join RUN_ID: run whatever tasks of a RUNNING run the run's luigid hands this process,
     into the same MLflow run. The invocation that created the run still owns it: it waits for
-    the pipeline and ends the run; a joined worker exits once no task of the run is left."""
+    the pipeline and ends the run; a joined worker exits once no task of the run is left, and
+    leaves its log in the run (`logs/workers/<host>-<pid>/`) beside the creator's."""
     run_id = args.join
     try:
         _refuse_planning_options(args, "--join", "a worker joins a run as it was planned")
@@ -183,8 +185,20 @@ def join(args, settings: Settings, task_classes, handlers) -> int:
         logging.exception("joined worker failed")
         print(f"Left run {run_id}: {error}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        _upload_worker_log(run_id, log_path)
     print(f"Left run {run_id}: " + ("no task left" if built else "the pipeline did not finish"))
     return EXIT_OK if built else EXIT_FAILED
+
+
+def _upload_worker_log(run_id: str, log_path: Path) -> None:
+    """A joined worker's log, into the run: its tasks' details are where the run is."""
+    logs.flush()
+    folder = f"logs/workers/{socket.gethostname()}-{os.getpid()}"
+    try:
+        targets.client().log_artifact(run_id, str(log_path), folder)
+    except Exception as error:  # the store is gone: the log stays on this machine
+        print(f"Could not upload the log ({error}); it is at {log_path}", file=sys.stderr)
 
 
 def _check_joinable(run_id: str, recorded: str, url: str, waits: int = 5) -> None:

@@ -80,7 +80,8 @@ def build_in_rounds(
     """Build (`build_once`: "done", "failed" or "waiting") until the run's task is `complete()`
     or the run cannot finish; True when it is complete."""
     use_worker_defaults()
-    began, wait, failures = records.now(), FIRST_WAIT_S, 0
+    wait, failures = FIRST_WAIT_S, 0
+    earlier = _failed(run_id, context)  # a resumed run's earlier failures do not count
     before = _states(url, run_id)  # taken before building: a change during the round counts
     outcome = build_once()
     while outcome == "waiting":
@@ -90,7 +91,7 @@ def build_in_rounds(
         changed = states != before
         before = states
         try:
-            problem = _why_not_go_on(url, run_id, context, began)
+            problem = _why_not_go_on(url, run_id, context, earlier)
             failures = 0
         except Exception as error:  # the store or luigid briefly away: ask again next round
             failures += 1
@@ -130,15 +131,22 @@ def _wait_for_change(
     return states
 
 
-def _why_not_go_on(url: str, run_id: str, context: RunContext, began: str) -> str:
+def _failed(run_id: str, context: RunContext) -> dict[str, str]:
+    """The run's failed tasks, each with when its failed record started."""
+    found = records.read_all(run_id, list(context.decided(RUN)))
+    return {f: r.started for f, r in found.items() if r.status == records.FAILED}
+
+
+def _why_not_go_on(url: str, run_id: str, context: RunContext, earlier: dict[str, str]) -> str:
     """Why building the run again is pointless (empty when it is not): a task failed (its
-    record says so, wherever it ran; a resumed run's earlier failures do not count), the
-    scheduler disabled one, or the run ended."""
+    record says so, wherever it ran), the scheduler disabled one, or the run ended. Failures
+    already recorded when this process began building (`earlier`) do not count: a new record
+    is told by its start time as written by whichever host ran it, never compared with this
+    host's clock."""
     status = client().get_run(run_id).info.status
     if status != "RUNNING":
         return f"the run is {status}"
-    found = records.read_all(run_id, list(context.decided(RUN)))
-    failed = [f for f, r in found.items() if r.status == records.FAILED and r.started >= began]
+    failed = [f for f, started in _failed(run_id, context).items() if earlier.get(f) != started]
     if failed:
         return f"{', '.join(failed)} failed"
     disabled = tasks_of(url, run_id, status="DISABLED")

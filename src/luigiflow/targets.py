@@ -249,6 +249,12 @@ class TaskWriter:
         self.folder.mkdir(parents=True)
         self.written.clear()
 
+    def discard(self) -> None:
+        """Drop what was written (staged outputs of a task finished elsewhere meanwhile)."""
+        if not self.destination.is_local:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        self.written.clear()
+
     def path(self, filename: str) -> Path:
         path = self.folder / filename
         path.parent.mkdir(parents=True, exist_ok=True)
