@@ -198,7 +198,7 @@ class Workload:
         and by two clones (the second joins the run with --join)."""
         stack_on = contextmanager(start_stack)
         with (
-            stack_on(database, self.folder / "stack", f"bench_{self.size}") as stack,
+            stack_on(database, self.folder / "stack", f"bench_{self.size.lower()}") as stack,
             CountingProxy(stack.tracking_uri) as proxy,
         ):
             proxy.wait_until_up("/health", timeout=180)
@@ -229,30 +229,33 @@ class Workload:
         """The run from the first clone; the second joins it as soon as its id is printed.
         Wall time until both have exited."""
         started = time.monotonic()
-        creator = subprocess.Popen(
-            command, cwd=first, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        seen = ""
-        for line in creator.stdout:  # printed (and flushed) as soon as the run exists
-            seen += line
-            if line.startswith("Run ") and " started" in line:
-                break
-        run_id = seen.splitlines()[-1].split()[1]
-        joiner = subprocess.Popen(
-            [PYTHON, "src/runner.py", "--join", run_id],
-            cwd=second,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        rest, creator_err = creator.communicate(timeout=1800)
-        _, joined_err = joiner.communicate(timeout=1800)
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        creator = subprocess.Popen(command, cwd=first, env=env, **pipes)
+        processes = {"run": creator}
+        try:
+            seen = ""
+            for line in creator.stdout:  # printed (and flushed) as soon as the run exists
+                seen += line
+                if line.startswith("Run ") and " started" in line:
+                    break
+            else:
+                raise RuntimeError(f"no run started:\n{seen}{creator.stderr.read()[-4000:]}")
+            run_id = seen.splitlines()[-1].split()[1]
+            processes["join"] = subprocess.Popen(
+                [PYTHON, "src/runner.py", "--join", run_id], cwd=second, env=env, **pipes
+            )
+            outputs = {name: p.communicate(timeout=1800) for name, p in processes.items()}
+        finally:
+            for process in processes.values():
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
         seconds = time.monotonic() - started
-        for name, process, err in (("run", creator, creator_err), ("join", joiner, joined_err)):
+        for name, process in processes.items():
             if process.returncode != 0:
-                raise RuntimeError(f"{name} exited {process.returncode}:\n{err[-4000:]}")
-        return Sample(seconds, 0.0), seen + rest
+                error = outputs[name][1]
+                raise RuntimeError(f"{name} exited {process.returncode}:\n{error[-4000:]}")
+        return Sample(seconds, 0.0), seen + outputs["run"][0]
 
     def _record_branches(self, variant: str, sample: Sample, stdout: str, stack: Stack) -> None:
         """Which processes ran the two branches, read back from the run's per-task records."""
@@ -312,17 +315,18 @@ def machine() -> dict:
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "versions": {name: version(name) for name in names},
-        "postgresql": postgresql_version(),
     }
 
 
-def postgresql_version() -> str | None:
-    """The PostgreSQL server the stack variants run on (Debian's newest installed)."""
-    servers = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
-    if not servers:
-        return None
-    found = subprocess.run([servers[-1], "--version"], capture_output=True, text=True)
-    return found.stdout.split(")")[1].split()[0]  # postgres (PostgreSQL) 15.18 (Debian ...)
+def postgresql_version(database: Database) -> str:
+    """The version of the PostgreSQL server the stack variants ran on."""
+    import psycopg
+
+    with psycopg.connect(
+        host=database.host, port=database.port, user="postgres",
+        password=database.superuser_password, dbname="postgres",
+    ) as connection:  # fmt: skip
+        return connection.execute("SHOW server_version").fetchone()[0].split()[0]
 
 
 def main() -> None:
@@ -348,6 +352,8 @@ def main() -> None:
     shutil.copytree(REPO / "src", args.work / "src", ignore=shutil.ignore_patterns("__pycache__"))
     results = {"machine": machine(), "sizes": {}}
     with nullcontext() if args.no_server else running_postgres() as database:
+        if database:
+            results["machine"]["postgresql"] = postgresql_version(database)
         for size in sizes:
             repeats = 1 if args.quick else (min(args.repeats, 3) if size == "1M" else args.repeats)
             workload = Workload(size, SIZES[size], repeats, args.work)
@@ -356,13 +362,18 @@ def main() -> None:
                 v: [asdict(s) for s in samples] for v, samples in workload.samples.items()
             }
             results.setdefault("verification", {})[size] = workload.verification
+            save(results, args.results)  # a size measured is kept, whatever happens next
     results["serialization"] = serialization(args.work)
+    print(save(results, args.results))
 
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "results.json").write_text(json.dumps(results, indent=1))
+
+def save(results: dict, folder: Path) -> str:
+    """Write results.json and RESULTS.md; return the report's text."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(results, indent=1))
     text = write_report(results)
-    (args.results / "RESULTS.md").write_text(text)
-    print(text)
+    (folder / "RESULTS.md").write_text(text)
+    return text
 
 
 if __name__ == "__main__":

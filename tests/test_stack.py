@@ -269,6 +269,25 @@ def test_a_run_without_luigid_cannot_be_joined(stack, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_in_the_embedded_store_cannot_be_joined(stack, tmp_path):
+    """Through luigid but with its outputs in a local folder: a second worker would write into
+    the very folder that counts, so joining is refused."""
+    gate = tmp_path / "go"
+    project = gate_trainer(copy_project(tmp_path / "creator"), gate)
+    env = runner_env(LUIGIFLOW_SCHEDULER_URL=stack.scheduler_url)
+    creator = start_runner(project, "--no-cache", env=env)
+    run_id = re.search(r"Run (\w+) started", wait_for_line(creator, " started: ")).group(1)
+    try:
+        refused = run_runner(project, "--join", run_id, env=env)
+    finally:
+        gate.touch()
+        creator.communicate(timeout=600)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "keeps its outputs in a folder of the embedded store" in refused.stderr
+    assert creator.returncode == 0
+
+
+@pytest.mark.slow
 def test_a_joined_worker_killed_mid_task_loses_only_that_task(stack, tmp_path):
     gate = tmp_path / "go"
     creator_project = with_branches(copy_project(tmp_path / "one"), gate)

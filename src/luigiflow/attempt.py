@@ -160,12 +160,30 @@ def _refuse_ended_run(task: Any) -> None:
         raise RunEnded(f"run {task.run_id} is {status}: {task.task_family} is not started")
 
 
+def _scheduled() -> bool:
+    """Other processes may work on the run: it is built through a central scheduler."""
+    return bool(os.environ.get(SCHEDULER_VARIABLE))
+
+
 def _still_to_run(task: Any) -> bool:
-    """With other processes on the run (a central scheduler): False when the task was
-    finished elsewhere meanwhile; RunEnded when the run ended while this process waited."""
+    """With other processes on the run: False when the task was finished elsewhere
+    meanwhile; RunEnded when the run ended while this process waited."""
+    if not _scheduled():
+        return True
     if _finished_elsewhere(task):
         return False
     _refuse_ended_run(task)
+    return True
+
+
+def _superseded(attempt: Attempt) -> bool:
+    """After an attempt, however it ended: True, its outputs discarded and nothing recorded,
+    when another worker finished the task meanwhile. The check narrows the window in which
+    two workers publish the same task; it cannot close it (a worker paused in the middle of
+    its upload), and a mixed result then fails verification instead of being reused."""
+    if not _scheduled() or not best_effort(_finished_elsewhere, attempt.task):
+        return False
+    attempt.writer.discard()
     return True
 
 
@@ -221,6 +239,15 @@ def time_limit(seconds: float, family: str) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def _interrupted(books: TaskBookkeeping, attempt: Attempt) -> None:
+    """Ctrl-C or SIGTERM in the task: it ends KILLED. A Luigi worker process exits here (the
+    runner reports); the runner's own process goes on to end the run."""
+    _hold_interruptions()  # a second Ctrl-C must not cut the bookkeeping short
+    books.end(attempt, records.KILLED)
+    if multiprocessing.parent_process() is not None:
+        os._exit(EXIT_INTERRUPTED)
+
+
 def _hold_interruptions() -> None:
     """Ignore further Ctrl-C and SIGTERM in this process (tasks run in its main thread)."""
     if threading.current_thread() is threading.main_thread():
@@ -238,25 +265,22 @@ def tracked(user_run: Callable[[Any], None]) -> Callable[[Any], None]:
         if self._attempt is not None:  # super().run() inside a tracked run
             user_run(self)
             return
-        scheduled = bool(os.environ.get(SCHEDULER_VARIABLE))
-        if scheduled and not _still_to_run(self):
+        if not _still_to_run(self):
             return
         books = TaskBookkeeping(self)
         for number in itertools.count(1):
             attempt = self._attempt = Attempt(self, number)
             try:
                 attempt.run_user_code(user_run)
-                if scheduled and _finished_elsewhere(self):
-                    attempt.writer.discard()
+                if _superseded(attempt):
                     return
                 attempt.commit()
             except KeyboardInterrupt:
-                _hold_interruptions()  # a second Ctrl-C must not cut the bookkeeping short
-                books.end(attempt, records.KILLED)
-                if multiprocessing.parent_process() is not None:
-                    os._exit(EXIT_INTERRUPTED)  # a Luigi worker process: the runner reports
+                _interrupted(books, attempt)
                 raise
             except BaseException:
+                if _superseded(attempt):  # e.g. its timeout ran on while paused
+                    return
                 error = best_effort(books.failed, attempt, traceback.format_exc()) or ""
                 if number > int(self.retries):
                     best_effort(books.end, attempt, records.FAILED, error)

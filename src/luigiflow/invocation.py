@@ -168,6 +168,12 @@ def join(args, settings: Settings, task_classes, log_path: Path, handlers) -> in
         status = store.open_store(settings).get_run(run_id).info.status
         if status != "RUNNING":
             raise ConfigError("--join", f"run {run_id} is {status}: only a RUNNING run is joined")
+        if targets.local_path(targets.run_artifact_uri(run_id)) is not None:
+            raise ConfigError(
+                "--join",
+                f"run {run_id} keeps its outputs in a folder of the embedded store; workers "
+                "share a run through a tracking server: start runs with --profile shared",
+            )
         _check_joinable(run_id, load_context(run_id).scheduler, settings.scheduler_url)
         context, config = worker.attach(run_id, settings.project_root, task_classes)
     except USAGE_ERRORS as error:
@@ -185,14 +191,15 @@ def join(args, settings: Settings, task_classes, log_path: Path, handlers) -> in
         logging.exception("joined worker failed")
         print(f"Left run {run_id}: {error}", file=sys.stderr)
         return EXIT_FAILED
-    finally:
-        _upload_worker_log(run_id, log_path)
+    _upload_worker_log(run_id, log_path)
     print(f"Left run {run_id}: " + ("no task left" if built else "the pipeline did not finish"))
     return EXIT_OK if built else EXIT_FAILED
 
 
 def _upload_worker_log(run_id: str, log_path: Path) -> None:
-    """A joined worker's log, into the run: its tasks' details are where the run is."""
+    """A joined worker's log, into the run: its tasks' details are where the run is. Not
+    after an interruption or a store gone for good, where waiting on the upload would only
+    hold up the exit."""
     logs.flush()
     folder = f"logs/workers/{socket.gethostname()}-{os.getpid()}"
     try:

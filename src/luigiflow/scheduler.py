@@ -81,7 +81,7 @@ def build_in_rounds(
     or the run cannot finish; True when it is complete."""
     use_worker_defaults()
     wait, failures = FIRST_WAIT_S, 0
-    earlier = _failed(run_id, context)  # a resumed run's earlier failures do not count
+    failed_before = _failed(run_id, context)  # a resumed run's old failures do not count
     before = _states(url, run_id)  # taken before building: a change during the round counts
     outcome = build_once()
     while outcome == "waiting":
@@ -91,7 +91,7 @@ def build_in_rounds(
         changed = states != before
         before = states
         try:
-            problem = _why_not_go_on(url, run_id, context, earlier)
+            problem = _why_not_go_on(url, run_id, context, failed_before)
             failures = 0
         except Exception as error:  # the store or luigid briefly away: ask again next round
             failures += 1
@@ -120,13 +120,16 @@ def _wait_for_change(
     url: str, run_id: str, before: dict[str, str] | None, seconds: float
 ) -> dict[str, str] | None:
     """Wait until a task of the run is in another state than `before`, at most `seconds`;
-    the states last seen."""
+    the states last seen. A poll luigid does not answer changes nothing (the round after the
+    wait finds out whether it is gone)."""
     deadline = time.monotonic() + seconds
     states = before
     while time.monotonic() < deadline:
         time.sleep(min(POLL_S, max(deadline - time.monotonic(), 0)))
-        states = _states(url, run_id)
-        if states is not None and states != before:
+        answer = _states(url, run_id)
+        if answer is not None:
+            states = answer
+        if states != before:
             break
     return states
 
@@ -137,16 +140,20 @@ def _failed(run_id: str, context: RunContext) -> dict[str, str]:
     return {f: r.started for f, r in found.items() if r.status == records.FAILED}
 
 
-def _why_not_go_on(url: str, run_id: str, context: RunContext, earlier: dict[str, str]) -> str:
+def _why_not_go_on(
+    url: str, run_id: str, context: RunContext, failed_before: dict[str, str]
+) -> str:
     """Why building the run again is pointless (empty when it is not): a task failed (its
     record says so, wherever it ran), the scheduler disabled one, or the run ended. Failures
-    already recorded when this process began building (`earlier`) do not count: a new record
+    already recorded when this process began building (`failed_before`) do not count: a new record
     is told by its start time as written by whichever host ran it, never compared with this
     host's clock."""
     status = client().get_run(run_id).info.status
     if status != "RUNNING":
         return f"the run is {status}"
-    failed = [f for f, started in _failed(run_id, context).items() if earlier.get(f) != started]
+    failed = [
+        f for f, started in _failed(run_id, context).items() if failed_before.get(f) != started
+    ]
     if failed:
         return f"{', '.join(failed)} failed"
     disabled = tasks_of(url, run_id, status="DISABLED")
