@@ -95,6 +95,14 @@ def measure(command: list[str], cwd: Path, env: dict) -> tuple[float, float, str
     return seconds, peak / 2**20, stdout.decode()
 
 
+def run_id_in(stdout: str) -> str | None:
+    """The run id of the runner's "Run <id> started: ..." line, if it printed one."""
+    for line in stdout.splitlines():
+        if line.startswith("Run ") and " started" in line:
+            return line.split()[1]
+    return None
+
+
 class Workload:
     """One data size: its data, a fresh copy of the project and that copy's store."""
 
@@ -152,16 +160,11 @@ class Workload:
 
     def _read_run(self, sample: Sample, stdout: str, tracking_uri: str) -> None:
         """Per-task time and framework overhead, read back from the run the runner made."""
-        started = [
-            line.split()[1]
-            for line in stdout.splitlines()
-            if line.startswith("Run ") and " started" in line
-        ]
-        if not started:
+        sample.run_id = run_id_in(stdout)
+        if sample.run_id is None:
             return
         from mlflow import MlflowClient
 
-        sample.run_id = started[0]
         tags = MlflowClient(tracking_uri).get_run(sample.run_id).data.tags
         for task in TASKS:
             if f"luigiflow.task.{task}.duration_s" in tags:
@@ -236,11 +239,10 @@ class Workload:
             seen = ""
             for line in creator.stdout:  # printed (and flushed) as soon as the run exists
                 seen += line
-                if line.startswith("Run ") and " started" in line:
+                if run_id := run_id_in(line):
                     break
             else:
                 raise RuntimeError(f"no run started:\n{seen}{creator.stderr.read()[-4000:]}")
-            run_id = seen.splitlines()[-1].split()[1]
             processes["join"] = subprocess.Popen(
                 [PYTHON, "src/runner.py", "--join", run_id], cwd=second, env=env, **pipes
             )
@@ -261,11 +263,7 @@ class Workload:
         """Which processes ran the two branches, read back from the run's per-task records."""
         from mlflow import MlflowClient
 
-        run_id = next(
-            line.split()[1]
-            for line in stdout.splitlines()
-            if line.startswith("Run ") and " started" in line
-        )
+        run_id = run_id_in(stdout)
         client, pids = MlflowClient(stack.tracking_uri), set()
         for family in ("ForestA", "ForestB"):
             path = client.download_artifacts(run_id, f"luigiflow/tasks/{family}.json", None)

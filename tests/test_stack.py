@@ -93,6 +93,22 @@ def with_branches(project, gate=None):
     return project
 
 
+def start_joined_branches(stack, tmp_path, creator_env: dict, joiner_env: dict, *joiner_args):
+    """The branching pipeline started from one clone, and a second clone joined to its run;
+    the branches become ready once both are there. Returns (creator, joiner, run id)."""
+    gate = tmp_path / "go"
+    creator_project = with_branches(copy_project(tmp_path / "one"), gate)
+    joiner_project = with_branches(copy_project(tmp_path / "two"), gate)
+    creator = start_runner(creator_project, "--task", "Both", "--no-cache", env=creator_env)
+    run_id = re.search(r"Run (\w+) started", wait_for_line(creator, " started: Both")).group(1)
+    joiner = start_runner(joiner_project, "--join", run_id, *joiner_args, env=joiner_env)
+    try:
+        wait_for_line(joiner, f"Joined run {run_id}")
+    finally:
+        gate.touch()
+    return creator, joiner, run_id
+
+
 # --- the compose file ------------------------------------------------------------------------
 
 
@@ -185,18 +201,8 @@ def test_the_pipeline_on_the_stack_and_a_colleague_s_clone_reuses_it(stack, tmp_
 
 @pytest.mark.slow
 def test_a_worker_from_another_clone_joins_a_run_and_shares_its_tasks(stack, tmp_path):
-    gate = tmp_path / "go"
-    creator_project = with_branches(copy_project(tmp_path / "one"), gate)
-    joiner_project = with_branches(copy_project(tmp_path / "two"), gate)
     env = stack.env(BRANCH_SECONDS="8")
-    creator = start_runner(creator_project, "--task", "Both", "--no-cache", env=env)
-    seen = wait_for_line(creator, " started: Both")
-    run_id = re.search(r"Run (\w+) started", seen).group(1)
-    joiner = start_runner(joiner_project, "--join", run_id, env=env)
-    try:
-        wait_for_line(joiner, f"Joined run {run_id}")
-    finally:
-        gate.touch()  # the branches become ready with both workers there
+    creator, joiner, run_id = start_joined_branches(stack, tmp_path, env, env)
     joined_out, joined_err = joiner.communicate(timeout=600)
     stdout, stderr = creator.communicate(timeout=600)
     assert creator.returncode == 0, stdout + stderr
@@ -289,18 +295,9 @@ def test_a_run_in_the_embedded_store_cannot_be_joined(stack, tmp_path):
 
 @pytest.mark.slow
 def test_a_joined_worker_killed_mid_task_loses_only_that_task(stack, tmp_path):
-    gate = tmp_path / "go"
-    creator_project = with_branches(copy_project(tmp_path / "one"), gate)
-    joiner_project = with_branches(copy_project(tmp_path / "two"), gate)
-    creator = start_runner(
-        creator_project, "--task", "Both", "--no-cache", env=stack.env(BRANCH_SECONDS="8")
+    creator, joiner, run_id = start_joined_branches(
+        stack, tmp_path, stack.env(BRANCH_SECONDS="8"), stack.env(STALL_BRANCHES="1")
     )
-    run_id = re.search(r"Run (\w+) started", wait_for_line(creator, " started: Both")).group(1)
-    joiner = start_runner(joiner_project, "--join", run_id, env=stack.env(STALL_BRANCHES="1"))
-    try:
-        wait_for_line(joiner, f"Joined run {run_id}")
-    finally:
-        gate.touch()
     taken = wait_for_line(joiner, " started", timeout=180)
     family = re.search(r"(Left|Right)\s+started", taken).group(1)
     time.sleep(1)
@@ -325,17 +322,8 @@ def test_a_joined_worker_paused_past_the_disconnect_delay_does_not_publish_over_
     """Paused (SIGSTOP) longer than luigid waits for a silent worker: its task is run again by
     the creator; when the paused worker wakes up, it finds the task finished and discards its
     own outputs instead of uploading them over the ones that count."""
-    gate = tmp_path / "go"
-    creator_project = with_branches(copy_project(tmp_path / "one"), gate)
-    joiner_project = with_branches(copy_project(tmp_path / "two"), gate)
     env = stack.env(BRANCH_SECONDS="6")
-    creator = start_runner(creator_project, "--task", "Both", "--no-cache", env=env)
-    run_id = re.search(r"Run (\w+) started", wait_for_line(creator, " started: Both")).group(1)
-    joiner = start_runner(joiner_project, "--join", run_id, "-v", env=env)
-    try:
-        wait_for_line(joiner, f"Joined run {run_id}")
-    finally:
-        gate.touch()
+    creator, joiner, run_id = start_joined_branches(stack, tmp_path, env, env, "-v")
     taken = wait_for_line(joiner, " started", timeout=180)
     family = re.search(r"(Left|Right)\s+started", taken).group(1)
     time.sleep(1)  # inside the task's own code
