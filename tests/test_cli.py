@@ -29,3 +29,8 @@ def test_join_resume_from_run_and_config_exclude_each_other(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--join", RUN_ID, "--config", "other.toml"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_sweep_options_are_kept_in_order():
+    args = parse_args(["--sweep", "Trainer.seed=0,1", "--sweep", "Trainer.estimator=a,b"])
+    assert args.sweeps == ["Trainer.seed=0,1", "Trainer.estimator=a,b"]

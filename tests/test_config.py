@@ -160,3 +160,12 @@ def test_run_id_is_not_configurable(root):
 def test_luigi_param_is_strict_not_lenient():
     """The reason for our own checks: Luigi alone turns 1.5 and True into 1."""
     assert luigi.IntParameter().parse(1.5) == 1
+
+
+def test_a_sweep_section_is_kept_for_the_sweep_and_never_reaches_luigi(root):
+    import luigi.configuration
+
+    config = load(root, '[Sweep]\n"Trainer.seed" = [0, 1]\nselect = "roc_auc"\n')
+    assert config.sweep == {"Trainer.seed": [0, 1], "select": "roc_auc"}
+    assert not luigi.configuration.get_config().has_section("Sweep")
+    assert "Sweep" in error(root, "[Sweeep]\nx = 1\n")  # suggested for a misspelling

@@ -77,6 +77,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="override a config value, e.g. --set Trainer.seed=3 (repeatable; values are TOML)",
     )
     parser.add_argument(
+        "--sweep",
+        dest="sweeps",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=V1,V2",
+        help="run one child run per value (repeatable: every combination), e.g. "
+        "--sweep Trainer.seed=0,1,2; values are TOML, split on top-level commas",
+    )
+    parser.add_argument(
         "--workers", type=_positive, default=1, help="Luigi worker processes (default 1)"
     )
     parser.add_argument(

@@ -26,6 +26,7 @@ from luigiflow.values import native, serialize
 
 RUN_SECTION = "RunConfig"
 PATH_SECTION = "PathConfig"
+SWEEP_SECTION = "Sweep"  # read by luigiflow.sweep; never a Luigi section
 RUNS_URI = re.compile(r"^runs:/(?P<run_id>[0-9a-fA-F]{32})/(?P<path>[^\s]+?)/?$")
 
 
@@ -74,6 +75,7 @@ class Config:
     reuse: dict[str, str] = field(default_factory=dict)  # task -> runs:/ URI or absolute folder
     paths: dict[str, str] = field(default_factory=dict)  # [PathConfig] as written
     secrets: dict[tuple[str, str], str] = field(default_factory=dict)  # (section, key) -> VAR
+    sweep: dict[str, object] = field(default_factory=dict)  # [Sweep] as written
 
     @property
     def task(self) -> str:
@@ -147,7 +149,8 @@ def parse_config(
         name: recursively_unfreeze(getattr(resolved_run, name))
         for name, _ in RunConfig.get_params()
     }
-    return Config(path, raw, run, input_dir, reuse, paths, secrets)
+    sweep = dict(raw.get(SWEEP_SECTION, {}))
+    return Config(path, raw, run, input_dir, reuse, paths, secrets, sweep)
 
 
 def _serialize_sections(
@@ -160,13 +163,13 @@ def _serialize_sections(
     known = {RUN_SECTION: RunConfig, **_luigi_config_classes(), **task_classes}
     serialized: dict[str, dict[str, str]] = {}
     for section, values in raw.items():
-        if section == PATH_SECTION:
-            continue
         if not isinstance(values, dict):
             raise ConfigError(path, "expected a [section] of keys", section)
+        if section in (PATH_SECTION, SWEEP_SECTION):
+            continue
         if section not in known:
             source = sources.get((section, next(iter(values), None)), str(path))
-            choices = [RUN_SECTION, PATH_SECTION, *task_classes]
+            choices = [RUN_SECTION, PATH_SECTION, SWEEP_SECTION, *task_classes]
             raise ConfigError(source, "unknown section", section, choices=choices, name=section)
         params = dict(known[section].get_params())
         params.pop("run_id", None)  # set by the runner, never by the config

@@ -234,7 +234,8 @@ def _refuse_planning_options(args: argparse.Namespace, flag: str, why: str) -> N
     given = [
         option
         for option, value in (
-            ("--set", args.overrides), ("--task", args.task), ("--dry-run", args.dry_run),
+            ("--set", args.overrides), ("--sweep", args.sweeps), ("--task", args.task),
+            ("--dry-run", args.dry_run),
             ("--force", args.force), ("--no-cache", args.no_cache),
             ("--copy-reused", args.copy_reused), ("--allow-mismatch", args.allow_mismatch),
         )
