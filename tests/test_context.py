@@ -10,9 +10,21 @@ import pytest
 
 os.environ["LUIGI_CONFIG_PARSER"] = "toml"
 
+import luigi
+
 from luigiflow import context as run_context
-from luigiflow.context import COPIED, REUSED, RUN, SKIPPED, NoContext, RunContext, TaskPlan
+from luigiflow.context import (
+    COPIED,
+    REUSED,
+    RUN,
+    SHARED,
+    SKIPPED,
+    NoContext,
+    RunContext,
+    TaskPlan,
+)  # fmt: skip
 from luigiflow.names import CONTEXT_ARTIFACT
+from luigiflow.task import PipelineTask
 
 SOURCE_RUN = "a" * 32
 
@@ -45,6 +57,13 @@ def sample() -> RunContext:
             mismatch="Mid.n 1 → 2",
         ),
         TaskPlan(
+            "Shared",
+            ["Alpha"],
+            decision=SHARED,
+            source=f"runs:/{SOURCE_RUN}/Shared",
+            reason="made once for the sweep, by child 1",
+        ),
+        TaskPlan(
             "Beta",
             ["Alpha", "Mid"],
             decision=RUN,
@@ -62,6 +81,9 @@ def sample() -> RunContext:
             "Alpha": {"api_token": "${API_TOKEN}"},
         },
         tasks={t.family: t for t in tasks},
+        scheduler="http://luigid:8082",
+        promotion={"metric": "auc", "direction": "higher", "promote": "better"},
+        label="Beta.seed=3",
     )
 
 
@@ -70,7 +92,7 @@ def test_json_round_trip_keeps_every_field_and_the_task_order():
     text = original.to_json()
     back = RunContext.from_json(text)
     assert back == original
-    assert list(back.tasks) == ["Zeta", "Alpha", "Mid", "Beta"]
+    assert list(back.tasks) == ["Zeta", "Alpha", "Mid", "Shared", "Beta"]
     assert back.tasks["Beta"].digest == "d-beta"
     assert back.tasks["Mid"].mismatch == "Mid.n 1 → 2"
     assert back.tasks["Alpha"].cached is True
@@ -78,7 +100,7 @@ def test_json_round_trip_keeps_every_field_and_the_task_order():
     assert isinstance(back.config["Beta"]["seed"], int)
     data = json.loads(text)
     assert data["format"] == run_context.FORMAT
-    assert [t["family"] for t in data["tasks"]] == ["Zeta", "Alpha", "Mid", "Beta"]
+    assert [t["family"] for t in data["tasks"]] == ["Zeta", "Alpha", "Mid", "Shared", "Beta"]
     assert RunContext.from_json(back.to_json()) == original
 
 
@@ -154,8 +176,13 @@ def test_input_dir_absolute_is_kept(tmp_path, monkeypatch):
 
 
 def make_run(client, tmp_path: Path) -> tuple[str, Path]:
-    experiment = client.create_experiment("ctx", artifact_location=str(tmp_path / "artifacts"))
-    run = client.create_run(experiment)
+    experiment = client.get_experiment_by_name("ctx")
+    experiment_id = (
+        experiment.experiment_id
+        if experiment
+        else client.create_experiment("ctx", artifact_location=str(tmp_path / "artifacts"))
+    )
+    run = client.create_run(experiment_id)
     return run.info.run_id, Path(run.info.artifact_uri)
 
 
@@ -179,3 +206,22 @@ def test_load_of_a_run_without_a_context_raises_no_context(client, tmp_path):
     client.log_text(run_id, "other", "something/else.txt")
     with pytest.raises(NoContext, match=run_id):
         run_context.load(run_id)
+
+
+class CtxTask(PipelineTask):
+    seed = luigi.IntParameter(default=0)
+    columns = luigi.ListParameter(default=[])
+
+
+@pytest.mark.usefixtures("settings")
+def test_a_tasks_parameters_are_those_of_its_run_whatever_config_luigi_has(client, tmp_path):
+    """A sweep builds runs of several configs in one process: each task takes its run's."""
+    first, _ = make_run(client, tmp_path)
+    second, _ = make_run(client, tmp_path)
+    RunContext("CtxTask", "in", {"CtxTask": {"seed": 3, "columns": ["a"]}}, {}).save(first)
+    RunContext("CtxTask", "in", {"CtxTask": {"seed": 4}}, {}).save(second)
+    assert (CtxTask(run_id=first).seed, CtxTask(run_id=first).columns) == (3, ("a",))
+    assert (CtxTask(run_id=second).seed, CtxTask(run_id=second).columns) == (4, ())
+    assert CtxTask(run_id=first).task_id != CtxTask(run_id=second).task_id
+    assert CtxTask(run_id=first, seed=9).seed == 9, "a value given explicitly wins"
+    assert CtxTask(run_id="not-a-run").seed == 0, "no run: Luigi's config and defaults"

@@ -16,9 +16,9 @@ import luigi
 from luigi.configuration import LuigiTomlParser, get_config
 
 from luigiflow.config import ConfigError, load_config
-from luigiflow.context import COPIED, REUSED, RUN, SKIPPED, RunContext
+from luigiflow.context import COPIED, DEFERRED, REUSED, RUN, SHARED, SKIPPED, RunContext
 from luigiflow.names import FINGERPRINT_TAG
-from luigiflow.plan import PENDING_RUN, CacheOptions, make_plan
+from luigiflow.plan import PENDING_RUN, CacheOptions, SweepChild, make_plan
 from luigiflow.task import InputFile, PipelineTask, requires
 
 # Task families start with `Pl`: Luigi registers every task class by name, for the session.
@@ -81,9 +81,20 @@ class PlQualified(PipelineTask):
         self.save("y", [self.load("x", of=PlX1), self.load("x", of=PlX2)])
 
 
+@requires(PlMiddle)
+class PlPublish(PipelineTask):
+    outputs = {"published": "published.json"}
+    publishes = True
+
+
+@requires(PlMiddle, PlPublish)
+class PlAfter(PipelineTask):
+    outputs = {"done": "done.json"}
+
+
 TASKS = {
     cls.get_task_family(): cls
-    for cls in (PlSource, PlMiddle, PlTop, PlX1, PlX2, PlAmbiguous, PlQualified)
+    for cls in (PlSource, PlMiddle, PlTop, PlX1, PlX2, PlAmbiguous, PlQualified, PlPublish, PlAfter)
 }
 CHAIN = ["PlSource", "PlMiddle", "PlTop"]
 
@@ -371,3 +382,43 @@ def test_validate_is_not_asked_of_a_task_that_does_not_run(settings):
     assert entries["PlSource"].decision == SKIPPED, "so its value was never validated"
     assert entries["PlSource"].source == str(kept_source)
     assert entries["PlTop"].decision == RUN
+
+
+# a sweep's children ----------------------------------------------------------------------------
+
+
+def test_a_sweep_child_shares_what_an_earlier_child_makes(settings):
+    first = make_plan(
+        PlTop, load(settings.project_root, "[PlMiddle]\nrate = 0.1\n"), settings,
+        child=SweepChild(),
+    )  # fmt: skip
+    assert {e.decision for e in first.context.tasks.values()} == {RUN}
+    maker = "1" * 32
+    shared = {
+        entry.digest: (f"runs:/{maker}/{family}", "child 1 (PlMiddle.rate=0.1)")
+        for family, entry in first.context.tasks.items()
+    }
+    second = make_plan(
+        PlTop, load(settings.project_root, "[PlMiddle]\nrate = 0.2\n"), settings,
+        child=SweepChild(shared),
+    )  # fmt: skip
+    source = second.context.tasks["PlSource"]
+    assert (source.decision, source.source) == (SHARED, f"runs:/{maker}/PlSource")
+    assert source.reason == "made once for the sweep, by child 1 (PlMiddle.rate=0.1)"
+    assert source.digest == first.context.tasks["PlSource"].digest
+    assert second.context.made_by("PlSource", "2" * 32) == maker
+    assert second.context.folder("PlSource", "2" * 32).run_id == maker
+    assert [second.context.tasks[f].decision for f in ("PlMiddle", "PlTop")] == [RUN, RUN]
+    assert second.context.made_by("PlMiddle", "2" * 32) == "2" * 32
+
+
+def test_a_task_that_publishes_is_left_to_the_sweep_and_what_follows_it_is_told_apart(settings):
+    config = load(settings.project_root, task="PlAfter")
+    plain = make_plan(PlAfter, config, settings)
+    child = make_plan(PlAfter, config, settings, child=SweepChild())
+    assert plain.context.tasks["PlPublish"].decision == RUN
+    publish = child.context.tasks["PlPublish"]
+    assert (publish.decision, publish.reason) == (DEFERRED, "left to the sweep, for its winner")
+    assert child.context.tasks["PlMiddle"].digest == plain.context.tasks["PlMiddle"].digest
+    # A child's PlAfter did not wait for a publication: a plain run must not reuse it.
+    assert child.context.tasks["PlAfter"].digest != plain.context.tasks["PlAfter"].digest

@@ -119,3 +119,38 @@ def test_what_is_not_registered(client, tmp_path):
     assert describe("models:/other@champion") == "not registered"
     assert alias_version("m", "challenger") is None
     assert alias_version("other", "champion") is None
+
+
+# a sweep's promotion rule -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("promotion", "holder_auc", "new_auc", "kept"),
+    [
+        ({}, 0.9, 0.8, False),  # a plain run: the alias always follows
+        ({"metric": "auc", "direction": "higher", "promote": "better"}, 0.9, 0.8, True),
+        ({"metric": "auc", "direction": "higher", "promote": "better"}, 0.8, 0.8, True),
+        ({"metric": "auc", "direction": "higher", "promote": "better"}, 0.8, 0.9, False),
+        ({"metric": "auc", "direction": "lower", "promote": "better"}, 0.8, 0.9, True),
+        ({"metric": "auc", "direction": "lower", "promote": "better"}, 0.9, 0.8, False),
+        ({"metric": "auc", "direction": "higher", "promote": "always"}, 0.9, 0.8, False),
+    ],
+)
+def test_the_alias_moves_only_to_a_better_model_when_a_sweep_says_so(
+    client, tmp_path, promotion, holder_auc, new_auc, kept
+):
+    holder = register(client, tmp_path, "m", alias="champion")
+    new = register(client, tmp_path, "m")
+    client.log_metric(holder.run_id, "auc", holder_auc)
+    client.log_metric(new.run_id, "auc", new_auc)
+    why = registry._alias_kept("m", "champion", new, promotion)
+    assert bool(why) is kept
+    if kept:
+        assert why == f"version 1 has auc {holder_auc:.4g}, this one {new_auc:.4g}"
+
+
+def test_a_holder_without_the_metric_gives_way(client, tmp_path):
+    register(client, tmp_path, "m", alias="champion")
+    new = register(client, tmp_path, "m")
+    client.log_metric(new.run_id, "auc", 0.5)
+    rule = {"metric": "auc", "direction": "higher", "promote": "better"}
+    assert registry._alias_kept("m", "champion", new, rule) == ""
+    assert registry._alias_kept("m", "nobody-yet", new, rule) == ""

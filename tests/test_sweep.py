@@ -67,3 +67,36 @@ def test_no_sweep_is_falsy():
 def test_a_bad_sweep_names_the_key(written, options, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")):
         load(written, options, "luigi.toml", PARAMETERS)
+
+
+def test_the_winners_are_the_best_finished_child_and_the_best_validated_one():
+    import pandas as pd
+
+    from luigiflow.sweep_run import winners
+
+    table = pd.DataFrame(
+        [
+            {
+                "child": 1,
+                "run_id": "a",
+                "status": "FINISHED",
+                "validation": "VALIDATED",
+                "auc": 0.8,
+            },
+            {"child": 2, "run_id": "b", "status": "FINISHED", "validation": "REJECTED", "auc": 0.9},
+            {"child": 3, "run_id": "c", "status": "FAILED", "validation": "", "auc": 0.95},
+            {
+                "child": 4,
+                "run_id": "d",
+                "status": "FINISHED",
+                "validation": "VALIDATED",
+                "auc": 0.8,
+            },
+        ]
+    )
+    best, validated = winners(table, Sweep({("T", "k"): [1]}, select="auc"))
+    assert (best["run_id"], validated["run_id"]) == ("b", "a"), "failed children never win"
+    best, validated = winners(table, Sweep({("T", "k"): [1]}, select="auc", direction="lower"))
+    assert (best["run_id"], validated["run_id"]) == ("a", "a"), "a tie goes to the first child"
+    assert winners(table[table["validation"] != "VALIDATED"], Sweep(select="auc"))[1] is None
+    assert winners(table, Sweep(select="f1")) == (None, None)

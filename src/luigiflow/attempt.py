@@ -94,6 +94,7 @@ class Attempt:
             "run_id": self.run_id,
             "params": task.significant_params(),
             "outputs": dict(task.outputs),
+            "metrics": dict(self.metrics),  # logged again on a run that reuses the outputs
             "upstream": {dep.task_family: repr(dep.folder()) for dep in task.upstream()},
             "started": self.started.isoformat(),
             "duration_s": round(time.monotonic() - self.began, 3),

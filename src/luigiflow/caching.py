@@ -123,6 +123,11 @@ class Fingerprints:
         return self.sources.get(task.task_family) or self.of(task).digest
 
 
+def deferred(digest: str) -> str:
+    """What a task built on a deferred one (see `plan`) is fingerprinted on in its stead."""
+    return hashlib.sha256(f"deferred:{digest}".encode()).hexdigest()
+
+
 def modules_of(cls: type) -> dict[str, str]:
     """The project modules a task's code digest covers, each with its own digest."""
     return module_digests(cls, source_root(cls))

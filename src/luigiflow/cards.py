@@ -137,8 +137,10 @@ def run_report(
     facts: Mapping[str, str],
     outcomes: Iterable[Outcome],
     folders: Mapping[str, TaskFolder | None],
+    extra: str = "",
 ) -> str:
-    """One self-contained page: the run's facts, what became of each task, and each card."""
+    """One self-contained page: the run's facts, `extra` (HTML), what became of each task,
+    and each card."""
     outcomes = list(outcomes)
     overview = "".join(
         f"<tr><td><a href='#{o.task}'>{o.task}</a></td><td>{html.escape(o.outcome)}</td>"
@@ -163,7 +165,7 @@ def run_report(
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><table>{facts_rows}</table><nav>{nav}</nav>"
+        f"<h1>{html.escape(title)}</h1><table>{facts_rows}</table><nav>{nav}</nav>{extra}"
         "<h2>Tasks</h2><table><tr><th>task</th><th>outcome</th><th>duration</th><th>detail</th>"
         f"</tr>{overview}</table>{''.join(sections)}</body></html>"
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -20,7 +21,12 @@ from luigiflow.names import CONTEXT_ARTIFACT
 from luigiflow.targets import TaskFolder, read_run_text, write_run_text
 
 RUN, REUSED, COPIED, SKIPPED = "run", "reused", "copied", "skipped"
+# In a sweep's child: made once by another child of the sweep (`source`), which this run waits
+# for; or a task that publishes outside the run (the registry), left to the sweep's parent.
+SHARED, DEFERRED = "shared", "deferred"
 FORMAT = 1
+PENDING_RUN = "0" * 32  # run id of the tasks planned before the run exists
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass
@@ -29,7 +35,8 @@ class TaskPlan:
 
     family: str
     upstream: list[str]  # the families it requires
-    decision: str = RUN  # run, reused, copied (into this run) or skipped (not needed)
+    decision: str = RUN  # run, reused, copied (into this run), skipped (not needed), shared
+    # (made by another child of the sweep) or deferred (left to the sweep's parent)
     source: str | None = None  # where reused (or copied, or skipped) outputs are
     cached: bool = False  # reused because its fingerprint matched (else [PathConfig])
     reason: str = ""  # why it runs
@@ -49,6 +56,10 @@ class RunContext:
     config: dict[str, dict[str, object]]  # resolved, native TOML types, secrets as references
     tasks: dict[str, TaskPlan]  # upstream first
     scheduler: str = ""  # the luigid the run is built through (workers may join); "": in-process
+    # A sweep's registration: the alias moves only to a model better on this metric
+    # ({"metric", "direction"}); empty: it always moves.
+    promotion: dict[str, str] = field(default_factory=dict)
+    label: str = ""  # a sweep's child: its values in words (`Trainer.seed=1`)
 
     def input_dir(self) -> Path:
         """The input folder on this machine (relative to this checkout's project root)."""
@@ -58,9 +69,17 @@ class RunContext:
     def folder(self, family: str, run_id: str) -> TaskFolder:
         """Where the outputs of `family` are for this run: its own folder, or a reused one."""
         entry = self.tasks.get(family)
-        if entry is not None and entry.decision in (REUSED, SKIPPED) and entry.source:
+        if entry is not None and entry.decision in (REUSED, SKIPPED, SHARED) and entry.source:
             return TaskFolder.from_source(entry.source)
         return TaskFolder(run_id, family)
+
+    def made_by(self, family: str, run_id: str) -> str:
+        """The run whose task makes `family`'s outputs for this run: the sweep's child that
+        shares it, else this run (a reused output is complete, so nothing waits on it)."""
+        entry = self.tasks.get(family)
+        if entry is not None and entry.decision == SHARED and entry.source:
+            return TaskFolder.from_source(entry.source).run_id or run_id
+        return run_id
 
     def decided(self, decision: str) -> dict[str, TaskPlan]:
         return {f: t for f, t in self.tasks.items() if t.decision == decision}
@@ -76,7 +95,10 @@ class RunContext:
         if data.get("format") != FORMAT:
             raise ValueError(f"run context format {data.get('format')} (expected {FORMAT})")
         tasks = {t["family"]: TaskPlan(**t) for t in data["tasks"]}
-        return cls(data["root"], data["input"], data["config"], tasks, data.get("scheduler", ""))
+        return cls(
+            data["root"], data["input"], data["config"], tasks, data.get("scheduler", ""),
+            data.get("promotion", {}), data.get("label", ""),
+        )  # fmt: skip
 
     def save(self, run_id: str) -> None:
         write_run_text(run_id, CONTEXT_ARTIFACT, self.to_json())
@@ -93,3 +115,16 @@ def load(run_id: str) -> RunContext:
     if text is None:
         raise NoContext(f"run {run_id} has no {CONTEXT_ARTIFACT}")
     return RunContext.from_json(text)
+
+
+def find(run_id: str) -> RunContext | None:
+    """The context of a run, or None when `run_id` is not a run with one (a plan's placeholder,
+    a made-up id in a test, a run this runner did not make)."""
+    from mlflow.exceptions import MlflowException
+
+    if not RUN_ID.fullmatch(run_id) or run_id == PENDING_RUN:
+        return None
+    try:
+        return load(run_id)
+    except (NoContext, MlflowException):
+        return None

@@ -11,47 +11,39 @@ task fails.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import shutil
-import signal
 import socket
 import sys
 import time
-import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 import toml
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
-from luigiflow import logs, records, scheduler, store, targets, tracking, worker
+from luigiflow import logs, records, scheduler, store, sweep, targets, tracking, worker
 from luigiflow.config import Config, ConfigError, load_config, parse_config
-from luigiflow.context import NoContext
 from luigiflow.context import load as load_context
+from luigiflow.lifecycle import (
+    UI_ADDRESS,
+    USAGE_ERRORS,
+    finish,
+    guarded,
+    open_experiment,
+)
 from luigiflow.names import (
     CONFIG_ARTIFACT,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REJECTED,
-    EXIT_TERMINATED,
     EXIT_USAGE,
 )
 from luigiflow.plan import PENDING_RUN, CacheOptions, Plan, make_plan
-from luigiflow.redact import Redactor, redact_uri
-from luigiflow.report import conclude, dry_run, outcomes, summary
+from luigiflow.redact import Redactor, is_secret_key, redact_uri
+from luigiflow.report import dry_run
 from luigiflow.settings import Settings
-from luigiflow.targets import read_run_text, staging_root
-
-UI_ADDRESS = "http://127.0.0.1:5000"
-STARTED = time.monotonic()  # the summary reports the whole invocation, imports included
-USAGE_ERRORS = (ConfigError, store.StoreMoved, store.StoreUnavailable, MlflowException, NoContext)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C: Luigi lets that through instead of calling it a task failure."""
+from luigiflow.targets import read_run_text
 
 
 def new_run(args, settings: Settings, task_classes, log_path: Path, handlers) -> int:
@@ -66,6 +58,24 @@ def new_run(args, settings: Settings, task_classes, log_path: Path, handlers) ->
         options = CacheOptions(
             not args.no_cache, frozenset(args.force), args.allow_mismatch, args.copy_reused
         )
+        grid = sweep.load(config.sweep, args.sweeps, str(config.path), _parameters(task_classes))
+        if grid:
+            from luigiflow import sweep_run
+
+            def child_config(overrides: list[str]) -> Config:
+                return _load_config(args, settings, task_classes, overrides)
+
+            return sweep_run.run(
+                args,
+                settings,
+                task_classes,
+                grid,
+                child_config,
+                options,
+                client,
+                redactor,
+                log_path,
+            )
         plan = make_plan(task_classes[config.task], config, settings, options)
         if args.from_run:
             for note in tracking.differences_from(
@@ -75,7 +85,7 @@ def new_run(args, settings: Settings, task_classes, log_path: Path, handlers) ->
         if args.dry_run:
             print(dry_run(plan))
             return EXIT_OK
-        experiment = _experiment(client, settings, config, adopted)
+        experiment = open_experiment(client, settings, config, adopted)
     except USAGE_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -102,25 +112,11 @@ def _redact_logs(handlers, config: Config) -> Redactor:
     return redactor
 
 
-def _experiment(client: MlflowClient, settings: Settings, config: Config, adopted: str | None):
-    """The run's experiment (created if need be); runs there left RUNNING by a dead runner are
-    marked KILLED first."""
-    with store.store_lock(settings):
-        if adopted:  # `mlflow run` started the run, in the experiment it was given
-            experiment = client.get_experiment(_adoptable(client, adopted).experiment_id)
-        else:
-            experiment = store.experiment(client, str(config.run["experiment_name"]), settings)
-        for run_id in store.mark_abandoned_runs(client):
-            logging.info("marked run %s KILLED: its runner is gone", run_id)
-    return experiment
-
-
 def resume(args, settings: Settings, task_classes, log_path: Path, handlers) -> int:
     """--resume RUN_ID: the same run, with its own config and code, finishing what is left."""
 
     from luigiflow import tracking
     from luigiflow.config import ConfigError
-    from luigiflow.plan import Plan
     from luigiflow.redact import Redactor
 
     run_id = args.resume
@@ -245,14 +241,26 @@ def _refuse_planning_options(args: argparse.Namespace, flag: str, why: str) -> N
         raise ConfigError(flag, f"{why}: {', '.join(given)} does not go with it")
 
 
-def _load_config(args: argparse.Namespace, settings: Settings, task_classes) -> Config:
-    """luigi.toml (or --config), or with --from-run the config an earlier run logged."""
+def _parameters(task_classes) -> dict[str, list[str]]:
+    """Each task's parameters that a sweep may vary (not the run id, not a secret)."""
+    return {
+        family: [n for n, _ in cls.get_params() if n != "run_id" and not is_secret_key(n)]
+        for family, cls in task_classes.items()
+    }
+
+
+def _load_config(
+    args: argparse.Namespace, settings: Settings, task_classes, extra: Sequence[str] = ()
+) -> Config:
+    """luigi.toml (or --config), or with --from-run the config an earlier run logged; then
+    --set, and `extra` overrides (a sweep's values for one child)."""
 
     from luigiflow.config import ConfigError
 
     root = settings.project_root
+    overrides = [*args.overrides, *extra]
     if not args.from_run:
-        return load_config(settings.config_path, root, task_classes, args.overrides, args.task)
+        return load_config(settings.config_path, root, task_classes, overrides, args.task)
     source = f"run {args.from_run} {CONFIG_ARTIFACT}"
     text = read_run_text(args.from_run, CONFIG_ARTIFACT)  # MlflowException: no such run
     if text is None:
@@ -261,20 +269,7 @@ def _load_config(args: argparse.Namespace, settings: Settings, task_classes) -> 
         raw = toml.loads(text)
     except toml.TomlDecodeError as error:
         raise ConfigError(source, f"not valid TOML: {error}") from None
-    return parse_config(raw, source, root, task_classes, args.overrides, args.task)
-
-
-def _adoptable(client: MlflowClient, run_id: str):
-    """The run `mlflow run` started (MLFLOW_RUN_ID): only a RUNNING run is adopted, never an
-    ended one, which would be turned FINISHED again with other outputs."""
-    from luigiflow.config import ConfigError
-
-    info = client.get_run(run_id).info
-    if info.status != "RUNNING":
-        raise ConfigError(
-            "MLFLOW_RUN_ID", f"run {run_id} is {info.status}: only a RUNNING run is adopted"
-        )
-    return info
+    return parse_config(raw, source, root, task_classes, overrides, args.task)
 
 
 def _run(
@@ -282,47 +277,25 @@ def _run(
 ) -> int:
     """Open the run (`begin`: create it, or reopen it), build, and end the run with a status
     that matches the exit code."""
-
-    logs.take_over_luigi_logging()
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    # Ctrl-C ends the run KILLED even if the runner was started with SIGINT ignored, as a
-    # script's background job or a CI step is; Python would otherwise leave it ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    run_id, url, status, code = None, "", "FAILED", EXIT_FAILED
+    opened: dict[str, str] = {}
     heartbeat = None
-    try:
-        run_id, url = begin()
-        heartbeat = store.Heartbeat(client, run_id)
+
+    def open_and_build() -> bool:
+        nonlocal heartbeat
+        opened["run_id"], opened["url"] = begin()
+        heartbeat = store.Heartbeat(client, opened["run_id"])
         heartbeat.start()
-        if _build(settings, args, run_id, task_classes):
-            status, code = "FINISHED", EXIT_OK
-    except Terminated:
-        status, code = "KILLED", EXIT_TERMINATED
-    except KeyboardInterrupt:
-        status, code = "KILLED", EXIT_INTERRUPTED
-    except Exception as error:
-        text = redactor.text(traceback.format_exc())
-        logging.error("runner failed:\n%s", text)  # the traceback goes to the log only
-        print(f"error: {redactor.text(str(error)) or type(error).__name__}", file=sys.stderr)
-        if run_id:
-            with contextlib.suppress(Exception):
-                client.log_text(run_id, text, "errors/runner.txt")
-    finally:
-        # Nothing may interrupt the bookkeeping that ends the run.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if heartbeat is not None:
-            heartbeat.stop()
-        if run_id:
-            found = _finish(client, run_id, status, plan, log_path, url, earlier)
-            if found.get("problems"):
-                code = EXIT_FAILED if code == EXIT_OK else code
-            elif (
-                code == EXIT_OK
-                and args.require_validated
-                and found.get("validation") != "VALIDATED"
-            ):
-                code = EXIT_REJECTED
+        return _build(settings, args, opened["run_id"], task_classes)
+
+    status, code = guarded(open_and_build, client, redactor, lambda: list(opened.values())[:1])
+    if heartbeat is not None:
+        heartbeat.stop()
+    if opened:
+        found = finish(client, opened["run_id"], status, plan, log_path, opened["url"], earlier)
+        if found.get("problems"):
+            code = EXIT_FAILED if code == EXIT_OK else code
+        elif code == EXIT_OK and args.require_validated and found.get("validation") != "VALIDATED":
+            code = EXIT_REJECTED
     return code
 
 
@@ -334,41 +307,3 @@ def _build(settings: Settings, args, run_id: str, task_classes) -> bool:
     if not built and settings.scheduler_url:
         scheduler.wait_for_others(settings.scheduler_url, run_id)
     return built
-
-
-def _finish(client, run_id, status: str, plan: Plan, log_path: Path, url: str, earlier) -> dict:
-    """End the run: records settled, conclusions and report, the log, the status; print the
-    summary, and a paragraph when the store failed on the way. Returns the conclusions
-    (`validation`, `registration`, ...) and, under "problems", what failed."""
-    ending = tracking.Ending(float(os.environ.get("LUIGIFLOW_ENDING_TIMEOUT_S", "60")))
-    families = list(plan.context.tasks)
-    done = ending.step("read the task records", lambda: records.read_all(run_id, families)) or {}
-    if status != "FINISHED":
-        ending.step("settle interrupted tasks", lambda: records.settle(run_id, done, status))
-    task_outcomes = outcomes(plan.context, done, earlier)
-    found = (
-        ending.step(
-            "write the report",
-            lambda: conclude(client, client.get_run(run_id), plan, task_outcomes, url),
-        )
-        or {}
-    )
-    logs.flush()
-    ending.step("upload the log", lambda: client.log_artifact(run_id, str(log_path), "logs"))
-    ended = ending.step("end the run", lambda: client.set_terminated(run_id, status) or True, True)
-    shutil.rmtree(staging_root() / "staging" / run_id, ignore_errors=True)
-    seconds = time.monotonic() - STARTED
-    print(summary(task_outcomes, f"{status} in {seconds:.1f}s", url, f"Log: {log_path}", found))
-    if ending.problems:
-        state = f"is {status}" if ended else "may be left RUNNING (the next runner marks it KILLED)"
-        print(
-            f"\nThe store failed while the run was ending: {'; '.join(ending.problems)}."
-            f" The run {state}; what the tasks wrote before stays as it is."
-            f" Details: {log_path}",
-            file=sys.stderr,
-        )
-    return {**found, "problems": "; ".join(ending.problems)}
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()

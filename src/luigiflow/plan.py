@@ -12,14 +12,24 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
 from luigiflow import caching
 from luigiflow.config import PATH_SECTION, Config, ConfigError, resolved_config
-from luigiflow.context import COPIED, REUSED, RUN, SKIPPED, RunContext, TaskPlan
+from luigiflow.context import (
+    COPIED,
+    DEFERRED,
+    PENDING_RUN,
+    REUSED,
+    RUN,
+    SHARED,
+    SKIPPED,
+    RunContext,
+    TaskPlan,
+)  # fmt: skip
 from luigiflow.digests import BrokenOutput
 from luigiflow.names import MANIFEST_TAG, STATUS_TAG
 from luigiflow.redact import redact_uri
@@ -27,8 +37,6 @@ from luigiflow.settings import Settings
 from luigiflow.store import check_location
 from luigiflow.targets import TaskFolder, client, run_artifact_uri
 from luigiflow.task import InputFile, PipelineTask, ambiguity, unqualified_loads
-
-PENDING_RUN = "0" * 32  # run id of the tasks planned before the run exists
 
 
 @dataclass(frozen=True)
@@ -49,13 +57,24 @@ class Plan:
         return self.context.root
 
 
+@dataclass(frozen=True)
+class SweepChild:
+    """What a sweep's child is planned with: the tasks earlier children will make, by
+    fingerprint digest (-> `runs:/<child>/<Task>`, and who that child is, in words)."""
+
+    shared: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
 def make_plan(
     task_class: type[PipelineTask],
     config: Config,
     settings: Settings,
     options: CacheOptions = CacheOptions(),
+    child: SweepChild | None = None,
 ) -> Plan:
-    """Check every task of the pipeline, fingerprint it, and decide what runs and what is reused."""
+    """Check every task of the pipeline, fingerprint it, and decide what runs and what is
+    reused; in a sweep's child (`child`), also what another child makes and what is left to
+    the sweep's parent."""
     tasks = _upstream_first(task_class(run_id=PENDING_RUN))
     families = [t.task_family for t in tasks]
     for name in options.force:
@@ -71,14 +90,15 @@ def make_plan(
         t.task_family: TaskPlan(t.task_family, [d.task_family for d in t.upstream()]) for t in tasks
     }
     _explicit_reuse(tasks, entries, fingerprints, config, settings, options)
-    _decide(tasks, entries, fingerprints, options)
+    _decide(tasks, entries, fingerprints, options, child)
     for task in tasks:
         entry = entries[task.task_family]
-        if entry.decision == RUN:
+        if entry.decision in (RUN, DEFERRED):
             # Only the tasks that will run: a reused task's values made its outputs already,
             # and checking them can be costly (Trainer imports its estimator).
             for key, problem in task.validate().items():
                 raise ConfigError(config.path, problem, task.task_family, key)
+        if entry.decision in (RUN, DEFERRED, SHARED):
             entry.fingerprint = fingerprints.of(task).as_dict()
         if entry.decision in (RUN, COPIED) or entry.cached:
             entry.modules = caching.modules_of(type(task))
@@ -126,17 +146,27 @@ def _explicit_reuse(tasks, entries, fingerprints, config, settings, options) -> 
         entries[family].mismatch = differences
 
 
-def _decide(tasks, entries, fingerprints, options) -> None:
+def _decide(tasks, entries, fingerprints, options, child: SweepChild | None) -> None:
     """From the requested task down: reuse what can be, run the rest, skip what is not needed."""
     forced = _with_downstream(tasks, options.force)
     experiments = caching.searchable_experiments(client()) if options.enabled else []
     needed = {tasks[-1].task_family}
+    if child is not None:
+        _defer(tasks, entries, fingerprints, needed)
     for task in reversed(tasks):  # every task after all the tasks that require it
         family, entry = task.task_family, entries[task.task_family]
+        if entry.decision == DEFERRED:
+            continue
         if family not in needed:
             entry.decision = SKIPPED
             continue
         if entry.decision == REUSED:
+            continue
+        maker = child.shared.get(fingerprints.of(task).digest) if child else None
+        if maker is not None:  # another child of the sweep makes it (and what it needs)
+            entry.decision, entry.source = SHARED, maker[0]
+            entry.reason = f"made once for the sweep, by {maker[1]}"
+            needed.update(entry.upstream)
             continue
         rejected: list[str] = []
         if options.enabled and family not in forced:
@@ -153,14 +183,32 @@ def _decide(tasks, entries, fingerprints, options) -> None:
                 fingerprints.sources[family] = digest
                 continue
         needed.update(entry.upstream)
-        if family in forced:
-            entry.reason = "forced (--force)"
-        elif not options.enabled:
-            entry.reason = "cache disabled (--no-cache)"
-        elif rejected:
-            entry.reason = f"earlier outputs failed verification: {rejected[0]}"
-        else:
-            entry.reason = caching.why_run(client(), experiments, fingerprints.of(task))
+        entry.reason = _why_run(
+            task, family in forced, options, rejected, experiments, fingerprints
+        )
+
+
+def _why_run(task, forced: bool, options, rejected: list[str], experiments, fingerprints) -> str:
+    if forced:
+        return "forced (--force)"
+    if not options.enabled:
+        return "cache disabled (--no-cache)"
+    if rejected:
+        return f"earlier outputs failed verification: {rejected[0]}"
+    return caching.why_run(client(), experiments, fingerprints.of(task))
+
+
+def _defer(tasks, entries, fingerprints, needed: set[str]) -> None:
+    """In a sweep's child, a task that publishes is left to the parent, which runs it for the
+    winner on what it needs: so that is needed in every child. What follows it in the child
+    does not wait for it, and its fingerprint says so (set before any is computed on it)."""
+    for task in tasks:
+        if task.publishes:
+            entry = entries[task.task_family]
+            entry.decision, entry.reason = DEFERRED, "left to the sweep, for its winner"
+            needed.update(entry.upstream)
+            digest = fingerprints.of(task).digest
+            fingerprints.sources[task.task_family] = caching.deferred(digest)
 
 
 def _locate_skipped(tasks: list[PipelineTask], entries: dict[str, TaskPlan]) -> None:
@@ -171,7 +219,7 @@ def _locate_skipped(tasks: list[PipelineTask], entries: dict[str, TaskPlan]) -> 
         entry = entries[task.task_family]
         if entry.decision == SKIPPED:
             entry.source = recorded.get(entry.family)
-        if entry.decision == RUN or not entry.source:
+        if entry.decision in (RUN, SHARED) or not entry.source:
             continue
         manifest = TaskFolder.from_source(entry.source).manifest() or {}
         if entry.decision == SKIPPED:

@@ -63,14 +63,37 @@ def register(
     if new and version.version != created.version:
         client().delete_model_version(name, created.version)
         new = False
-    client().set_registered_model_alias(name, alias, version.version)
+    kept = _alias_kept(name, alias, version, task.context.promotion)
+    if not kept:
+        client().set_registered_model_alias(name, alias, version.version)
     return {
         "version": int(version.version),
         "new": new,
-        "uri": f"models:/{name}@{alias}",
+        "uri": f"models:/{name}/{version.version}" if kept else f"models:/{name}@{alias}",
         "source": version.source,
         "fingerprint": fingerprint,
+        "alias_moved": not kept,
+        "alias_kept_because": kept,
     }
+
+
+def _alias_kept(name: str, alias: str, version, promotion: dict[str, str]) -> str:
+    """Why the alias stays where it is ("" when it moves to `version`): a sweep moves it
+    only to a model better on its metric than the alias's holder (`promotion`: metric and
+    direction), unless told to move it always."""
+    holder = _version(name, alias)
+    if not promotion or promotion.get("promote") == "always" or holder is None:
+        return ""
+    if holder.version == version.version:
+        return ""
+    metric, higher = promotion["metric"], promotion["direction"] == "higher"
+    new = client().get_run(version.run_id).data.metrics.get(metric)
+    old = client().get_run(holder.run_id).data.metrics.get(metric)
+    if new is None or old is None:
+        return ""  # nothing to compare the holder on: the validated winner takes the alias
+    if (new > old) if higher else (new < old):
+        return ""
+    return f"version {holder.version} has {metric} {old:.4g}, this one {new:.4g}"
 
 
 def verified_model(uri: str) -> Path:

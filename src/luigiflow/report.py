@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from luigiflow.cards import run_report
-from luigiflow.context import COPIED, REUSED, SKIPPED, RunContext, TaskPlan
+from luigiflow.context import COPIED, DEFERRED, REUSED, SHARED, SKIPPED, RunContext, TaskPlan
 from luigiflow.names import REPORT_ARTIFACT
 from luigiflow.plan import Plan
 from luigiflow.records import FAILED, FINISHED, TaskRecord
@@ -34,17 +34,21 @@ def follow(task_class: Any) -> None:
     """Print a line when a task of `task_class` starts, finishes or fails (Luigi events)."""
     import luigi
 
+    def name(task: Any) -> str:  # in a sweep, which child's task
+        label = task.context.label
+        return f"{task.task_family:<14}" + (f" [{label}]" if label else "")
+
     @task_class.event_handler(luigi.Event.START)
     def started(task: Any) -> None:
-        _line(f"{task.task_family:<14} started")
+        _line(f"{name(task)} started")
 
     @task_class.event_handler(luigi.Event.PROCESSING_TIME)
     def finished(task: Any, seconds: float) -> None:
-        _line(f"{task.task_family:<14} finished in {seconds:.1f}s")
+        _line(f"{name(task)} finished in {seconds:.1f}s")
 
     @task_class.event_handler(luigi.Event.FAILURE)
     def failed(task: Any, error: BaseException) -> None:
-        _line(f"{task.task_family:<14} FAILED")
+        _line(f"{name(task)} FAILED")
         text = "".join(traceback.format_exception(error))
         print(Redactor.from_environment(task.context.config).text(text), file=sys.stderr)
 
@@ -93,7 +97,7 @@ def outcomes(
         if outcome is None:
             detail = "" if set(entry.upstream) <= done else "an upstream task failed"
             outcome = TaskOutcome(family, "not run", None, detail)
-        if outcome.outcome in ("reused", "copied", "ran", "kept"):
+        if outcome.outcome in ("reused", "copied", "ran", "kept", "shared", "deferred"):
             done.add(family)
         found.append(outcome)
     return found
@@ -109,6 +113,8 @@ def _decided(context: RunContext, entry: TaskPlan) -> TaskOutcome | None:
     if entry.decision == SKIPPED:
         detail = f"not needed: {covering(context, entry.family)} reused"
         return TaskOutcome(entry.family, "skipped", None, detail)
+    if entry.decision == DEFERRED:
+        return TaskOutcome(entry.family, "deferred", None, entry.reason)
     return None
 
 
@@ -117,6 +123,9 @@ def _ran(entry: TaskPlan, record: TaskRecord | None, earlier: bool) -> TaskOutco
     if record is None:
         return None
     family, seconds = entry.family, record.duration_s
+    if entry.decision == SHARED:  # the record of the child that made it
+        outcome = "shared" if record.status == FINISHED else record.status.lower()
+        return TaskOutcome(family, outcome, None, f"{entry.reason} ({entry.source})")
     if record.status == FINISHED and earlier:
         return TaskOutcome(family, "kept", seconds, "finished in an earlier attempt")
     if record.status == FINISHED:
@@ -158,6 +167,10 @@ def dry_run(plan: Plan) -> str:
             verdict = f"complete: [PathConfig] {entry.source}"
         elif entry.decision == SKIPPED:
             verdict = f"not needed: {covering(context, family)} would be reused"
+        elif entry.decision == SHARED:
+            verdict = f"would be {entry.reason}"
+        elif entry.decision == DEFERRED:
+            verdict = f"deferred: {entry.reason}"
         else:
             verdict = f"would run: {entry.reason}"
         lines.append(f"  {family:<{width}}  {verdict}" + (f"   (needs {needs})" if needs else ""))
@@ -170,23 +183,35 @@ def conclude(
     plan: Plan,
     task_outcomes: Iterable[TaskOutcome],
     url: str,
+    extra: str = "",
 ) -> dict[str, str]:
-    """Each task's conclusions, tagged on the run, and the run's report (report.html).
-    Returns the conclusions (`validation`, `registration`, ...)."""
-    from mlflow.entities import RunTag
+    """Each task's conclusions, tagged on the run, and the run's report (report.html, with
+    `extra` HTML before the tasks: a sweep's comparison). Returns the conclusions
+    (`validation`, `registration`, ...)."""
+    from mlflow.entities import Metric, RunTag
 
     run_id, tags = run.info.run_id, run.data.tags
     folders: dict[str, TaskFolder | None] = {}
     found: dict[str, str] = {}
+    metrics: dict[str, float] = {}  # of outputs made by another run: logged on this one too
     for task in plan.tasks:
         folder = plan.context.folder(task.task_family, run_id)
-        folders[task.task_family] = folder if folder.manifest() is not None else None
-        if folders[task.task_family] is not None:
-            try:
-                found.update(task.clone(run_id=run_id).conclusions())
-            except Exception:  # a conclusion that cannot be drawn is not a failed run
-                logging.exception("could not draw the conclusions of %s", task.task_family)
-    client.log_batch(run_id, tags=[RunTag(f"luigiflow.{k}", v) for k, v in found.items() if v])
+        manifest = folder.manifest()
+        folders[task.task_family] = folder if manifest is not None else None
+        if manifest is None:
+            continue
+        if manifest.get("run_id") != run_id:
+            metrics.update(manifest.get("metrics", {}))
+        try:
+            found.update(task.clone(run_id=run_id).conclusions())
+        except Exception:  # a conclusion that cannot be drawn is not a failed run
+            logging.exception("could not draw the conclusions of %s", task.task_family)
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        tags=[RunTag(f"luigiflow.{k}", v) for k, v in found.items() if v],
+    )
     facts = {
         "run": f"{run.info.run_name} ({run_id})",
         "experiment": client.get_experiment(run.info.experiment_id).name,
@@ -197,5 +222,6 @@ def conclude(
         "MLflow": url,
     }
     title = f"Run report: {plan.root} in {facts['experiment']}"
-    client.log_text(run_id, run_report(title, facts, task_outcomes, folders), REPORT_ARTIFACT)
+    page = run_report(title, facts, task_outcomes, folders, extra)
+    client.log_text(run_id, page, REPORT_ARTIFACT)
     return found

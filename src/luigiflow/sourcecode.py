@@ -53,6 +53,20 @@ def code_digest(cls: type, source_root: Path) -> str:
     return digest.hexdigest()
 
 
+def imported_libraries(cls: type, source_root: Path) -> set[str]:
+    """The modules from outside the project that the code of `cls` may import (lazily inside
+    functions too), and those luigiflow's own modules may import when a task runs."""
+    root = source_root.resolve()
+    files = _project_files(cls.__module__, source_root)
+    files.update({f"{FRAMEWORK}.{p.stem}": p for p in Path(__file__).parent.glob("*.py")})
+    found: set[str] = set()
+    for name, path in files.items():
+        for module in _imported_modules(name, path, root, *_version(path)):
+            if _source_file(module, root) is None and module.partition(".")[0] != FRAMEWORK:
+                found.add(module)
+    return found
+
+
 def _project_files(module_name: str, source_root: Path) -> dict[str, Path]:
     """Module name -> source file, for `module_name` and the project modules it reaches.
 

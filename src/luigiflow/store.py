@@ -239,16 +239,17 @@ class Heartbeat(threading.Thread):
     """Tags the run `luigiflow.heartbeat` with the time, every interval, while it runs: how
     runners on other hosts tell a live run from one whose runner died."""
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
+    def __init__(self, client: MlflowClient, *run_ids: str) -> None:
         super().__init__(name="luigiflow-heartbeat", daemon=True)
-        self.client, self.run_id, self.stopped = client, run_id, threading.Event()
+        self.client, self.run_ids, self.stopped = client, run_ids, threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(heartbeat_interval()):
-            try:
-                self.client.set_tag(self.run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
-            except Exception:  # a missed beat is not a failed run
-                logging.warning("heartbeat of run %s failed", self.run_id, exc_info=True)
+            for run_id in self.run_ids:  # a sweep's parent and children
+                try:
+                    self.client.set_tag(run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+                except Exception:  # a missed beat is not a failed run
+                    logging.warning("heartbeat of run %s failed", run_id, exc_info=True)
 
     def stop(self) -> None:
         self.stopped.set()

@@ -46,9 +46,7 @@ class Sweep:
 
 def overrides(combination: Mapping[Key, object]) -> list[str]:
     """A combination as `--set` overrides (`Trainer.seed=1`), values written as TOML."""
-    return [
-        f"{section}.{key}={_toml_value(value)}" for (section, key), value in combination.items()
-    ]
+    return [f"{section}.{key}={value_text(value)}" for (section, key), value in combination.items()]
 
 
 def describe(combination: Mapping[Key, object]) -> str:
@@ -135,7 +133,7 @@ def _check_axes(
             )
         if not values:
             raise ConfigError(where[(section, key)], "no values to sweep", SECTION, name)
-        if len({_toml_value(v) for v in values}) < len(values):
+        if len({value_text(v) for v in values}) < len(values):
             raise ConfigError(where[(section, key)], "a value is repeated", SECTION, name)
 
 
@@ -159,7 +157,7 @@ def _read_value(raw: str) -> object:
         return raw
 
 
-def _toml_value(value: object) -> str:
+def value_text(value: object) -> str:
     """One value as TOML text (`3`, `"a"`, `{ C = 1 }`), as `--set` reads it back."""
     encoder = toml.TomlEncoder()
     if isinstance(value, dict):

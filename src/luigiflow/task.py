@@ -16,6 +16,7 @@ import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,9 +25,10 @@ from luigi.parameter import ParameterVisibility
 
 from luigiflow import cards, formats
 from luigiflow.attempt import Attempt, tracked
-from luigiflow.context import RunContext, load
+from luigiflow.context import DEFERRED, RunContext, find, load
 from luigiflow.redact import is_secret_key
 from luigiflow.targets import ArtifactTarget, TaskFolder, client
+from luigiflow.values import serialize
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,22 @@ def requires(*upstream: type[PipelineTask]) -> Callable[[type[PipelineTask]], ty
     """Declare the tasks whose outputs a task reads.
 
     Unlike `luigi.util.requires`, the upstream's parameters are not copied onto the task: each
-    task keeps its own `[Section]` in luigi.toml. Only the run id is passed along.
+    task keeps its own `[Section]` in luigi.toml. Only the run id is passed along: this run's,
+    or, in a sweep, that of the child that makes a task shared by several children (so Luigi
+    runs it once and every child waits for it).
     """
 
     def decorate(cls: type[PipelineTask]) -> type[PipelineTask]:
         def requires(self: PipelineTask) -> dict[str, PipelineTask]:
-            return {task.get_task_family(): task(run_id=self.run_id) for task in upstream}
+            context = find(self.run_id)
+            return {
+                task.get_task_family(): task(
+                    run_id=context.made_by(task.get_task_family(), self.run_id)
+                    if context
+                    else self.run_id
+                )
+                for task in upstream
+            }
 
         cls.requires = requires
         return cls
@@ -88,6 +100,9 @@ class PipelineTask(luigi.Task):
 
     #: output name -> file (or folder, for a model) inside the task's artifact folder
     outputs: ClassVar[dict[str, str]] = {}
+    #: True for a task that changes something outside its run (the Model Registry): in a sweep
+    #: the children leave it to the parent, which runs it once, for the winning child
+    publishes: ClassVar[bool] = False
     _attempt: Attempt | None = None  # set while run() is under way
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -98,6 +113,22 @@ class PipelineTask(luigi.Task):
                 param.visibility = ParameterVisibility.PRIVATE
         if "run" in cls.__dict__:
             cls.run = tracked(cls.__dict__["run"])
+
+    @classmethod
+    def get_param_values(cls, params, args, kwargs):
+        """A task's parameters are those of its run: the values in the run's context, whatever
+        config this process installed for Luigi (a sweep builds runs of several configs in one
+        process). Before the run exists, and for secrets, Luigi's config gives them."""
+        run_id = kwargs.get("run_id", args[0] if args else None)
+        configured = _run_values(cls, str(run_id)) if run_id else {}
+        return super().get_param_values(params, args, {**configured, **kwargs})
+
+    def complete(self) -> bool:
+        """Complete when its outputs are; a task deferred to a sweep's parent counts as
+        complete in the child (what follows it there does not wait for it)."""
+        context = find(self.run_id)
+        entry = context.tasks.get(self.task_family) if context else None
+        return (entry is not None and entry.decision == DEFERRED) or super().complete()
 
     # what the task reads and makes -----------------------------------------------------------
     def input_files(self) -> dict[str, InputFile]:
@@ -238,6 +269,22 @@ class PipelineTask(luigi.Task):
         if self._attempt is None:
             raise RuntimeError(f"{self.task_family}: outputs and metrics belong inside run()")
         return self._attempt
+
+
+@cache
+def _run_values(cls: type[PipelineTask], run_id: str) -> dict[str, Any]:
+    """The parameter values a run's context gives a task class, parsed as Luigi would parse
+    them from its config; {} for a run without a context. Secrets are left to Luigi's config,
+    where they were resolved from this process's environment."""
+    context = find(run_id)
+    if context is None:
+        return {}
+    params = dict(cls.get_params())
+    return {
+        name: params[name].parse(serialize(params[name], value))
+        for name, value in context.config.get(cls.get_task_family(), {}).items()
+        if name in params and name != "run_id" and not is_secret_key(name)
+    }
 
 
 def ambiguity(family: str, name: str, makers: list[PipelineTask]) -> str:

@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 
 from luigiflow.caching import code_differences
 from luigiflow.config import Config
-from luigiflow.context import COPIED, REUSED, NoContext, RunContext, load
+from luigiflow.context import COPIED, REUSED, SHARED, NoContext, RunContext, load
 from luigiflow.names import (
     CONFIG_ARTIFACT,
     HEARTBEAT_INTERVAL_TAG,
@@ -64,7 +64,35 @@ def start_run(
         run_id = adopt
     else:
         run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
-    safe = {section: redactor.mapping(values) for section, values in context.config.items()}
+    _log_config(client, run_id, context.config, redactor, git)
+    context.save(run_id)
+    return run_id
+
+
+def start_sweep(
+    client: MlflowClient,
+    experiment_id: str,
+    config: Config,
+    resolved: dict[str, dict[str, object]],
+    redactor: Redactor,
+    project_root: Path,
+    argv: list[str],
+) -> str:
+    """Create a sweep's parent run: the tags of any run, and its config (`resolved`, with the
+    [Sweep] section: `--from-run` of the parent runs the sweep again) as params and as file.
+    Its children are runs of their own (`start_run`, tagged `mlflow.parentRunId`)."""
+    git = git_state(project_root)
+    context = RunContext(config.task, "", resolved, {})
+    tags = _run_tags(config.run, context, redactor, argv, git)
+    run_name = str(config.run.get("run_name") or "") or None
+    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    _log_config(client, run_id, resolved, redactor, git)
+    return run_id
+
+
+def _log_config(client: MlflowClient, run_id: str, resolved, redactor, git) -> None:
+    """The resolved config as params and as `config/luigi.toml`; the diff of a dirty tree."""
+    safe = {section: redactor.mapping(values) for section, values in resolved.items()}
     params = [
         Param(f"{s}.{k}", _param_text(v)) for s, values in safe.items() for k, v in values.items()
     ]
@@ -73,8 +101,6 @@ def start_run(
     client.log_text(run_id, dumps(safe), CONFIG_ARTIFACT)
     if git is not None and git.dirty:
         client.log_text(run_id, redactor.text(git.diff), "git/diff.patch")
-    context.save(run_id)
-    return run_id
 
 
 def _run_tags(
@@ -153,7 +179,7 @@ def plan_tags(context: RunContext) -> dict[str, str]:
     tags = {}
     sources = []
     for family, entry in context.tasks.items():
-        if entry.decision in (REUSED, COPIED):
+        if entry.decision in (REUSED, COPIED, SHARED):
             tags[REUSED_TAG.format(family)] = str(entry.source)
             sources.append(TaskFolder.from_source(str(entry.source)))
         if entry.reason:

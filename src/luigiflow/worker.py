@@ -16,9 +16,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from luigiflow import caching, logs, scheduler
+from luigiflow import caching, logs, scheduler, sourcecode
 from luigiflow.config import Config, ConfigError, parse_config
-from luigiflow.context import RUN, NoContext, RunContext, load
+from luigiflow.context import DEFERRED, RUN, NoContext, RunContext, load
 from luigiflow.names import CONTEXT_ARTIFACT, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from luigiflow.redact import Redactor
 from luigiflow.report import follow
@@ -82,26 +82,77 @@ def build(
     )
 
 
-def _build_once(root: PipelineTask, workers: int, scheduler_url: str) -> str:
+def build_sweep(
+    run_ids: Sequence[str],
+    task_classes: Mapping[str, type[PipelineTask]],
+    workers: int = 1,
+    scheduler_url: str | None = None,
+) -> dict[str, bool]:
+    """Build the children of a sweep together, in one Luigi build: a task they share runs
+    once, and with several workers the children run side by side. A child that fails does
+    not stop the others. Whether each child's task is complete, by run id."""
+    wanted = {run_id: _sweep_roots(run_id, task_classes) for run_id in run_ids}
+    _build_once([task for roots in wanted.values() for task in roots], workers, scheduler_url or "")
+    return {run_id: all(task.complete() for task in roots) for run_id, roots in wanted.items()}
+
+
+def _sweep_roots(run_id: str, task_classes: Mapping[str, type[PipelineTask]]) -> list:
+    """A child's task, and what its deferred tasks need: those count as complete in the
+    child, so Luigi would not look below them (the Evaluator below the Register)."""
+    context = load(run_id)
+    roots = [task_classes[context.root](run_id=run_id)]
+    for family in context.decided(DEFERRED):
+        roots += task_classes[family](run_id=run_id).upstream()
+    return roots
+
+
+def _build_once(roots: PipelineTask | list[PipelineTask], workers: int, scheduler_url: str) -> str:
     """One Luigi build: "done", "failed" (a task of this process failed), or "waiting" (with
     a central scheduler: what is left runs elsewhere, or is not ready yet)."""
     import luigi
 
+    roots = roots if isinstance(roots, list) else [roots]
+    if workers > 1:
+        preload(roots)
     result = luigi.build(
-        [root],
+        roots,
         detailed_summary=True,
         local_scheduler=not scheduler_url,
         scheduler_url=scheduler_url,
         workers=workers,
     )
     logging.debug("%s", result.summary_text)
-    if result.status.name in ("SUCCESS", "SUCCESS_WITH_RETRY") and root.complete():
+    complete = all(root.complete() for root in roots)
+    if result.status.name in ("SUCCESS", "SUCCESS_WITH_RETRY") and complete:
         logging.info("%s", result.summary_text)
         return "done"
     if result.status.name in ("FAILED", "FAILED_AND_SCHEDULING_FAILED", "SCHEDULING_FAILED"):
         logging.info("%s", result.summary_text)
         return "failed"
     return "waiting" if scheduler_url else "failed"
+
+
+def preload(roots: list[PipelineTask]) -> None:
+    """Import, before Luigi forks a process per task, the libraries the tasks import when they
+    run: each forked process then starts with them loaded instead of paying for them again."""
+    names: set[str] = set()
+    for cls in {type(task) for task in _graph(roots)}:
+        names |= sourcecode.imported_libraries(cls, caching.source_root(cls))
+    for name in sorted(names):
+        try:
+            importlib.import_module(name)
+        except Exception:  # an optional import the task guards itself
+            logging.debug("could not preload %s", name, exc_info=True)
+
+
+def _graph(roots: list[PipelineTask]) -> list[PipelineTask]:
+    found, todo = {}, list(roots)
+    while todo:
+        task = todo.pop()
+        if task.task_id not in found:
+            found[task.task_id] = task
+            todo.extend(task.upstream())
+    return list(found.values())
 
 
 def main(

@@ -20,6 +20,7 @@ class Register(PipelineTask):
     allow_unvalidated = luigi.BoolParameter(default=False, description="register REJECTED too")
 
     outputs = {"registration": "registration.json"}
+    publishes = True  # in a sweep, the parent registers the winner only
 
     def validate(self) -> dict[str, str]:
         return registry.name_problems(model_name=self.model_name, alias=self.alias)
@@ -54,6 +55,8 @@ class Register(PipelineTask):
         if not r["new"]:
             text += " (already registered: no new version)"
         now = registry.alias_version(self.model_name, self.alias)
-        if now != r["version"]:  # moved since, by another run or by hand
+        if r.get("alias_kept_because"):  # a sweep's winner that is no better than the holder
+            text += f"; @{self.alias} stays at version {now}: {r['alias_kept_because']}"
+        elif now != r["version"]:  # moved since, by another run or by hand
             text += f"; @{self.alias} has since moved to version {now}"
         return {"registration": text}

@@ -1,0 +1,152 @@
+"""A run's life around its build, for a plain run and a sweep alike: the experiment it goes
+in, the build guarded against Ctrl-C and SIGTERM, and the ending (records settled, conclusions
+and report, the log, the status) that nothing may interrupt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from luigiflow import logs, records, store, tracking
+from luigiflow.config import Config, ConfigError
+from luigiflow.context import SHARED, NoContext
+from luigiflow.names import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED
+from luigiflow.plan import Plan
+from luigiflow.redact import Redactor
+from luigiflow.report import conclude, outcomes, summary
+from luigiflow.settings import Settings
+from luigiflow.targets import staging_root
+
+UI_ADDRESS = "http://127.0.0.1:5000"
+STARTED = time.monotonic()  # the summary reports the whole invocation, imports included
+USAGE_ERRORS = (ConfigError, store.StoreMoved, store.StoreUnavailable, MlflowException, NoContext)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C: Luigi lets that through instead of calling it a task failure."""
+
+
+def open_experiment(client: MlflowClient, settings: Settings, config: Config, adopted: str | None):
+    """The run's experiment (created if need be); runs there left RUNNING by a dead runner are
+    marked KILLED first."""
+    with store.store_lock(settings):
+        if adopted:  # `mlflow run` started the run, in the experiment it was given
+            experiment = client.get_experiment(_adoptable(client, adopted).experiment_id)
+        else:
+            experiment = store.experiment(client, str(config.run["experiment_name"]), settings)
+        for run_id in store.mark_abandoned_runs(client):
+            logging.info("marked run %s KILLED: its runner is gone", run_id)
+    return experiment
+
+
+def guarded(
+    work: Callable[[], bool], client, redactor: Redactor, run_ids: Callable[[], list[str]]
+) -> tuple[str, int]:
+    """Do `work` (True: it succeeded) with Ctrl-C and SIGTERM raised as exceptions; the status
+    the runs it opened (`run_ids`) end with, and the exit code. Afterwards the signals are
+    ignored: nothing may interrupt the bookkeeping that ends the runs."""
+    logs.take_over_luigi_logging()
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    # Ctrl-C ends the run KILLED even if the runner was started with SIGINT ignored, as a
+    # script's background job or a CI step is; Python would otherwise leave it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return ("FINISHED", EXIT_OK) if work() else ("FAILED", EXIT_FAILED)
+    except Terminated:
+        return "KILLED", EXIT_TERMINATED
+    except KeyboardInterrupt:
+        return "KILLED", EXIT_INTERRUPTED
+    except Exception as error:
+        text = redactor.text(traceback.format_exc())
+        logging.error("runner failed:\n%s", text)  # the traceback goes to the log only
+        print(f"error: {redactor.text(str(error)) or type(error).__name__}", file=sys.stderr)
+        for run_id in run_ids():
+            with contextlib.suppress(Exception):
+                client.log_text(run_id, text, "errors/runner.txt")
+        return "FAILED", EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def finish(
+    client,
+    run_id,
+    status: str,
+    plan: Plan,
+    log_path: Path,
+    url: str,
+    earlier=frozenset(),
+    extra: str = "",
+    say: bool = True,
+) -> dict:
+    """End the run: records settled, conclusions and report (`extra`: HTML for it), the log,
+    the status; print the summary (unless `say` is False), and a paragraph when the store
+    failed on the way. Returns the conclusions (`validation`, `registration`, ...), under
+    "problems" what failed in the store, and under "failed" the tasks that failed."""
+    ending = tracking.Ending(float(os.environ.get("LUIGIFLOW_ENDING_TIMEOUT_S", "60")))
+    shared = plan.context.decided(SHARED)  # made by another child of a sweep: its records
+    families = [family for family in plan.context.tasks if family not in shared]
+    done = ending.step("read the task records", lambda: records.read_all(run_id, families)) or {}
+    if status != "FINISHED":
+        ending.step("settle interrupted tasks", lambda: records.settle(run_id, done, status))
+    for family in shared:
+        maker = plan.context.made_by(family, run_id)
+        record = ending.step(
+            "read a shared task's record", lambda m=maker, f=family: records.read(m, f)
+        )
+        done.update({family: record} if record else {})
+    task_outcomes = outcomes(plan.context, done, earlier)
+    found = (
+        ending.step(
+            "write the report",
+            lambda: conclude(client, client.get_run(run_id), plan, task_outcomes, url, extra),
+        )
+        or {}
+    )
+    logs.flush()
+    ending.step("upload the log", lambda: client.log_artifact(run_id, str(log_path), "logs"))
+    ended = ending.step("end the run", lambda: client.set_terminated(run_id, status) or True, True)
+    shutil.rmtree(staging_root() / "staging" / run_id, ignore_errors=True)
+    seconds = time.monotonic() - STARTED
+    if say:
+        print(summary(task_outcomes, f"{status} in {seconds:.1f}s", url, f"Log: {log_path}", found))
+    if ending.problems:
+        state = f"is {status}" if ended else "may be left RUNNING (the next runner marks it KILLED)"
+        print(
+            f"\nThe store failed while the run was ending: {'; '.join(ending.problems)}."
+            f" The run {state}; what the tasks wrote before stays as it is."
+            f" Details: {log_path}",
+            file=sys.stderr,
+        )
+    failed = [f"{o.task}: {o.detail}" for o in task_outcomes if o.outcome == "failed"]
+    return {**found, "problems": "; ".join(ending.problems), "failed": "; ".join(failed)}
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _adoptable(client: MlflowClient, run_id: str):
+    """The run `mlflow run` started (MLFLOW_RUN_ID): only a RUNNING run is adopted, never an
+    ended one, which would be turned FINISHED again with other outputs."""
+    from luigiflow.config import ConfigError
+
+    info = client.get_run(run_id).info
+    if info.status != "RUNNING":
+        raise ConfigError(
+            "MLFLOW_RUN_ID", f"run {run_id} is {info.status}: only a RUNNING run is adopted"
+        )
+    return info
