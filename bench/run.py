@@ -192,6 +192,9 @@ class Workload:
         self.record("luigiflow reused", self.runner())  # found by fingerprint in the store
         self.verify("embedded", self.samples["luigiflow cold"][-1].run_id, self.store)
         self.record("luigiflow --workers 2", self.runner("--workers", "2", "--no-cache"))
+        sweep = ("--sweep", "Trainer.seed=0,1,2,3", "--no-cache")
+        self.record("sweep of 4, 1 worker", self.runner(*sweep))
+        self.record("sweep of 4, 2 workers", self.runner(*sweep, "--workers", "2"))
         if database:
             self.on_server(database)
 

@@ -34,3 +34,23 @@ def test_known_digests_spare_a_second_read_until_the_file_changes(tmp_path, monk
     found = digests.file_digests(tmp_path, written)
     assert sorted(read) == ["notes.txt", "table.parquet"]
     assert found["table.parquet"]["sha256"] == real(table)
+
+
+def test_a_model_saved_with_other_library_versions_is_loaded_with_a_warning(tmp_path, caplog):
+    """MLflow's own check of a model's requirements is skipped (it costs a second or more in
+    each fresh process): the pinned versions are compared here instead."""
+    from importlib.metadata import version
+
+    from luigiflow.formats import _warn_of_other_versions
+
+    (tmp_path / "requirements.txt").write_text(
+        f"pandas=={version('pandas')}\nscikit-learn==0.0.1\nno-such-package==1.0\nmlflow\n"
+    )
+    with caplog.at_level("WARNING", logger="luigiflow"):
+        _warn_of_other_versions(tmp_path)
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [
+        f"the model in {tmp_path} was saved with scikit-learn 0.0.1; "
+        f"{version('scikit-learn')} is installed here",
+        f"the model in {tmp_path} was saved with no-such-package 1.0; nothing is installed here",
+    ]

@@ -227,6 +227,39 @@ def test_a_worker_from_another_clone_joins_a_run_and_shares_its_tasks(stack, tmp
 
 
 @pytest.mark.slow
+def test_a_worker_from_another_clone_joins_a_sweep_and_takes_a_child_s_task(stack, tmp_path):
+    gate, env = tmp_path / "go", stack.env()
+    creator_project = gate_trainer(copy_project(tmp_path / "one"), gate)
+    joiner_project = gate_trainer(copy_project(tmp_path / "two"), gate)
+    creator = start_runner(creator_project, "--sweep", "Trainer.seed=0,1", "--no-cache", env=env)
+    parent = re.search(r"Run (\w+) started", wait_for_line(creator, "started: a sweep")).group(1)
+    joiner = start_runner(joiner_project, "--join", parent, env=env)
+    try:
+        wait_for_line(creator, "Trainer        [")  # each holds one Trainer at the gate
+        wait_for_line(joiner, f"Joined run {parent}: a sweep of 2 runs")
+        wait_for_line(joiner, "Trainer        [")
+    finally:
+        gate.touch()
+    joined_out, joined_err = joiner.communicate(timeout=600)
+    stdout, stderr = creator.communicate(timeout=600)
+    assert creator.returncode == 0, stdout + stderr
+    assert joiner.returncode == 0, joined_out + joined_err
+
+    client = MlflowClient(stack.tracking_uri)
+    children = client.search_runs(
+        [client.get_run(parent).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'"
+    )
+    assert client.get_run(parent).info.status == "FINISHED"
+    assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
+    pids = {
+        read_json(client, c.info.run_id, "luigiflow/tasks/Trainer.json", tmp_path)["pid"]
+        for c in children
+    }
+    assert pids == {creator.pid, joiner.pid}, "each process trained one child"
+    assert "Registration: models:/titanic" in stdout
+
+
+@pytest.mark.slow
 def test_a_joining_worker_with_other_code_or_inputs_is_refused(stack, tmp_path):
     gate = tmp_path / "go"
     project = gate_trainer(copy_project(tmp_path / "creator"), gate)

@@ -91,6 +91,9 @@ def test_a_failing_child_leaves_the_others_finished_and_the_parent_failed(projec
     assert store(project).search_registered_models() == []
     table = pd.read_csv(artifacts(project, parent) / "sweep" / "comparison.csv")
     assert list(table["status"]) == ["FAILED", "FINISHED"]
+    resumed = run_runner(project, "--resume", parent.info.run_id)
+    assert resumed.returncode == 2
+    assert f"is a sweep: run it again with --from-run {parent.info.run_id}" in resumed.stderr
 
 
 def test_a_two_by_two_grid_with_two_workers_gives_the_results_of_one(project):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,8 @@ def read(path: Path, encoding: str = "utf-8") -> Any:
     if path.is_dir():
         import mlflow.pyfunc
 
-        return mlflow.pyfunc.load_model(str(path))
+        _warn_of_other_versions(path)
+        return mlflow.pyfunc.load_model(str(path), suppress_warnings=True)
     if path.suffix == ".json":
         return json.loads(path.read_text())
     import pandas as pd
@@ -64,6 +66,29 @@ def read(path: Path, encoding: str = "utf-8") -> Any:
     if path.suffix == ".csv":
         return pd.read_csv(path, encoding=encoding)
     raise ValueError(f"{path.name}: no reader for '{path.suffix}' files; use input_path()")
+
+
+def _warn_of_other_versions(model: Path) -> None:
+    """Warn, as MLflow would on load, of a model saved with other versions of the libraries it
+    pins. MLflow's own check first maps every installed package to its modules: a second or
+    more in each fresh process, such as every task a Luigi worker forks."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    requirements = model / "requirements.txt"
+    lines = requirements.read_text().splitlines() if requirements.is_file() else []
+    for line in lines:
+        name, pinned, wanted = line.partition(";")[0].strip().partition("==")
+        if not pinned:
+            continue
+        try:
+            found = version(name)
+        except PackageNotFoundError:
+            found = "nothing"
+        if found != wanted:
+            logging.getLogger("luigiflow").warning(
+                "the model in %s was saved with %s %s; %s is installed here", model, name, wanted,
+                found,
+            )  # fmt: skip
 
 
 def write_sklearn_model(model: Any, example: Any, path: Path) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import toml
+from mlflow import MlflowClient
 
 from luigiflow import logs, records, scheduler, store, sweep, targets, tracking, worker
 from luigiflow.config import Config, ConfigError, load_config, parse_config
@@ -38,6 +39,7 @@ from luigiflow.names import (
     EXIT_OK,
     EXIT_REJECTED,
     EXIT_USAGE,
+    SWEEP_TAG,
 )
 from luigiflow.plan import PENDING_RUN, CacheOptions, Plan, make_plan
 from luigiflow.redact import Redactor, is_secret_key, redact_uri
@@ -161,25 +163,40 @@ def join(args, settings: Settings, task_classes, log_path: Path, handlers) -> in
                 "LUIGIFLOW_SCHEDULER_URL",
             )
         scheduler.check(settings.scheduler_url)
-        status = store.open_store(settings).get_run(run_id).info.status
-        if status != "RUNNING":
-            raise ConfigError("--join", f"run {run_id} is {status}: only a RUNNING run is joined")
+        client = store.open_store(settings)
+        run = client.get_run(run_id)
+        if run.info.status != "RUNNING":
+            raise ConfigError(
+                "--join", f"run {run_id} is {run.info.status}: only a RUNNING run is joined"
+            )
         if targets.local_path(targets.run_artifact_uri(run_id)) is not None:
             raise ConfigError(
                 "--join",
                 f"run {run_id} keeps its outputs in a folder of the embedded store; workers "
                 "share a run through a tracking server: start runs with --profile shared",
             )
-        _check_joinable(run_id, load_context(run_id).scheduler, settings.scheduler_url)
-        context, config = worker.attach(run_id, settings.project_root, task_classes)
+        # A sweep's parent is joined by joining its children that are still running.
+        joined = _sweep_children(client, run) if SWEEP_TAG in run.data.tags else [run_id]
+        for child in joined:
+            _check_joinable(child, load_context(child).scheduler, settings.scheduler_url)
+            context, config = worker.attach(child, settings.project_root, task_classes)
     except USAGE_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     logs.redact_logs(handlers, Redactor.from_environment(config.sections))
     logs.take_over_luigi_logging()
-    print(f"Joined run {run_id}: {context.root} through {redact_uri(settings.scheduler_url)}")
+    what = context.root if joined == [run_id] else f"a sweep of {len(joined)} runs"
+    print(f"Joined run {run_id}: {what} through {redact_uri(settings.scheduler_url)}")
     try:
-        built = worker.build(run_id, context, task_classes, args.workers, settings.scheduler_url)
+        if joined == [run_id]:
+            built = worker.build(
+                run_id, context, task_classes, args.workers, settings.scheduler_url
+            )
+        else:
+            finished = worker.build_sweep(
+                joined, task_classes, args.workers, settings.scheduler_url
+            )
+            built = all(finished.values())
     except KeyboardInterrupt:  # the task it ran goes back to the scheduler, for another worker
         print(f"Left run {run_id}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -202,6 +219,17 @@ def _upload_worker_log(run_id: str, log_path: Path) -> None:
         targets.client().log_artifact(run_id, str(log_path), folder)
     except Exception as error:  # the store is gone: the log stays on this machine
         print(f"Could not upload the log ({error}); it is at {log_path}", file=sys.stderr)
+
+
+def _sweep_children(client: MlflowClient, parent) -> list[str]:
+    """The RUNNING children of a sweep's parent (those still being built)."""
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = 'RUNNING'",
+    )
+    if not children:
+        raise ConfigError("--join", f"run {parent.info.run_id} is a sweep with no child running")
+    return [child.info.run_id for child in children]
 
 
 def _check_joinable(run_id: str, recorded: str, url: str, waits: int = 5) -> None:

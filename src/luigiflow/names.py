@@ -25,6 +25,9 @@ PROCESS_START_TAG = "luigiflow.process_start"
 HEARTBEAT_TAG = "luigiflow.heartbeat"  # seconds since the epoch, refreshed while it runs
 HEARTBEAT_INTERVAL_TAG = "luigiflow.heartbeat_interval_s"
 
+# Tag on a sweep's parent run: the swept keys and values, in words.
+SWEEP_TAG = "luigiflow.sweep"
+
 # Tag on an experiment: the MLflow UI opens it as model training, not GenAI.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 

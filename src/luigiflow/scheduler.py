@@ -20,11 +20,11 @@ import logging
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from luigiflow import records
 from luigiflow.config import ConfigError
-from luigiflow.context import RUN, RunContext
+from luigiflow.context import RUN, SHARED, RunContext
 from luigiflow.targets import client
 
 # Luigi's worker defaults suit nightly batches (up to 5 s of jitter per poll of the scheduler,
@@ -108,6 +108,46 @@ def build_in_rounds(
     return outcome == "done" or complete()
 
 
+def build_runs_in_rounds(
+    url: str,
+    contexts: Mapping[str, RunContext],
+    build_once: Callable[[list[str]], str],
+    complete: Callable[[str], bool],
+) -> dict[str, bool]:
+    """A sweep's children through luigid, built in rounds as a run is (`build_in_rounds`),
+    until each is complete or cannot finish: a child that cannot does not stop the others.
+    `build_once(run_ids)` builds those runs; per run, True when its task is complete."""
+    use_worker_defaults()
+    failed_before = {run_id: _failed(run_id, c) for run_id, c in contexts.items()}
+    result: dict[str, bool] = {}
+    waiting = list(contexts)
+    wait, idle_failures = FIRST_WAIT_S, 0
+    before = {run_id: _states(url, run_id) for run_id in waiting}
+    outcome = build_once(waiting)
+    while True:
+        for run_id in list(waiting):
+            done = complete(run_id)
+            problem = (
+                "" if done else _why_not_go_on(url, run_id, contexts[run_id], failed_before[run_id])
+            )
+            if done or problem:
+                result[run_id] = done
+                waiting.remove(run_id)
+                if problem:
+                    logging.error("run %s cannot finish: %s", run_id, problem)
+        idle_failures = idle_failures + 1 if outcome == "failed" else 0
+        if not waiting or idle_failures >= 3:  # failing with nothing to show: give up
+            return {**result, **dict.fromkeys(waiting, False)}
+        states = {
+            run_id: _wait_for_change(url, run_id, before[run_id], wait / len(waiting))
+            for run_id in waiting
+        }
+        changed = states != before
+        before = states
+        outcome = build_once(waiting)
+        wait = FIRST_WAIT_S if changed else min(wait * 1.5, LONGEST_WAIT_S)
+
+
 def _states(url: str, run_id: str) -> dict[str, str] | None:
     """The run's tasks and their states in luigid; None when it does not answer."""
     try:
@@ -135,9 +175,13 @@ def _wait_for_change(
 
 
 def _failed(run_id: str, context: RunContext) -> dict[str, str]:
-    """The run's failed tasks, each with when its failed record started."""
-    found = records.read_all(run_id, list(context.decided(RUN)))
-    return {f: r.started for f, r in found.items() if r.status == records.FAILED}
+    """The run's failed tasks, each with when its failed record started (a sweep's child:
+    the tasks another child makes for it too)."""
+    found = {
+        family: records.read(context.made_by(family, run_id), family)
+        for family in [*context.decided(RUN), *context.decided(SHARED)]
+    }
+    return {f: r.started for f, r in found.items() if r and r.status == records.FAILED}
 
 
 def _why_not_go_on(

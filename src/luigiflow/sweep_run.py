@@ -39,7 +39,7 @@ from luigiflow.lifecycle import (
     guarded,
     open_experiment,
 )
-from luigiflow.names import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE
+from luigiflow.names import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, SWEEP_TAG
 from luigiflow.plan import CacheOptions, Plan, SweepChild, make_plan
 from luigiflow.redact import Redactor
 from luigiflow.report import dry_run
@@ -303,7 +303,7 @@ def _start_parent(client, experiment, grid: Sweep, children, redactor, settings)
         "direction": grid.direction,
         "promote": grid.promote,
     }
-    tags = {**dict(first.config.run.get("tags") or {}), "luigiflow.sweep": _axes(grid)}
+    tags = {**dict(first.config.run.get("tags") or {}), SWEEP_TAG: _axes(grid)}
     config = replace(first.config, run={**first.config.run, "tags": tags})
     return tracking.start_sweep(
         client, experiment.experiment_id, config, resolved, redactor, settings.project_root,

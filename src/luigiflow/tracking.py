@@ -32,6 +32,7 @@ from luigiflow.names import (
     PROCESS_START_TAG,
     REASON_TAG,
     REUSED_TAG,
+    SWEEP_TAG,
 )
 from luigiflow.provenance import GitState, git_state, library_versions
 from luigiflow.redact import Redactor, redact_uri
@@ -141,6 +142,8 @@ def resumable(client: MlflowClient, run_id: str) -> str | None:
     RUNNING one whose runner on this host is gone."""
     run = client.get_run(run_id)
     status, tags = run.info.status, run.data.tags
+    if SWEEP_TAG in tags:
+        return f"run {run_id} is a sweep: run it again with --from-run {run_id}"
     if status == "FINISHED":
         return f"run {run_id} FINISHED: nothing to resume (start anew with --from-run {run_id})"
     if status not in ("FAILED", "KILLED", "RUNNING"):

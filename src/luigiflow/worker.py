@@ -92,8 +92,18 @@ def build_sweep(
     once, and with several workers the children run side by side. A child that fails does
     not stop the others. Whether each child's task is complete, by run id."""
     wanted = {run_id: _sweep_roots(run_id, task_classes) for run_id in run_ids}
-    _build_once([task for roots in wanted.values() for task in roots], workers, scheduler_url or "")
-    return {run_id: all(task.complete() for task in roots) for run_id, roots in wanted.items()}
+
+    def build_once(runs: Sequence[str]) -> str:
+        return _build_once([task for r in runs for task in wanted[r]], workers, scheduler_url or "")
+
+    def complete(run_id: str) -> bool:
+        return all(task.complete() for task in wanted[run_id])
+
+    if scheduler_url:  # other processes may join a child: see `scheduler`
+        contexts = {run_id: load(run_id) for run_id in run_ids}
+        return scheduler.build_runs_in_rounds(scheduler_url, contexts, build_once, complete)
+    build_once(run_ids)
+    return {run_id: complete(run_id) for run_id in run_ids}
 
 
 def _sweep_roots(run_id: str, task_classes: Mapping[str, type[PipelineTask]]) -> list:
