@@ -68,6 +68,16 @@ def read(path: Path, encoding: str = "utf-8") -> Any:
     raise ValueError(f"{path.name}: no reader for '{path.suffix}' files; use input_path()")
 
 
+def warm_up() -> None:
+    """Do once, before Luigi forks a process per task, what saving a model does on first use in
+    each process: MLflow maps every installed package to its modules to check the model's
+    requirements (a second or more, in every forked task that saves a model otherwise)."""
+    from mlflow.utils import requirements_utils
+
+    requirements_utils._init_packages_to_modules_map()  # no public way to do it ahead
+    _pip_requirements()
+
+
 def _warn_of_other_versions(model: Path) -> None:
     """Warn, as MLflow would on load, of a model saved with other versions of the libraries it
     pins. MLflow's own check first maps every installed package to its modules: a second or
