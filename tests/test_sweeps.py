@@ -66,7 +66,11 @@ def test_a_sweep_of_three_seeds_makes_shared_work_once_and_registers_the_winner(
     assert [v.run_id for v in versions] == [best], "the winner, and nothing else"
     assert client.get_model_version_by_alias("titanic", "champion").run_id == best
     assert "Register" in ran(parent)
+    check_the_rerun_and_a_plain_run_reuse_it(project, parent, children, table)
 
+
+def check_the_rerun_and_a_plain_run_reuse_it(project, parent, children, table) -> None:
+    client = store(project)
     again = run_runner(project, "--from-run", parent.info.run_id)
     assert again.returncode == 0, again.stderr
     rerun, rerun_children = sweep_runs(project)
@@ -76,6 +80,14 @@ def test_a_sweep_of_three_seeds_makes_shared_work_once_and_registers_the_winner(
     assert len(client.search_model_versions("name = 'titanic'")) == 1
     rerun_table = pd.read_csv(artifacts(project, rerun) / "sweep" / "comparison.csv")
     assert list(rerun_table["roc_auc"]) == pytest.approx(list(table["roc_auc"]))
+
+    plain = run_runner(project, "--set", "Trainer.seed=1")  # a child's config, as a plain run
+    assert plain.returncode == 0, plain.stderr
+    latest = runs(project)[0]
+    for family in ("Trainer", "Evaluator"):
+        source = latest.data.tags[f"luigiflow.task.{family}.reused_from"]
+        assert source == f"runs:/{children[1].info.run_id}/{family}"
+    assert ran(latest) == {"Register", "Prediction"}, "a child's Prediction did not register"
 
 
 def test_a_failing_child_leaves_the_others_finished_and_the_parent_failed(project):

@@ -18,7 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from luigiflow.cards import run_report
-from luigiflow.context import COPIED, DEFERRED, REUSED, SHARED, SKIPPED, RunContext, TaskPlan
+from luigiflow.context import (
+    COPIED,
+    DEFERRED,
+    REUSED,
+    SHARED,
+    SKIPPED,
+    RunContext,
+    TaskPlan,
+    find,
+)
 from luigiflow.names import REPORT_ARTIFACT
 from luigiflow.plan import Plan
 from luigiflow.records import FAILED, FINISHED, TaskRecord
@@ -35,7 +44,8 @@ def follow(task_class: Any) -> None:
     import luigi
 
     def name(task: Any) -> str:  # in a sweep, which child's task
-        label = task.context.label
+        context = find(task.run_id)
+        label = context.label if context else ""
         return f"{task.task_family:<14}" + (f" [{label}]" if label else "")
 
     @task_class.event_handler(luigi.Event.START)
