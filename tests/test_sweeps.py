@@ -56,6 +56,12 @@ def test_a_sweep_of_three_seeds_makes_shared_work_once_and_registers_the_winner(
         assert row["accuracy"] == pytest.approx(child.data.metrics["accuracy"])
         assert row["validation"] == child.data.tags["luigiflow.validation"] == "VALIDATED"
     assert (artifacts(project, parent) / "sweep" / "roc_auc_by_Trainer.seed.png").is_file()
+    assert (
+        '"Trainer.seed" = [0, 1, 2]'
+        in (artifacts(project, parent) / "config/luigi.toml").read_text()
+    )
+    for child in children:  # a child is one combination: --from-run <child> reruns that one
+        assert "[Sweep]" not in (artifacts(project, child) / "config/luigi.toml").read_text()
     report = (artifacts(project, parent) / "report.html").read_text()
     assert "Sweep: Trainer.seed in 0, 1, 2" in report
 
@@ -106,6 +112,11 @@ def test_a_failing_child_leaves_the_others_finished_and_the_parent_failed(projec
     resumed = run_runner(project, "--resume", parent.info.run_id)
     assert resumed.returncode == 2
     assert f"is a sweep: run it again with --from-run {parent.info.run_id}" in resumed.stderr
+    resumed = run_runner(project, "--resume", children[0].info.run_id)
+    assert resumed.returncode == 2, "its shared tasks belong to other children"
+    assert f"is a sweep's child: run the sweep again with --from-run {parent.info.run_id}" in (
+        resumed.stderr
+    )
 
 
 def test_a_two_by_two_grid_with_two_workers_gives_the_results_of_one(project):
@@ -137,6 +148,7 @@ def test_a_two_by_two_grid_with_two_workers_gives_the_results_of_one(project):
         (("--sweep", "Trainer.seed=0,-1"), "--set Trainer.seed [Trainer] seed"),
         (("--config", "empty-sweep.toml"), "empty-sweep.toml [Sweep] Trainer.seed: no values"),
         (("--sweep", "Trainer.seed=0,1", "--set", "Sweep.select="), "[Sweep] select"),
+        (("--sweep", "Trainer.retries=0,1"), "child 2 (Trainer.retries=1) builds exactly what"),
     ],
 )
 def test_a_bad_sweep_exits_2_before_any_run_exists(project, args, message):

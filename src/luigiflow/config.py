@@ -249,7 +249,7 @@ def resolved_config(config: Config, tasks: Iterable[luigi.Task]) -> dict[str, di
         PATH_SECTION: dict(config.paths),
     }
     for section, values in config.sections.items():
-        if section not in (RUN_SECTION, PATH_SECTION):
+        if section not in (RUN_SECTION, PATH_SECTION, SWEEP_SECTION):  # a run is one combination
             resolved[section] = dict(values)
     for task in tasks:
         section = resolved.setdefault(task.task_family, {})

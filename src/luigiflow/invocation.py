@@ -64,6 +64,12 @@ def new_run(args, settings: Settings, task_classes, log_path: Path, handlers) ->
         if grid:
             from luigiflow import sweep_run
 
+            if adopted:
+                raise ConfigError(
+                    "MLFLOW_RUN_ID", "a sweep makes a parent run and its children itself: "
+                    "start it with python src/runner.py, not mlflow run",
+                )  # fmt: skip
+
             def child_config(overrides: list[str]) -> Config:
                 return _load_config(args, settings, task_classes, overrides)
 

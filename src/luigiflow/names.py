@@ -27,6 +27,7 @@ HEARTBEAT_INTERVAL_TAG = "luigiflow.heartbeat_interval_s"
 
 # Tag on a sweep's parent run: the swept keys and values, in words.
 SWEEP_TAG = "luigiflow.sweep"
+SWEEP_CHILD_TAG = "luigiflow.sweep.child"  # on each child: its values, in words
 
 # Tag on an experiment: the MLflow UI opens it as model training, not GenAI.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"

@@ -87,8 +87,13 @@ def _alias_kept(name: str, alias: str, version, promotion: dict[str, str]) -> st
     if holder.version == version.version:
         return ""
     metric, higher = promotion["metric"], promotion["direction"] == "higher"
-    new = client().get_run(version.run_id).data.metrics.get(metric)
-    old = client().get_run(holder.run_id).data.metrics.get(metric)
+    new = promotion.get("value", _metric(metric, version.run_id))
+    # The holder's value where it was judged: the run that registered it, else the model's.
+    judged = [holder.tags.get("luigiflow.registered_by_run")]  # Register's tags= say so
+    old = next(
+        (v for run in [*judged, holder.run_id] if run and (v := _metric(metric, run)) is not None),
+        None,
+    )
     if new is None or old is None:
         return ""  # nothing to compare the holder on: the validated winner takes the alias
     if (new > old) if higher else (new < old):
@@ -128,6 +133,15 @@ def describe(uri: str) -> str:
     if version is None:
         return "not registered"
     return f"{version.name} version {version.version} (run {version.run_id})"
+
+
+def _metric(metric: str, run_id: str) -> float | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_run(run_id).data.metrics.get(metric)
+    except MlflowException:  # the run was deleted
+        return None
 
 
 def alias_version(name: str, alias: str) -> int | None:

@@ -124,19 +124,21 @@ def build_runs_in_rounds(
     wait, idle_failures = FIRST_WAIT_S, 0
     before = {run_id: _states(url, run_id) for run_id in waiting}
     outcome = build_once(waiting)
+    unanswered = 0
     while True:
-        for run_id in list(waiting):
-            done = complete(run_id)
-            problem = (
-                "" if done else _why_not_go_on(url, run_id, contexts[run_id], failed_before[run_id])
-            )
-            if done or problem:
-                result[run_id] = done
-                waiting.remove(run_id)
-                if problem:
-                    logging.error("run %s cannot finish: %s", run_id, problem)
-        idle_failures = idle_failures + 1 if outcome == "failed" else 0
-        if not waiting or idle_failures >= 3:  # failing with nothing to show: give up
+        resolved = len(result)
+        try:
+            _settle(url, waiting, result, contexts, failed_before, complete)
+            unanswered = 0
+        except Exception as error:  # the store or luigid briefly away: ask again next round
+            unanswered += 1
+            logging.warning("could not look at the sweep's runs (%s); trying again", error)
+        stalled = outcome == "failed" and len(result) == resolved
+        idle_failures = idle_failures + 1 if stalled else 0
+        # Failing rounds with nothing to show, or a store away for good: give up.
+        if not waiting or idle_failures >= 3 or unanswered >= POLL_FAILURES:
+            for run_id in waiting:  # what joined workers run of it ends first
+                wait_for_others(url, run_id)
             return {**result, **dict.fromkeys(waiting, False)}
         states = {
             run_id: _wait_for_change(url, run_id, before[run_id], wait / len(waiting))
@@ -146,6 +148,19 @@ def build_runs_in_rounds(
         before = states
         outcome = build_once(waiting)
         wait = FIRST_WAIT_S if changed else min(wait * 1.5, LONGEST_WAIT_S)
+
+
+def _settle(url, waiting: list[str], result: dict, contexts, failed_before, complete) -> None:
+    """Move the runs that are complete, or cannot finish, from `waiting` to `result`."""
+    for run_id in list(waiting):
+        done = complete(run_id)
+        context = contexts[run_id]
+        problem = "" if done else _why_not_go_on(url, run_id, context, failed_before[run_id])
+        if done or problem:
+            result[run_id] = done
+            waiting.remove(run_id)
+            if problem:
+                logging.error("run %s cannot finish: %s", run_id, problem)
 
 
 def _states(url: str, run_id: str) -> dict[str, str] | None:

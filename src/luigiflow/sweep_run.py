@@ -18,11 +18,14 @@ parent FAILED, nothing registered); 3 with --require-validated when no child was
 
 from __future__ import annotations
 
+import contextlib
 import html
 import io
+import logging
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,7 +42,14 @@ from luigiflow.lifecycle import (
     guarded,
     open_experiment,
 )
-from luigiflow.names import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, SWEEP_TAG
+from luigiflow.names import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    SWEEP_CHILD_TAG,
+    SWEEP_TAG,
+)
 from luigiflow.plan import CacheOptions, Plan, SweepChild, make_plan
 from luigiflow.redact import Redactor
 from luigiflow.report import dry_run
@@ -104,7 +114,7 @@ def run(
         return EXIT_USAGE
     invocation = SweepInvocation(
         args, settings, task_classes, grid, child_config, client, redactor, log_path, children,
-        experiment,
+        experiment, options,
     )  # fmt: skip
     return invocation.run()
 
@@ -123,24 +133,29 @@ class SweepInvocation:
     log_path: Path
     children: list[Child]
     experiment: Any
+    options: CacheOptions
     parent_id: str = ""
     parent_url: str = ""
     heartbeat: store.Heartbeat | None = None
 
     def run(self) -> int:
         status, code = guarded(self._open_and_build, self.client, self.redactor, self._opened)
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
         if not self.parent_id:
             return code
         for child in self.children:
+            child.status = child.status if status != "KILLED" else "KILLED"
             if child.run_id:
-                child.status = child.status if status != "KILLED" else "KILLED"
                 child.found = finish(
                     self.client, child.run_id, child.status, child.plan, self.log_path,
                     child.url, say=False,
                 )  # fmt: skip
-        return self._end_parent(status, code)
+        if any(child.found.get("problems") for child in self.children):
+            code = EXIT_FAILED if code == EXIT_OK else code
+        try:
+            return self._end_parent(status, code)
+        finally:
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
 
     def _open_and_build(self) -> bool:
         """The parent, then every child; one build of them all. True when every child
@@ -191,7 +206,7 @@ class SweepInvocation:
         config.run["tags"] = {
             **dict(config.run.get("tags") or {}),
             "mlflow.parentRunId": self.parent_id,
-            "luigiflow.sweep.child": child.label,
+            SWEEP_CHILD_TAG: child.label,
         }
         child.run_id = tracking.start_run(
             self.client, self.experiment.experiment_id, config, child.plan.context,
@@ -209,18 +224,32 @@ class SweepInvocation:
         """Compare the children; register the winner if every child finished; end the
         parent."""
         client, grid, children = self.client, self.grid, self.children
-        table = comparison(client, grid, children)
-        best, best_validated = winners(table, grid)
-        client.log_batch(self.parent_id, tags=_winner_tags(grid, best, best_validated))
-        client.log_text(self.parent_id, table.to_csv(index=False), COMPARISON)
-        plots = _plot(client, self.parent_id, grid, table)
         first = children[0].plan
         plan = Plan([], RunContext(first.root, first.context.input, {}, {}))
-        why_not = _why_not_register(status, children, best_validated)
-        if why_not == "":
-            winner = next(c for c in children if c.run_id == best_validated["run_id"])
-            plan, registered = self._register(winner)
-            status, code = (status, code) if registered else ("FAILED", EXIT_FAILED)
+        table, best, best_validated, plots, why_not = None, None, None, [], None
+        try:
+            table = comparison(client, grid, children)
+            best, best_validated = winners(table, grid)
+            client.log_batch(self.parent_id, tags=_winner_tags(grid, best, best_validated))
+            client.log_text(self.parent_id, table.to_csv(index=False), COMPARISON)
+            plots = _plot(client, self.parent_id, grid, table, children)
+            why_not = _why_not_register(status, children, table, grid, best_validated)
+            if why_not == "":
+                winner = next(c for c in children if c.run_id == best_validated["run_id"])
+                plan, registered = self._register(winner, best_validated[grid.select])
+                status, code = (status, code) if registered else ("FAILED", EXIT_FAILED)
+        except Exception as error:  # the parent is ended all the same, FAILED
+            text = self.redactor.text(traceback.format_exc())
+            logging.error("the sweep could not be concluded:\n%s", text)
+            print(f"error: the sweep could not be concluded: {error}", file=sys.stderr)
+            with contextlib.suppress(Exception):
+                client.log_text(self.parent_id, text, "errors/runner.txt")
+            status, code = "FAILED", EXIT_FAILED if code == EXIT_OK else code
+        if table is None:
+            import pandas as pd
+
+            columns = ["child", *(f"{s}.{k}" for s, k in grid.axes), "status", "validation"]
+            table = pd.DataFrame(columns=columns)
         extra = _comparison_html(grid, table, best, best_validated, plots, why_not)
         found = finish(
             client, self.parent_id, status, plan, self.log_path, self.parent_url, extra=extra,
@@ -234,18 +263,16 @@ class SweepInvocation:
             return EXIT_REJECTED
         return code
 
-    def _register(self, winner: Child) -> tuple[Plan, bool]:
+    def _register(self, winner: Child, value: float) -> tuple[Plan, bool]:
         """The deferred tasks, run in the parent for the winner, on the winner's outputs
         (found by fingerprint like any cached output); True when they finished."""
         config = self.child_config(sweep.overrides(winner.values))  # the winner's, for Luigi
         family = _deferred([winner])[-1]
-        plan = make_plan(
-            self.task_classes[family], config, self.settings,
-            CacheOptions(force=frozenset({family})),
-        )  # fmt: skip
+        options = replace(self.options, enabled=True, force=frozenset({family}), copy=False)
+        plan = make_plan(self.task_classes[family], config, self.settings, options)
         plan.context.promotion = {
             "metric": self.grid.select, "direction": self.grid.direction,
-            "promote": self.grid.promote,
+            "promote": self.grid.promote, "value": float(value),
         }  # fmt: skip
         plan.context.label = f"winner: {winner.label}"
         plan.context.save(self.parent_id)
@@ -270,6 +297,15 @@ def plan_children(
         )
         child = Child(number, values, config, plan)
         plan.context.label = child.label
+        root = plan.context.tasks[plan.root]
+        if root.decision == SHARED:  # nothing it builds differs from an earlier child
+            raise ConfigError(
+                config.path,
+                f"child {number} ({child.label}) builds exactly what "
+                f"{root.reason.removeprefix('made once for the sweep, by ')} builds: "
+                "a swept value that changes nothing in the pipeline",
+                SWEEP_SECTION,
+            )
         for family, entry in plan.context.decided(RUN).items():
             maker = (f"runs:/{child.placeholder}/{family}", f"child {number} ({child.label})")
             shared.setdefault(entry.digest, maker)
@@ -317,15 +353,15 @@ def comparison(client, grid: Sweep, children: list[Child]):
 
     rows = []
     for child in children:
-        run = client.get_run(child.run_id)
-        metrics = run.data.metrics
+        run = client.get_run(child.run_id) if child.run_id else None  # interrupted before
+        metrics = run.data.metrics if run else {}
         rows.append(
             {
                 "child": child.number,
                 "run_id": child.run_id,
                 **{f"{s}.{k}": _cell(value) for (s, k), value in child.values.items()},
                 "status": child.status,
-                "validation": run.data.tags.get(VALIDATION_TAG, ""),
+                "validation": run.data.tags.get(VALIDATION_TAG, "") if run else "",
                 **{m: metrics[m] for m in sorted(metrics, key=lambda m: (m != grid.select, m))},
             }
         )
@@ -360,7 +396,7 @@ def _winner_tags(grid: Sweep, best: dict | None, best_validated: dict | None) ->
     return [RunTag(k, v) for k, v in tags.items()]
 
 
-def _plot(client, parent_id: str, grid: Sweep, table) -> list[tuple[str, bytes]]:
+def _plot(client, parent_id: str, grid: Sweep, table, children) -> list[tuple[str, bytes]]:
     """A plot of `select` against each swept key (every child a point, the mean a line),
     logged under `sweep/`; returned as (title, PNG) for the report."""
     if grid.select not in table:
@@ -375,7 +411,7 @@ def _plot(client, parent_id: str, grid: Sweep, table) -> list[tuple[str, bytes]]
         column = f"{section}.{key}"
         labels = [str(_cell(v)) for v in grid.axes[(section, key)]]
         position = {label: i for i, label in enumerate(labels)}
-        x = [position[str(v)] for v in table[column]]
+        x = [position[str(_cell(child.values[(section, key)]))] for child in children]
         figure, axes = plt.subplots(figsize=(5, 3.2))
         axes.scatter(x, table[grid.select], color="#1f77b4", zorder=3)
         means = table.assign(_x=x).groupby("_x")[grid.select].mean()
@@ -402,13 +438,15 @@ def _deferred(children: list[Child]) -> list[str]:
     return [f for f, e in children[0].plan.context.tasks.items() if e.decision == "deferred"]
 
 
-def _why_not_register(status: str, children: list[Child], best_validated) -> str | None:
+def _why_not_register(status: str, children: list[Child], table, grid, best_validated):
     """None when nothing in the pipeline registers; "" when the winner is registered; else
     why nothing is."""
     if not _deferred(children):
         return None
     if status != "FINISHED" or any(c.status != "FINISHED" for c in children):
         return "a child did not finish: nothing is registered and the alias stays"
+    if grid.select not in table:
+        return f"no child logged '{grid.select}' ([Sweep] select): nothing is registered"
     if best_validated is None:
         return "no child was VALIDATED: nothing is registered and the alias stays"
     return ""

@@ -32,6 +32,7 @@ from luigiflow.names import (
     PROCESS_START_TAG,
     REASON_TAG,
     REUSED_TAG,
+    SWEEP_CHILD_TAG,
     SWEEP_TAG,
 )
 from luigiflow.provenance import GitState, git_state, library_versions
@@ -144,6 +145,9 @@ def resumable(client: MlflowClient, run_id: str) -> str | None:
     status, tags = run.info.status, run.data.tags
     if SWEEP_TAG in tags:
         return f"run {run_id} is a sweep: run it again with --from-run {run_id}"
+    if SWEEP_CHILD_TAG in tags:  # its shared tasks belong to other children
+        parent = tags.get("mlflow.parentRunId", "")
+        return f"run {run_id} is a sweep's child: run the sweep again with --from-run {parent}"
     if status == "FINISHED":
         return f"run {run_id} FINISHED: nothing to resume (start anew with --from-run {run_id})"
     if status not in ("FAILED", "KILLED", "RUNNING"):

@@ -112,7 +112,7 @@ def _sweep_roots(run_id: str, task_classes: Mapping[str, type[PipelineTask]]) ->
     """A child's task, and what its deferred tasks need: those count as complete in the
     child, so Luigi would not look below them (the Evaluator below the Register)."""
     context = load(run_id)
-    roots = [task_classes[context.root](run_id=run_id)]
+    roots = [task_classes[context.root](run_id=context.made_by(context.root, run_id))]
     for family in context.decided(DEFERRED):
         roots += task_classes[family](run_id=run_id).upstream()
     return roots
