@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import toml
 
 from luigiflow.config import ConfigError
+from luigiflow.values import toml_value as value_text
 
 SECTION = "Sweep"
 SETTINGS = {"select", "direction", "promote"}  # the [Sweep] keys that are not swept
@@ -155,11 +156,3 @@ def _read_value(raw: str) -> object:
         return toml.loads(f"v = {raw}")["v"]
     except toml.TomlDecodeError:
         return raw
-
-
-def value_text(value: object) -> str:
-    """One value as TOML text (`3`, `"a"`, `{ C = 1 }`), as `--set` reads it back."""
-    encoder = toml.TomlEncoder()
-    if isinstance(value, dict):
-        return encoder.dump_inline_table(value).strip()
-    return str(encoder.dump_value(value)).strip()

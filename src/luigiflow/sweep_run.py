@@ -33,7 +33,7 @@ from typing import Any
 
 from luigiflow import store, sweep, tracking, worker
 from luigiflow.config import SWEEP_SECTION, Config, ConfigError
-from luigiflow.context import RUN, SHARED, RunContext
+from luigiflow.context import DEFERRED, RUN, SHARED, RunContext
 from luigiflow.lifecycle import (
     STARTED,
     UI_ADDRESS,
@@ -435,7 +435,7 @@ def _plot(client, parent_id: str, grid: Sweep, table, children) -> list[tuple[st
 
 def _deferred(children: list[Child]) -> list[str]:
     """The tasks the children left to the parent (the same in every child), upstream first."""
-    return [f for f, e in children[0].plan.context.tasks.items() if e.decision == "deferred"]
+    return [f for f, e in children[0].plan.context.tasks.items() if e.decision == DEFERRED]
 
 
 def _why_not_register(status: str, children: list[Child], table, grid, best_validated):

@@ -90,7 +90,7 @@ def dumps(resolved: Mapping[str, Mapping[str, object]]) -> str:
     lines = []
     for section, values in resolved.items():
         lines += [f"[{_toml_key(section)}]"]
-        lines += [f"{_toml_key(key)} = {_toml_value(value)}" for key, value in values.items()]
+        lines += [f"{_toml_key(key)} = {toml_value(value)}" for key, value in values.items()]
         lines.append("")
     return "\n".join(lines)
 
@@ -99,12 +99,13 @@ def _toml_key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
 
 
-def _toml_value(value: object) -> str:
+def toml_value(value: object) -> str:
+    """One value as TOML text (`3`, `"a"`, `{ C = 1 }`), as a config file or `--set` has it."""
     if isinstance(value, dict):
-        items = ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items())
+        items = ", ".join(f"{_toml_key(str(k))} = {toml_value(v)}" for k, v in value.items())
         return f"{{ {items} }}" if items else "{}"
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return json.dumps(value)  # strings, numbers and booleans are written alike in JSON
