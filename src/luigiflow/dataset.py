@@ -110,15 +110,8 @@ def _columns(written, train: pd.DataFrame, reserved: tuple[str, ...], inferred: 
     anything else categorical."""
     given = {k: written.get(k) for k in ("numeric_columns", "categorical_columns")}
     for key, columns in given.items():
-        if columns is None:
-            continue
-        if not isinstance(columns, list | tuple) or not all(isinstance(c, str) for c in columns):
-            raise DatasetError(key, "expected a list of column names")
-        for column in columns:
-            if column in reserved:
-                raise DatasetError(key, f"'{column}' is the id or the target, not a feature")
-            if column not in train.columns:
-                raise DatasetError(key, f"train.csv has no column '{column}'")
+        if columns is not None:
+            _check_columns(key, columns, train, reserved)
     rest = [c for c in train.columns if c not in reserved]
     numbers = [c for c in rest if pd.api.types.is_numeric_dtype(train[c])]
     if given["numeric_columns"] is None:
@@ -135,3 +128,13 @@ def _columns(written, train: pd.DataFrame, reserved: tuple[str, ...], inferred: 
     if not given["numeric_columns"] and not given["categorical_columns"]:
         raise DatasetError("numeric_columns", "no feature column left")
     return tuple(given["numeric_columns"]), tuple(given["categorical_columns"])
+
+
+def _check_columns(key: str, columns: object, train: pd.DataFrame, reserved) -> None:
+    if not isinstance(columns, list | tuple) or not all(isinstance(c, str) for c in columns):
+        raise DatasetError(key, "expected a list of column names")
+    for column in columns:
+        if column in reserved:
+            raise DatasetError(key, f"'{column}' is the id or the target, not a feature")
+        if column not in train.columns:
+            raise DatasetError(key, f"train.csv has no column '{column}'")
