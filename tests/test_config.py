@@ -169,3 +169,13 @@ def test_a_sweep_section_is_kept_for_the_sweep_and_never_reaches_luigi(root):
     assert config.sweep == {"Trainer.seed": [0, 1], "select": "roc_auc"}
     assert not luigi.configuration.get_config().has_section("Sweep")
     assert "Sweep" in error(root, "[Sweeep]\nx = 1\n")  # suggested for a misspelling
+
+
+def test_a_dataset_section_is_kept_for_the_plan_and_its_keys_are_checked(root):
+    import luigi.configuration
+
+    config = load(root, '[Dataset]\nid_column = "PassengerId"\ntarget_column = "Survived"\n')
+    assert config.dataset == {"id_column": "PassengerId", "target_column": "Survived"}
+    assert not luigi.configuration.get_config().has_section("Dataset")
+    message = error(root, '[Dataset]\ntarget_colum = "Survived"\n')
+    assert "[Dataset] target_colum: unknown key. Did you mean 'target_column'?" in message

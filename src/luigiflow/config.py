@@ -21,12 +21,14 @@ import toml
 from luigi.configuration import LuigiTomlParser, get_config
 from luigi.freezing import recursively_unfreeze
 
+from luigiflow.dataset import KEYS as DATASET_KEYS
 from luigiflow.redact import ENV_REFERENCE, MASK, is_secret_key
 from luigiflow.values import native, serialize
 
 RUN_SECTION = "RunConfig"
 PATH_SECTION = "PathConfig"
 SWEEP_SECTION = "Sweep"  # read by luigiflow.sweep; never a Luigi section
+DATASET_SECTION = "Dataset"  # read by luigiflow.dataset; never a Luigi section
 RUNS_URI = re.compile(r"^runs:/(?P<run_id>[0-9a-fA-F]{32})/(?P<path>[^\s]+?)/?$")
 
 
@@ -76,6 +78,7 @@ class Config:
     paths: dict[str, str] = field(default_factory=dict)  # [PathConfig] as written
     secrets: dict[tuple[str, str], str] = field(default_factory=dict)  # (section, key) -> VAR
     sweep: dict[str, object] = field(default_factory=dict)  # [Sweep] as written
+    dataset: dict[str, object] = field(default_factory=dict)  # [Dataset] as written
 
     @property
     def task(self) -> str:
@@ -150,7 +153,8 @@ def parse_config(
         for name, _ in RunConfig.get_params()
     }
     sweep = dict(raw.get(SWEEP_SECTION, {}))
-    return Config(path, raw, run, input_dir, reuse, paths, secrets, sweep)
+    dataset = dict(raw.get(DATASET_SECTION, {}))
+    return Config(path, raw, run, input_dir, reuse, paths, secrets, sweep, dataset)
 
 
 def _serialize_sections(
@@ -167,9 +171,12 @@ def _serialize_sections(
             raise ConfigError(path, "expected a [section] of keys", section)
         if section in (PATH_SECTION, SWEEP_SECTION):
             continue
+        if section == DATASET_SECTION:  # its values are checked against the data (`dataset`)
+            _check_keys(section, values, DATASET_KEYS, sources, path)
+            continue
         if section not in known:
             source = sources.get((section, next(iter(values), None)), str(path))
-            choices = [RUN_SECTION, PATH_SECTION, SWEEP_SECTION, *task_classes]
+            choices = [RUN_SECTION, PATH_SECTION, DATASET_SECTION, SWEEP_SECTION, *task_classes]
             raise ConfigError(source, "unknown section", section, choices=choices, name=section)
         params = dict(known[section].get_params())
         params.pop("run_id", None)  # set by the runner, never by the config
@@ -182,6 +189,13 @@ def _serialize_sections(
             except ValueError as error:
                 raise ConfigError(source, str(error), section, key) from None
     return serialized
+
+
+def _check_keys(section: str, values, known, sources, path) -> None:
+    for key in values:
+        if key not in known:
+            source = sources.get((section, key), str(path))
+            raise ConfigError(source, "unknown key", section, key, known, name=key)
 
 
 def _check_task(

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 SECTION = "Dataset"
 PROBLEM_TYPES = ("binary", "multiclass", "regression")
@@ -68,6 +70,8 @@ def problem_type_of(target: pd.Series) -> str:
     """Two distinct values: binary; integers or strings with at most MAX_CLASSES distinct
     values: multiclass; numbers otherwise: regression. Strings with more values are no target
     this template can learn."""
+    import pandas as pd
+
     values = target.dropna()
     distinct = values.nunique()
     if distinct == 2:
@@ -108,6 +112,8 @@ def resolve(written: Mapping[str, object], train: pd.DataFrame) -> Dataset:
 def _columns(written, train: pd.DataFrame, reserved: tuple[str, ...], inferred: list[str]):
     """The feature columns as written, or every other column of train.csv: numbers numeric,
     anything else categorical."""
+    import pandas as pd
+
     given = {k: written.get(k) for k in ("numeric_columns", "categorical_columns")}
     for key, columns in given.items():
         if columns is not None:
