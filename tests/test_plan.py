@@ -422,3 +422,42 @@ def test_a_task_that_publishes_is_left_to_the_sweep_and_what_follows_it_is_told_
     assert child.context.tasks["PlMiddle"].digest == plain.context.tasks["PlMiddle"].digest
     # A child's PlAfter did not wait for a publication: a plain run must not reuse it.
     assert child.context.tasks["PlAfter"].digest != plain.context.tasks["PlAfter"].digest
+
+
+# [Dataset] -------------------------------------------------------------------------------------
+
+
+def test_the_dataset_is_resolved_from_train_csv_and_enters_every_fingerprint(settings):
+    root = settings.project_root
+    (root / "input").mkdir(exist_ok=True)
+    (root / "input" / "train.csv").write_text(
+        "Id,Price,Area,Street\n1,10.5,50,Pave\n2,20.25,60,\n3,30.75,70,Grvl\n"
+    )
+    dataset = '[Dataset]\nid_column = "Id"\ntarget_column = "Price"\n'
+    plan = make_plan(PlTop, load(root, dataset), settings)
+    assert plan.dataset.problem_type == "regression"
+    assert plan.context.config["Dataset"] == {
+        "id_column": "Id",
+        "target_column": "Price",
+        "problem_type": "regression",
+        "numeric_columns": ["Area"],
+        "categorical_columns": ["Street"],
+    }
+    assert PlSource(run_id=PENDING_RUN).dataset.features == ("Area", "Street")
+    assert plan.context.tasks["PlSource"].fingerprint["params"]["Dataset.target_column"] == (
+        '"Price"'
+    )
+    other = make_plan(PlTop, load(root, dataset + 'problem_type = "multiclass"\n'), settings)
+    for family in CHAIN:
+        assert other.context.tasks[family].digest != plan.context.tasks[family].digest
+    without = make_plan(PlTop, load(root), settings)
+    assert without.dataset is None and "Dataset" not in without.context.config
+    assert "Dataset.id_column" not in without.context.tasks["PlSource"].fingerprint["params"]
+
+
+def test_a_dataset_that_does_not_fit_the_data_is_refused_before_the_run(settings):
+    root = settings.project_root
+    (root / "input").mkdir(exist_ok=True)
+    (root / "input" / "train.csv").write_text("Id,Price\n1,10.5\n2,20.25\n")
+    message = plan_error(settings, '[Dataset]\nid_column = "Id"\ntarget_column = "SalePrice"\n')
+    assert message.endswith("[Dataset] target_column: train.csv has no column 'SalePrice'")

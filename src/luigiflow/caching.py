@@ -94,8 +94,10 @@ class Fingerprints:
     so what is built on it is fingerprinted on what it was built from.
     """
 
-    def __init__(self, input_dir: Path) -> None:
+    def __init__(self, input_dir: Path, dataset: Mapping[str, object] | None = None) -> None:
         self.input_dir = input_dir
+        # [Dataset] shapes every task's outputs: its values are part of every fingerprint.
+        self.dataset = {f"Dataset.{k}": json.dumps(v) for k, v in (dataset or {}).items()}
         self._computed: dict[str, Fingerprint] = {}
         self.sources: dict[str, str] = {}  # family -> fingerprint of the output reused for it
 
@@ -105,7 +107,7 @@ class Fingerprints:
         if key not in self._computed:
             self._computed[key] = Fingerprint(
                 task=task.task_family,
-                params=task.significant_params(),
+                params={**self.dataset, **task.significant_params()},
                 inputs={
                     **{
                         f.filename: file_digest(self.input_dir / f.filename)

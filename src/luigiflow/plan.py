@@ -18,7 +18,7 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 
 from luigiflow import caching
-from luigiflow.config import PATH_SECTION, Config, ConfigError, resolved_config
+from luigiflow.config import DATASET_SECTION, PATH_SECTION, Config, ConfigError, resolved_config
 from luigiflow.context import (
     COPIED,
     DEFERRED,
@@ -30,13 +30,20 @@ from luigiflow.context import (
     RunContext,
     TaskPlan,
 )  # fmt: skip
+from luigiflow.dataset import TRAIN_FILE, Dataset, DatasetError, read_train, resolve
 from luigiflow.digests import BrokenOutput
 from luigiflow.names import MANIFEST_TAG, STATUS_TAG
 from luigiflow.redact import redact_uri
 from luigiflow.settings import Settings
 from luigiflow.store import check_location
 from luigiflow.targets import TaskFolder, client, run_artifact_uri
-from luigiflow.task import InputFile, PipelineTask, ambiguity, unqualified_loads
+from luigiflow.task import (
+    InputFile,
+    PipelineTask,
+    ambiguity,
+    install_for_planning,
+    unqualified_loads,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,7 @@ class CacheOptions:
 class Plan:
     tasks: list[PipelineTask]  # upstream first, with a placeholder run id
     context: RunContext
+    dataset: Dataset | None = None  # [Dataset] as resolved, when the config has one
 
     @property
     def root(self) -> str:
@@ -75,6 +83,7 @@ def make_plan(
     """Check every task of the pipeline, fingerprint it, and decide what runs and what is
     reused; in a sweep's child (`child`), also what another child makes and what is left to
     the sweep's parent."""
+    dataset = _resolve_dataset(config)
     tasks = _upstream_first(task_class(run_id=PENDING_RUN))
     families = [t.task_family for t in tasks]
     for name in options.force:
@@ -85,12 +94,30 @@ def make_plan(
         _check_inputs(task, config)
         _check_loads(task, config)
 
-    fingerprints = caching.Fingerprints(config.input_dir)
+    fingerprints = caching.Fingerprints(config.input_dir, dataset and dataset.as_config())
     entries = {
         t.task_family: TaskPlan(t.task_family, [d.task_family for d in t.upstream()]) for t in tasks
     }
     _explicit_reuse(tasks, entries, fingerprints, config, settings, options)
     _decide(tasks, entries, fingerprints, options, child)
+    _complete_entries(tasks, entries, fingerprints, config, options)
+    _locate_skipped(tasks, entries)
+    resolved = resolved_config(config, tasks)
+    if dataset is not None:  # as resolved: inferred values written out
+        resolved[DATASET_SECTION] = dataset.as_config()
+    context = RunContext(
+        root=task_class.get_task_family(),
+        input=config.paths.get("input", "input"),
+        config=resolved,
+        tasks=entries,
+        scheduler=redact_uri(settings.scheduler_url),
+    )
+    return Plan(tasks, context, dataset)
+
+
+def _complete_entries(tasks, entries, fingerprints, config: Config, options) -> None:
+    """Once decided: the values of the tasks that will run checked, fingerprints and code
+    digests recorded, reused outputs to copy marked."""
     for task in tasks:
         entry = entries[task.task_family]
         if entry.decision in (RUN, DEFERRED):
@@ -104,15 +131,23 @@ def make_plan(
             entry.modules = caching.modules_of(type(task))
         if entry.decision in (REUSED, COPIED) and options.copy:
             entry.decision = COPIED
-    _locate_skipped(tasks, entries)
-    context = RunContext(
-        root=task_class.get_task_family(),
-        input=config.paths.get("input", "input"),
-        config=resolved_config(config, tasks),
-        tasks=entries,
-        scheduler=redact_uri(settings.scheduler_url),
-    )
-    return Plan(tasks, context)
+
+
+def _resolve_dataset(config: Config) -> Dataset | None:
+    """`[Dataset]` completed from train.csv, and installed for the tasks planned before the
+    run exists (a task of a run reads its run's, from the run context)."""
+    if not config.dataset:
+        return None
+    path = config.input_dir / TRAIN_FILE
+    if not path.is_file():
+        message = f"{TRAIN_FILE} not found in {config.input_dir}"
+        raise ConfigError(config.path, message, PATH_SECTION, "input")
+    try:
+        dataset = resolve(config.dataset, read_train(path))
+    except DatasetError as error:
+        raise ConfigError(config.path, str(error), DATASET_SECTION, error.key) from None
+    install_for_planning(dataset)
+    return dataset
 
 
 def _explicit_reuse(tasks, entries, fingerprints, config, settings, options) -> None:

@@ -25,7 +25,9 @@ from luigi.parameter import ParameterVisibility
 
 from luigiflow import cards, formats
 from luigiflow.attempt import Attempt, tracked
+from luigiflow.config import DATASET_SECTION
 from luigiflow.context import DEFERRED, RunContext, find, load
+from luigiflow.dataset import Dataset
 from luigiflow.redact import is_secret_key
 from luigiflow.targets import ArtifactTarget, TaskFolder, client
 from luigiflow.values import serialize
@@ -158,6 +160,18 @@ class PipelineTask(luigi.Task):
     def context(self) -> RunContext:
         return load(self.run_id)
 
+    @property
+    def dataset(self) -> Dataset:
+        """What the data is: `[Dataset]`, completed from train.csv before the run (id and
+        target columns, problem type, feature columns)."""
+        context = find(self.run_id)
+        values = context.config.get(DATASET_SECTION) if context else _planning.get("dataset")
+        if not values:
+            raise LookupError(
+                f"{self.task_family} reads [Dataset]: set id_column and target_column there"
+            )
+        return Dataset.from_config(values)
+
     def fingerprint(self) -> dict:
         """This task's fingerprint in this run (a reused task's: the one its source recorded)."""
         return self.context.tasks[self.task_family].fingerprint
@@ -269,6 +283,15 @@ class PipelineTask(luigi.Task):
         if self._attempt is None:
             raise RuntimeError(f"{self.task_family}: outputs and metrics belong inside run()")
         return self._attempt
+
+
+_planning: dict[str, dict] = {}  # what tasks planned before their run exists read
+
+
+def install_for_planning(dataset: Dataset) -> None:
+    """The resolved `[Dataset]`, for the tasks the plan makes before the run exists (a run's
+    tasks read their run's own, from its context), as Luigi's config serves their parameters."""
+    _planning["dataset"] = dataset.as_config()
 
 
 @cache
