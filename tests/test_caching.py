@@ -122,7 +122,7 @@ def test_one_byte_of_input_reruns_everything(project, first):
 
 def test_preprocessor_code_reruns_everything_but_a_comment_does_not(project, first):
     anchor = (
-        "        numeric, categorical = list(self.numeric_columns), list(self.categorical_columns)"
+        "        numeric, categorical = list(data.numeric_columns), list(data.categorical_columns)"
     )
     edit_task(project, "preprocessor", anchor, "        # a comment changes nothing it makes")
     assert dry_run(project)["Prediction"].startswith("would reuse")

@@ -13,9 +13,9 @@ import luigi
 from luigi.configuration import get_config
 
 from luigiflow.config import ConfigError, load_config, parse_override
-from tasks import Prediction, Preprocessor, Trainer
+from tasks import Evaluator, Prediction, Preprocessor, Trainer
 
-TASKS = {cls.get_task_family(): cls for cls in (Preprocessor, Trainer, Prediction)}
+TASKS = {cls.get_task_family(): cls for cls in (Preprocessor, Trainer, Evaluator, Prediction)}
 BASE = """
 [RunConfig]
 experiment_name = "exp"
@@ -48,14 +48,14 @@ def test_values_reach_luigi_parameters(root):
     config = load(
         root,
         "[Trainer]\nseed = 7\nestimator_params = { C = 0.5 }\n"
-        '[Preprocessor]\nnumeric_columns = ["Age"]\n',
+        '[Evaluator]\ncustom_metrics = ["balanced_accuracy"]\n',
     )
     assert config.task == "Prediction"
     assert config.input_dir == (root / "input").resolve()
     trainer = Trainer(run_id="x")
     assert trainer.seed == 7
     assert dict(trainer.estimator_params) == {"C": 0.5}
-    assert list(Preprocessor(run_id="x").numeric_columns) == ["Age"]  # a native TOML array
+    assert list(Evaluator(run_id="x").custom_metrics) == ["balanced_accuracy"]  # a TOML array
 
 
 def test_overrides_win_and_are_typed(root):
@@ -65,12 +65,12 @@ def test_overrides_win_and_are_typed(root):
         [
             "Trainer.seed=3",
             "Trainer.estimator=sklearn.svm.SVC",
-            'Preprocessor.categorical_columns=["Sex", "Embarked"]',
+            'Evaluator.custom_metrics=["a", "b"]',
         ],
     )
     trainer = Trainer(run_id="x")
     assert (trainer.seed, trainer.estimator) == (3, "sklearn.svm.SVC")
-    assert list(Preprocessor(run_id="x").categorical_columns) == ["Sex", "Embarked"]
+    assert list(Evaluator(run_id="x").custom_metrics) == ["a", "b"]
 
 
 def test_unknown_key_names_file_section_key_and_the_closest_name(root):
@@ -179,3 +179,8 @@ def test_a_dataset_section_is_kept_for_the_plan_and_its_keys_are_checked(root):
     assert not luigi.configuration.get_config().has_section("Dataset")
     message = error(root, '[Dataset]\ntarget_colum = "Survived"\n')
     assert "[Dataset] target_colum: unknown key. Did you mean 'target_column'?" in message
+
+
+def test_a_column_key_in_a_task_section_says_it_moved_to_the_dataset(root):
+    message = error(root, '[Preprocessor]\nnumeric_columns = ["Age"]\n')
+    assert "[Preprocessor] numeric_columns: unknown key: it is a [Dataset] key" in message

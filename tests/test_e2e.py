@@ -37,7 +37,7 @@ def test_cold_run_logs_everything_into_one_run(project):
     assert tags["luigiflow.task.Trainer.status"] == "FINISHED"
     assert tags["luigiflow.version.mlflow"] and tags["luigiflow.version.scikit-learn"]
     assert params["Trainer.seed"] == "0" and params["RunConfig.task"] == "Prediction"
-    assert params["Preprocessor.numeric_columns"] == '["Pclass", "Age", "SibSp", "Parch"]'
+    assert params["Dataset.numeric_columns"] == '["Pclass", "Age", "SibSp", "Parch"]'
     assert 0.7 < run.data.metrics["cv_accuracy"] < 0.9
 
     root = artifacts(project, run)
@@ -102,7 +102,7 @@ def test_config_errors_exit_2_and_create_no_run(project):
     assert result.returncode == 2
     assert (
         "train.csv has no column 'Age'" in result.stderr
-        and "[Preprocessor] numeric_columns" in result.stderr
+        and "[Dataset] numeric_columns" in result.stderr
     )
     assert runs(project) == []
 

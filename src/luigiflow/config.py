@@ -183,7 +183,12 @@ def _serialize_sections(
         for key, value in values.items():
             source = sources.get((section, key), str(path))
             if key not in params:
-                raise ConfigError(source, "unknown key", section, key, choices=params, name=key)
+                moved = (
+                    f"unknown key: it is a [{DATASET_SECTION}] key" if key in DATASET_KEYS else ""
+                )
+                raise ConfigError(
+                    source, moved or "unknown key", section, key, choices=params, name=key
+                )
             try:
                 serialized.setdefault(section, {})[key] = serialize(params[key], value)
             except ValueError as error:

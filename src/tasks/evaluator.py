@@ -9,7 +9,6 @@ import numpy as np
 
 from luigiflow import PipelineTask, requires
 from tasks import metrics
-from tasks.preprocessor import ID, TARGET
 from tasks.splitter import Splitter
 from tasks.trainer import Trainer
 
@@ -53,6 +52,7 @@ class Evaluator(PipelineTask):
         return {}
 
     def run(self) -> None:
+        ID, TARGET = self.dataset.id_column, self.dataset.target_column
         validation, model = self.load("validation"), self.load("model")
         features, truth = validation.drop(columns=[ID, TARGET]), validation[TARGET].to_numpy()
         predicted = np.asarray(model.predict(features))

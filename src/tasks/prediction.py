@@ -5,7 +5,6 @@ import numpy as np
 import pandas as pd
 
 from luigiflow import InputFile, PipelineTask, registry, requires
-from tasks.preprocessor import ID, TARGET, Preprocessor
 from tasks.register import Register
 from tasks.trainer import Trainer
 
@@ -31,8 +30,8 @@ class Prediction(PipelineTask):
     outputs = {"submission": "submission.csv", "predictions": "predictions.parquet"}
 
     def input_files(self) -> dict[str, InputFile]:
-        features = Preprocessor(run_id=self.run_id).features
-        return {"scoring": InputFile(self.scoring_file, (ID, *features))}
+        columns = (self.dataset.id_column, *self.dataset.features)
+        return {"scoring": InputFile(self.scoring_file, columns)}
 
     def validate(self) -> dict[str, str]:
         return registry.uri_problems(model_uri=self.model_uri) if self.model_uri else {}
@@ -54,6 +53,7 @@ class Prediction(PipelineTask):
             if hasattr(estimator, "predict_proba"):
                 probabilities.append(estimator.predict_proba(batch)[:, -1])
         survived = np.concatenate(labels).astype(int) if labels else np.array([], dtype=int)
+        ID, TARGET = self.dataset.id_column, self.dataset.target_column
         table = pd.DataFrame({ID: rows[ID], TARGET: survived})
         self.save("submission", table)
         if probabilities:

@@ -5,7 +5,7 @@ import operator
 import luigi
 
 from luigiflow import PipelineTask, requires
-from tasks.preprocessor import TARGET, Preprocessor
+from tasks.preprocessor import Preprocessor
 
 
 @requires(Preprocessor)
@@ -23,8 +23,9 @@ class Splitter(PipelineTask):
         import pandas as pd
         from sklearn.model_selection import train_test_split
 
+        TARGET = self.dataset.target_column
         table = self.load("train")
-        check_enough_rows(table, self.validation_fraction)
+        check_enough_rows(table, self.validation_fraction, TARGET)
         train, validation = train_test_split(
             table,
             test_size=self.validation_fraction,
@@ -45,7 +46,7 @@ class Splitter(PipelineTask):
         self.add_to_card("Class balance", balance.reset_index())
 
 
-def check_enough_rows(table, validation_fraction: float) -> None:
+def check_enough_rows(table, validation_fraction: float, TARGET: str) -> None:
     """Stratifying needs every class on both sides of the split: say so in the data's terms
     rather than in scikit-learn's."""
     import math

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import luigi
 
 from luigiflow import PipelineTask, requires
-from tasks.preprocessor import ID, TARGET
 from tasks.splitter import Splitter
 
 if TYPE_CHECKING:
@@ -46,6 +45,7 @@ class Trainer(PipelineTask):
     def run(self) -> None:
         from sklearn.model_selection import StratifiedKFold, cross_val_score
 
+        ID, TARGET = self.dataset.id_column, self.dataset.target_column
         train = self.load("train")
         features, target = train.drop(columns=[ID, TARGET]), train[TARGET]
         model = build_pipeline(
