@@ -192,3 +192,20 @@ def test_dry_run_lists_each_task_with_its_verdict():
         "Feature": "complete: [PathConfig] /kept/Feature",
         "Train": "would run: Train.seed 0 → 3   (needs Split, Feature)",
     }
+
+
+def test_what_the_plan_inferred_of_the_dataset_is_said_before_the_run(capsys):
+    from luigiflow.dataset import Dataset
+    from luigiflow.plan import Plan
+    from luigiflow.report import say_inferred
+
+    context = RunContext("T", "input", {}, {})
+    written = Dataset("Id", "y", "binary", ("a",), ("b",))
+    say_inferred(Plan([], context, written))
+    say_inferred(Plan([], context, None))
+    assert capsys.readouterr().out == ""
+    inferred = Dataset("Id", "y", "multiclass", ("a", "c"), ("b",), ("problem_type",))
+    say_inferred(Plan([], context, inferred))
+    assert capsys.readouterr().out == (
+        "Dataset: multiclass (inferred) on y, 2 numeric and 1 categorical features\n"
+    )

@@ -163,6 +163,13 @@ def covering(context: RunContext, family: str) -> str:
     return " and ".join(sorted(names)) or "a downstream task"
 
 
+def say_inferred(plan: Plan) -> None:
+    """What the plan inferred of `[Dataset]`, before anything runs (the dry run shows it too):
+    the run records it among its params."""
+    if plan.dataset is not None and plan.dataset.inferred:
+        print(f"Dataset: {plan.dataset.describe()}", flush=True)
+
+
 def dry_run(plan: Plan) -> str:
     """The pipeline, and for each task whether it would run (and why) or be reused."""
     context = plan.context
