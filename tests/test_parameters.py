@@ -138,6 +138,35 @@ def test_estimator_that_does_not_import_is_reported():
     assert set(problems) == {"estimator"}
 
 
+@pytest.fixture(autouse=True)
+def binary_dataset():
+    """What the plan resolves from the example's [Dataset], for tasks made before a run."""
+    from luigiflow.dataset import Dataset
+    from luigiflow.task import install_for_planning
+
+    install_for_planning(Dataset("PassengerId", "Survived", "binary", ("Pclass", "Age"), ("Sex",)))
+
+
+def test_the_estimator_must_suit_the_problem_type():
+    from luigiflow.dataset import Dataset
+    from luigiflow.task import install_for_planning
+
+    ridge = "sklearn.linear_model.Ridge"
+    problems = tasks.Trainer(run_id="x", estimator=ridge).validate()
+    assert problems == {
+        "estimator": f"'{ridge}' does not fit a binary target: name a classifier (or leave "
+        "estimator out for sklearn.linear_model.LogisticRegression)"
+    }
+    install_for_planning(Dataset("Id", "Price", "regression", ("Area",), ()))
+    assert tasks.Trainer(run_id="x", estimator="").estimator_path == ridge
+    assert tasks.Trainer(run_id="x", estimator="").validate() == {}
+    forest = "sklearn.ensemble.RandomForestClassifier"
+    assert (
+        "does not fit a regression target: name a regressor"
+        in (tasks.Trainer(run_id="x", estimator=forest).validate()["estimator"])
+    )
+
+
 def test_default_and_other_estimators_pass():
     assert tasks.Trainer(run_id="x").validate() == {}
     estimator = "sklearn.ensemble.RandomForestClassifier"

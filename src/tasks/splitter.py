@@ -23,18 +23,26 @@ class Splitter(PipelineTask):
         import pandas as pd
         from sklearn.model_selection import train_test_split
 
-        TARGET = self.dataset.target_column
+        TARGET, classes = self.dataset.target_column, self.dataset.is_classification
         table = self.load("train")
-        check_enough_rows(table, self.validation_fraction, TARGET)
+        if classes:
+            check_enough_rows(table, self.validation_fraction, TARGET)
         train, validation = train_test_split(
             table,
             test_size=self.validation_fraction,
-            stratify=table[TARGET],
+            stratify=table[TARGET] if classes else None,  # a regression's split is plain
             random_state=self.seed,
         )
         self.save("train", train)
         self.save("validation", validation)
         self.log_metrics(train_rows=len(train), validation_rows=len(validation))
+        if not classes:
+            spread = {
+                "train": train[TARGET].describe(),
+                "validation": validation[TARGET].describe(),
+            }
+            self.add_to_card(f"{TARGET} on both sides", pd.DataFrame(spread).reset_index())
+            return
         balance = pd.DataFrame(
             {
                 "train rows": train[TARGET].value_counts(),

@@ -22,7 +22,9 @@ class Trainer(PipelineTask):
     the passenger id, are ignored) in the registry, in batch scoring and behind a REST server.
     """
 
-    estimator = luigi.Parameter(default="sklearn.linear_model.LogisticRegression")
+    estimator = luigi.Parameter(
+        default="", description="a scikit-learn estimator class (default: by problem type)"
+    )
     estimator_params = luigi.DictParameter(default={})
     seed = luigi.NumericalParameter(default=0, var_type=int, min_value=0, max_value=2**32)
     cv_folds = luigi.NumericalParameter(default=5, var_type=int, min_value=2, max_value=2**63)
@@ -30,38 +32,58 @@ class Trainer(PipelineTask):
 
     outputs = {"model": "model"}
 
+    @property
+    def estimator_path(self) -> str:
+        """The configured estimator, or the default for the dataset's problem type."""
+        return self.estimator or DEFAULT_ESTIMATORS[self.dataset.problem_type]
+
     def validate(self) -> dict[str, str]:
-        from sklearn.base import BaseEstimator
+        from sklearn.base import BaseEstimator, is_classifier, is_regressor
 
         try:
-            cls = estimator_class(self.estimator)
+            cls = estimator_class(self.estimator_path)
         except (ImportError, AttributeError, ValueError) as error:
             return {"estimator": str(error)}
         fits = all(callable(getattr(cls, name, None)) for name in ("fit", "predict"))
         if not (isinstance(cls, type) and issubclass(cls, BaseEstimator) and fits):
             return {"estimator": f"'{self.estimator}' is not a scikit-learn estimator class"}
+        problem = self.dataset.problem_type
+        try:
+            example = cls()  # scikit-learn tells the kind of an estimator from an instance
+        except TypeError:  # one that needs arguments: its fit will say
+            return {}
+        suits = is_regressor(example) if problem == "regression" else is_classifier(example)
+        if not suits:
+            kind = "a regressor" if problem == "regression" else "a classifier"
+            return {
+                "estimator": f"'{self.estimator_path}' does not fit a {problem} target: "
+                f"name {kind} (or leave estimator out for {DEFAULT_ESTIMATORS[problem]})"
+            }
         return {}
 
     def run(self) -> None:
-        from sklearn.model_selection import StratifiedKFold, cross_val_score
+        from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 
         ID, TARGET = self.dataset.id_column, self.dataset.target_column
         train = self.load("train")
         features, target = train.drop(columns=[ID, TARGET]), train[TARGET]
         model = build_pipeline(
-            self.estimator,
+            self.estimator_path,
             dict(self.estimator_params),
             self.seed,
             numeric=list(features.select_dtypes("number").columns),
             categorical=list(features.select_dtypes(exclude="number").columns),
         )
-        smallest = target.value_counts().min()
+        classes = self.dataset.is_classification
+        smallest = target.value_counts().min() if classes else len(target)
         if smallest < self.cv_folds:
+            what = f"of its smallest {TARGET} class" if classes else ""
             raise ValueError(
-                f"the train split has {smallest} rows of its smallest {TARGET} class: too few "
+                f"the train split has {smallest} rows {what}: too few "
                 f"for {self.cv_folds}-fold cross-validation (lower [Trainer] cv_folds)"
             )
-        folds = StratifiedKFold(self.cv_folds, shuffle=True, random_state=self.seed)
+        splitter = StratifiedKFold if classes else KFold
+        folds = splitter(self.cv_folds, shuffle=True, random_state=self.seed)
         if self.autolog:
             import mlflow.sklearn
 
@@ -69,14 +91,25 @@ class Trainer(PipelineTask):
                 mlflow.sklearn.autolog(log_models=False, log_datasets=False, silent=True)
                 model.fit(features, target)
                 mlflow.sklearn.autolog(disable=True)
-        scores = cross_val_score(model, features, target, cv=folds)
+        # Accuracy for classes; the root mean squared error (scikit-learn negates it) otherwise.
+        name, scoring, sign = (
+            ("accuracy", "accuracy", 1) if classes else ("rmse", "neg_root_mean_squared_error", -1)
+        )
+        scores = sign * cross_val_score(model, features, target, cv=folds, scoring=scoring)
         model.fit(features, target)
+        train_score = "train_accuracy" if classes else "train_r2"  # what model.score gives
         self.log_metrics(
-            cv_accuracy=scores.mean(),
-            cv_accuracy_std=scores.std(),
-            train_accuracy=model.score(features, target),
+            **{f"cv_{name}": scores.mean(), f"cv_{name}_std": scores.std()},
+            **{train_score: model.score(features, target)},
         )
         self.save_model(model, example=features.head(5))
+
+
+DEFAULT_ESTIMATORS = {
+    "binary": "sklearn.linear_model.LogisticRegression",
+    "multiclass": "sklearn.linear_model.LogisticRegression",
+    "regression": "sklearn.linear_model.Ridge",
+}
 
 
 def estimator_class(dotted_path: str) -> type:
