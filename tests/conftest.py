@@ -121,7 +121,7 @@ def start_stuck_in_trainer(project: Path, ignore_sigint: bool = False, **env: st
     edit_task(
         project,
         "trainer",
-        "        from sklearn.model_selection import StratifiedKFold, cross_val_score",
+        TRAINER_TOP,
         f"        import pathlib, time; pathlib.Path({str(asleep)!r}).touch(); time.sleep(60)",
     )
     process = start_runner(project, env=runner_env(**env), ignore_sigint=ignore_sigint)
@@ -320,7 +320,7 @@ def signal_server(server: subprocess.Popen, signum: int) -> None:
         os.killpg(server.pid, signum)
 
 
-TRAINER_TOP = "        from sklearn.model_selection import StratifiedKFold, cross_val_score"
+TRAINER_TOP = "        from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score"
 
 
 def stall_trainer_when_asked(project: Path) -> None:
@@ -360,6 +360,7 @@ def wait_until_asleep(project: Path, runner: subprocess.Popen) -> None:
 
 def add_secret_parameter(project: Path, variable: str) -> None:
     """Preprocessor gets an `api_token` parameter, set in luigi.toml as `${variable}`."""
+    edit_task(project, "preprocessor", "import pandas as pd", "import luigi")
     edit_task(
         project,
         "preprocessor",
@@ -368,8 +369,4 @@ def add_secret_parameter(project: Path, variable: str) -> None:
     )
     config = project / "luigi.toml"
     reference = "${" + variable + "}"
-    config.write_text(
-        config.read_text().replace(
-            "[Preprocessor]\n", f'[Preprocessor]\napi_token = "{reference}"\n'
-        )
-    )
+    config.write_text(config.read_text() + f'\n[Preprocessor]\napi_token = "{reference}"\n')

@@ -155,8 +155,8 @@ def test_an_ambiguous_output_name_is_refused_before_the_run(project):
     edit_task(
         project,
         "trainer",
-        "from tasks.preprocessor import ID, TARGET",
-        "from tasks.preprocessor import ID, TARGET, Preprocessor",
+        "from tasks.splitter import Splitter",
+        "from tasks.preprocessor import Preprocessor\nfrom tasks.splitter import Splitter",
         replace=True,
     )
     result = run_runner(project)

@@ -142,6 +142,7 @@ def _resolve_dataset(config: Config) -> Dataset | None:
     if not path.is_file():
         message = f"{TRAIN_FILE} not found in {config.input_dir}"
         raise ConfigError(config.path, message, PATH_SECTION, "input")
+    _header(_decoded(path, "utf-8", config), path, config)  # readable, with rows
     try:
         dataset = resolve(config.dataset, read_train(path))
     except DatasetError as error:
