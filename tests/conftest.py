@@ -33,6 +33,10 @@ def copy_project(destination: Path) -> Path:
         )
     for name in (".env", ".env.shared", "luigi.toml", "MLproject"):
         shutil.copy(REPO / name, destination / name)
+    # The examples' configs; their data is made by scripts/make_example_data.py, not cloned.
+    shutil.copytree(
+        REPO / "examples", destination / "examples", ignore=shutil.ignore_patterns("input")
+    )
     return destination
 
 

@@ -7,11 +7,19 @@ import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import artifacts, run_runner, runs, service, store
 
-from tasks.evaluator import check, criterion_problem
+from luigiflow.directions import better
+from luigiflow.sweep import load as load_sweep
+from tasks.evaluator import (
+    check,
+    classification_metrics,
+    criterion_problem,
+    regression_metrics,
+)
 
 IMPOSSIBLE = 'Evaluator.validation_criteria=[{ metric = "accuracy", threshold = 0.999 }]'
 KNOWN = ("accuracy", "roc_auc", "log_loss", "balanced_accuracy")
@@ -43,6 +51,75 @@ def test_a_criterion_passes_or_fails_in_its_direction():
     assert check({"metric": "log_loss", "threshold": 0.5}, values)["passed"], "lower is better"
     failed = check({"metric": "log_loss", "threshold": 0.4}, values)
     assert not failed["passed"] and failed["text"] == "log_loss 0.4500 > 0.4"
+
+
+@pytest.mark.parametrize(
+    ("metric", "direction"),
+    [
+        ("rmse", "lower"), ("mae", "lower"), ("mape", "lower"), ("log_loss", "lower"),
+        ("cv_rmse", "lower"), ("rmsle", "lower"), ("median_absolute_error", "lower"),
+        ("r2", "higher"), ("accuracy", "higher"), ("f1_macro", "higher"),
+        ("roc_auc_ovr", "higher"), ("balanced_accuracy", "higher"),
+    ],
+)  # fmt: skip
+def test_errors_are_better_lower_and_scores_higher(metric, direction):
+    assert better(metric) == direction
+
+
+def test_a_regression_criterion_is_at_most_its_threshold_unless_it_says_otherwise():
+    values = {"rmse": 25_000.0, "r2": 0.85, "rmsle": 0.14}
+    assert check({"metric": "rmse", "threshold": 30_000}, values)["passed"]
+    too_big = check({"metric": "rmse", "threshold": 20_000}, values)
+    assert not too_big["passed"] and too_big["text"] == "rmse 25000.0000 > 20000"
+    assert check({"metric": "rmsle", "threshold": 0.15}, values)["direction"] == "lower"
+    assert not check({"metric": "r2", "threshold": 0.9}, values)["passed"]
+    said = check({"metric": "rmse", "threshold": 30_000, "direction": "higher"}, values)
+    assert not said["passed"], "a written direction wins over the default"
+
+
+def test_mape_is_left_out_where_the_target_has_zeros_and_its_criterion_says_why():
+    values = regression_metrics(np.array([0.0, 2.0, 4.0]), np.array([0.5, 2.0, 3.0]))
+    assert set(values) == {"rmse", "mae", "r2"}
+    assert values["mae"] == pytest.approx(0.5)
+    failed = check({"metric": "mape", "threshold": 0.1}, values)
+    assert not failed["passed"] and "needs a target without zeros" in failed["text"]
+    assert regression_metrics(np.array([1.0, 2.0]), np.array([1.5, 2.0]))["mape"] == 0.25
+
+
+def test_classification_metrics_follow_the_number_of_classes_and_take_text_labels():
+    truth = np.array(["no", "yes", "yes", "no"])
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
+    binary = classification_metrics(
+        truth, np.array(["no", "yes", "no", "no"]), proba, ["no", "yes"]
+    )
+    assert set(binary) == {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
+    assert binary["recall"] == 0.5 and binary["roc_auc"] == 1.0, "'yes' is the positive class"
+
+    truth = np.array(["a", "b", "c", "c"])
+    proba = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.5, 0.1, 0.4]])
+    three = classification_metrics(truth, np.array(["a", "b", "c", "a"]), proba, ["a", "b", "c"])
+    assert set(three) == {"accuracy", "f1_macro", "f1_weighted", "roc_auc_ovr", "log_loss"}
+    assert three["accuracy"] == 0.75 and 0 < three["f1_macro"] < 1
+
+
+def test_a_metric_of_another_problem_type_is_named_as_such():
+    known = ("rmse", "mae", "r2", "mape")
+    found = criterion_problem({"metric": "roc_auc", "threshold": 0.8}, known, "regression")
+    assert "(a binary metric; [Dataset] problem_type is regression)" in found
+    assert "e.g." not in found and 'metric = "rmse"' in criterion_problem("x", known)
+
+
+def test_a_sweep_on_an_error_picks_the_lowest_unless_told():
+    parameters = {"Trainer": ["seed"]}
+
+    def direction(**settings) -> str:
+        return load_sweep(
+            {"Trainer.seed": [0, 1], **settings}, [], "luigi.toml", parameters
+        ).direction
+
+    assert direction(select="rmse") == "lower"
+    assert direction(select="r2") == "higher"
+    assert direction(select="rmse", direction="higher") == "higher"
 
 
 # end to end ------------------------------------------------------------------------------------

@@ -142,16 +142,22 @@ def test_a_model_needing_an_untrusted_type_is_refused_with_how_to_allow_it(proje
         ("PassengerId,Survived,Pclass,Sex,Age,SibSp,Parch\n", "has a header but no rows"),
         (
             "PassengerId,Survived,Pclass,Sex,Age,SibSp,Parch\n1,0,3,male,22,1,0\n"
-            "2,yes,1,female,38,1,0\n3,,3,female,26,0,0\n",
-            "column 'Survived': a binary target takes the values 0 and 1; line 3 has 'yes' (2",
+            "2,yes,1,female,38,1,0\n3,,3,female,26,0,0\n4,,3,female,26,0,0\n",
+            "column 'Survived': a binary target needs a value on every row; line 4 has no value "
+            "(2 such rows)",
+        ),
+        (
+            "PassengerId,Survived,Pclass,Sex,Age,SibSp,Parch\n1,0,3,male,22,1,0\n"
+            "2,yes,1,female,38,1,0\n3,1,3,female,26,0,0\n4,1,3,female,26,0,0\n",
+            "a binary target takes two values, not 3: '1' (2 rows), '0' (1 row), 'yes' (1 row)",
         ),
         (
             "PassengerId,Survived,Pclass,Sex,Age,SibSp,Parch\n1,1,3,male,22,1,0\n"
             "2,1,1,female,38,1,0\n",
-            "column 'Survived': a binary target needs both 0 and 1; all rows are 1",
+            "column 'Survived': a binary target needs at least two classes; all rows are 1",
         ),
     ],
-    ids=["latin-1", "empty", "header only", "target values", "one class"],
+    ids=["latin-1", "empty", "header only", "missing target", "three values", "one class"],
 )
 def test_bad_input_files_stop_before_the_run_naming_the_file(project, content, message):
     (project / "input/train.csv").write_bytes(content.encode("latin-1"))

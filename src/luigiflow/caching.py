@@ -69,7 +69,8 @@ class Fingerprint:
         for key in sorted(set(old_params) | set(self.params)):
             old, new = old_params.get(key, "(unset)"), self.params.get(key, "(unset)")
             if old != new:
-                reasons.append(f"{self.task}.{key} {old} → {new}")
+                name = key if key.startswith("Dataset.") else f"{self.task}.{key}"
+                reasons.append(f"{name} {_brief(old)} → {_brief(new)}")
         old_inputs = earlier.get("inputs", {})
         for name in sorted(set(old_inputs) | set(self.inputs)):
             if old_inputs.get(name) != self.inputs.get(name):
@@ -85,6 +86,11 @@ class Fingerprint:
             if old_versions.get(name) != self.versions[name]:
                 reasons.append(f"{name} {old_versions.get(name, '?')} → {self.versions[name]}")
         return reasons or ["fingerprint changed"]
+
+
+def _brief(value: str, width: int = 40) -> str:
+    """A parameter's value as the reasons show it: long lists of columns cut short."""
+    return value if len(value) <= width else value[: width - 1] + "…"
 
 
 class Fingerprints:

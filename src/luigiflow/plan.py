@@ -325,25 +325,43 @@ def _check_inputs(task: PipelineTask, config: Config) -> None:
 
 
 def _check_target(text: str, path: Path, input_file: InputFile, config: Config) -> None:
-    """The target column's values must suit the problem type: a binary target is 0 or 1 on
-    every row, with both present (a split stratifies by it, a classifier needs two classes)."""
+    """The target column's values must suit the problem type: present on every row; two
+    values for a binary target and at least two for a multiclass one (a split stratifies by
+    them, a classifier needs two classes); numbers for a regression."""
     import pandas as pd
 
-    column = input_file.target
+    column, problem = input_file.target, input_file.problem
     values = pd.read_csv(io.StringIO(text), usecols=[column], dtype=str, keep_default_na=False)
     values = values[column].str.strip()
-    where = f"{path} column '{column}'"
-    bad = values[~values.isin(("0", "1"))]
-    if len(bad):
+    where = f"{path} column '{column}': a {problem} target"
+
+    def refuse(message: str) -> ConfigError:
+        return ConfigError(config.path, f"{where} {message}", PATH_SECTION, "input")
+
+    def first(bad: pd.Series, what: str) -> str:
         line, value = int(bad.index[0]) + 2, bad.iloc[0]
         found = f"line {line} has no value" if value == "" else f"line {line} has '{value}'"
-        message = f"{where}: a {input_file.problem} target takes the values 0 and 1; {found}"
-        message += f" ({len(bad)} such rows)" if len(bad) > 1 else ""
-        raise ConfigError(config.path, message, PATH_SECTION, "input")
-    if values.nunique() < 2:
-        only = values.iloc[0]
-        message = f"{where}: a {input_file.problem} target needs both 0 and 1; all rows are {only}"
-        raise ConfigError(config.path, message, PATH_SECTION, "input")
+        return f"{what}; {found}" + (f" ({len(bad)} such rows)" if len(bad) > 1 else "")
+
+    if (values == "").any():
+        raise refuse(first(values[values == ""], "needs a value on every row"))
+    if problem == "regression":
+        bad = values[pd.to_numeric(values, errors="coerce").isna()]
+        if len(bad):
+            raise refuse(first(bad, "is a number"))
+        return
+    counts = values.value_counts()
+    if len(counts) < 2:
+        raise refuse(f"needs at least two classes; all rows are {counts.index[0]}")
+    if problem == "binary" and len(counts) > 2:
+        found = ", ".join(
+            f"'{value}' ({n} row{'s' * (n != 1)})" for value, n in counts.head(5).items()
+        )
+        more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
+        raise refuse(
+            f"takes two values, not {len(counts)}: {found}{more} "
+            '(or set [Dataset] problem_type = "multiclass")'
+        )
 
 
 def _decoded(path: Path, encoding: str, config: Config) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import toml
 
 from luigiflow.config import ConfigError
+from luigiflow.directions import better
 from luigiflow.values import toml_value as value_text
 
 SECTION = "Sweep"
@@ -26,8 +27,9 @@ Key = tuple[str, str]  # (task section, parameter)
 @dataclass(frozen=True)
 class Sweep:
     """The swept keys with their values (in the order written), and how the winner is picked:
-    the metric `select`, better when `direction` says, and whether the alias follows the
-    winner only when it beats the alias's holder (`promote = "better"`) or always."""
+    the metric `select`, better when `direction` says (by default, lower for an error such as
+    `rmse`, higher otherwise), and whether the alias follows the winner only when it beats
+    the alias's holder (`promote = "better"`) or always."""
 
     axes: dict[Key, list[object]] = field(default_factory=dict)
     select: str = ""
@@ -140,7 +142,7 @@ def _check_axes(
 
 def _settings(written: Mapping[str, object], source: str) -> dict[str, str]:
     select = written.get("select", "")
-    direction = written.get("direction", "higher")
+    direction = written.get("direction") or better(str(select))  # rmse: lower, by default
     promote = written.get("promote", "better")
     if not isinstance(select, str):
         raise ConfigError(source, "expected the name of a metric", SECTION, "select")

@@ -43,7 +43,7 @@ class InputFile:
     columns: tuple[str, ...] = ()
     encoding: str = "utf-8"
     target: str = ""
-    problem: str = "binary"  # binary: the values 0 and 1, both present, none missing
+    problem: str = "binary"  # a problem type of [Dataset], which the target's values must suit
 
 
 class AmbiguousInput(Exception):

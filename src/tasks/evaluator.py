@@ -8,18 +8,32 @@ import luigi
 import numpy as np
 
 from luigiflow import PipelineTask, requires
+from luigiflow.directions import better
 from tasks import metrics
 from tasks.splitter import Splitter
-from tasks.trainer import Trainer
+from tasks.trainer import Trainer, probability_columns
 
-STANDARD_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
-LOWER_IS_BETTER = {"log_loss"}
+STANDARD_METRICS = {
+    "binary": ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"),
+    "multiclass": ("accuracy", "f1_macro", "f1_weighted", "roc_auc_ovr", "log_loss"),
+    "regression": ("rmse", "mae", "r2", "mape"),  # mape only where the target has no zeros
+}
+PLOTS = {
+    "binary": {"confusion_matrix": "confusion_matrix.png", "roc_curve": "roc_curve.png"},
+    "multiclass": {"confusion_matrix": "confusion_matrix.png"},
+    "regression": {"predicted_vs_actual": "predicted_vs_actual.png", "residuals": "residuals.png"},
+}
 VALIDATED, REJECTED = "VALIDATED", "REJECTED"
 
 
 @requires(Splitter, Trainer)
 class Evaluator(PipelineTask):
-    """Standard and custom metrics on the validation set, checked against the criteria."""
+    """Standard and custom metrics on the validation set, checked against the criteria.
+
+    The metrics, plots and worst rows follow `[Dataset] problem_type`: classes are judged by
+    accuracy, F1, ROC AUC and a confusion matrix; a regression by its errors (RMSE, MAE, R²,
+    MAPE) and plots of predicted against actual values and of the residuals.
+    """
 
     validation_criteria = luigi.ListParameter(
         default=[], description="[{metric, threshold, direction}]: all must hold to register"
@@ -33,54 +47,71 @@ class Evaluator(PipelineTask):
         description="worst-predicted rows in the card",
     )
 
-    outputs = {
-        "evaluation": "evaluation.json",
-        "predictions": "validation_predictions.parquet",
-        "confusion_matrix": "confusion_matrix.png",
-        "roc_curve": "roc_curve.png",
-        "feature_importance": "feature_importance.png",
-    }
+    @property
+    def outputs(self) -> dict[str, str]:
+        return {
+            "evaluation": "evaluation.json",
+            "predictions": "validation_predictions.parquet",
+            **PLOTS[self.dataset.problem_type],
+            "feature_importance": "feature_importance.png",
+        }
 
     def validate(self) -> dict[str, str]:
         for name in self.custom_metrics:
             if not callable(getattr(metrics, name, None)):
                 return {"custom_metrics": f"'{name}' is not a function in src/tasks/metrics.py"}
-        known = (*STANDARD_METRICS, *self.custom_metrics)
+        problem = self.dataset.problem_type
+        known = (*STANDARD_METRICS[problem], *self.custom_metrics)
         for criterion in self.validation_criteria:
-            if problem := criterion_problem(criterion, known):
-                return {"validation_criteria": problem}
+            if error := criterion_problem(criterion, known, problem):
+                return {"validation_criteria": error}
         return {}
 
     def run(self) -> None:
-        ID, TARGET = self.dataset.id_column, self.dataset.target_column
+        data = self.dataset
         validation, model = self.load("validation"), self.load("model")
-        features, truth = validation.drop(columns=[ID, TARGET]), validation[TARGET].to_numpy()
+        truth = validation[data.target_column].to_numpy()
+        features = validation.drop(columns=[data.id_column, data.target_column])
         predicted = np.asarray(model.predict(features))
         estimator = model.get_raw_model()
+        classes = list(getattr(estimator, "classes_", []))
         proba = estimator.predict_proba(features) if hasattr(estimator, "predict_proba") else None
-        positive = proba[:, 1] if proba is not None and proba.shape[1] == 2 else None
 
-        values = classification_metrics(truth, predicted, proba)
+        if data.is_classification:
+            values = classification_metrics(truth, predicted, proba, classes)
+            given = proba[:, 1] if proba is not None and len(classes) == 2 else proba
+        else:
+            values, given = regression_metrics(truth, predicted), None
         for name in self.custom_metrics:
-            values[name] = float(getattr(metrics, name)(truth, predicted, positive))
+            values[name] = float(getattr(metrics, name)(truth, predicted, given))
         checks = [check(criterion, values) for criterion in self.validation_criteria]
         verdict = VALIDATED if all(c["passed"] for c in checks) else REJECTED
         self.log_metrics(**values)
         self.save("evaluation", {"verdict": verdict, "metrics": values, "criteria": checks})
 
-        scored = validation.assign(predicted=predicted)
-        if positive is not None:
-            scored = scored.assign(probability=positive, error=np.abs(truth - positive))
+        scored = validation.assign(predicted=predicted, **probability_columns(classes, proba))
+        if not data.is_classification:
+            scored = scored.assign(residual=predicted - truth, error=np.abs(predicted - truth))
+        elif proba is not None:  # how far from certain the model was of the true class
+            truth_index = np.searchsorted(classes, truth)
+            scored = scored.assign(error=1 - proba[np.arange(len(truth)), truth_index])
         else:
             scored = scored.assign(error=(truth != predicted).astype(float))
         self.save("predictions", scored)
-        plot_confusion_matrix(truth, predicted, self.output_path("confusion_matrix"))
-        plot_roc_curve(truth, positive, self.output_path("roc_curve"))
+        if data.is_classification:
+            plot_confusion_matrix(truth, predicted, classes, self.output_path("confusion_matrix"))
+            if data.problem_type == "binary":
+                positive = proba[:, 1] if proba is not None else None
+                plot_roc_curve(truth, positive, classes, self.output_path("roc_curve"))
+        else:
+            plot_regression(truth, predicted, self.output_path("predicted_vs_actual"), "actual")
+            plot_regression(truth, predicted, self.output_path("residuals"), "residual")
         plot_feature_importance(estimator, self.output_path("feature_importance"))
 
         self.add_to_card("Metrics against the validation criteria", criteria_table(values, checks))
+        worst = "largest absolute errors" if not data.is_classification else "least certain"
         self.add_to_card(
-            f"Worst-predicted validation rows ({verdict})",
+            f"Worst-predicted validation rows: {worst} ({verdict})",
             scored.nlargest(self.worst_rows, "error"),
         )
 
@@ -94,9 +125,11 @@ def failed(evaluation: Mapping) -> str:
     return "; ".join(c["text"] for c in evaluation["criteria"] if not c["passed"])
 
 
-def criterion_problem(criterion: object, known: tuple[str, ...]) -> str | None:
+def criterion_problem(
+    criterion: object, known: tuple[str, ...], problem: str = "binary"
+) -> str | None:
     """What is wrong with one `validation_criteria` entry, or None."""
-    example = '{ metric = "accuracy", threshold = 0.75 }'
+    example = f'{{ metric = "{known[0]}", threshold = 0.75 }}'
     if not isinstance(criterion, Mapping):
         return f"each criterion is a table like {example}, not {criterion!r}"
     unknown = set(criterion) - {"metric", "threshold", "direction"}
@@ -104,7 +137,9 @@ def criterion_problem(criterion: object, known: tuple[str, ...]) -> str | None:
         return f"unknown key {sorted(unknown)[0]!r}; a criterion has metric, threshold, direction"
     name = criterion.get("metric")
     if name not in known:
-        return f"unknown metric {name!r}; known metrics: {', '.join(known)}"
+        other = [p for p, names in STANDARD_METRICS.items() if name in names and p != problem]
+        why = f" (a {other[0]} metric; [Dataset] problem_type is {problem})" if other else ""
+        return f"unknown metric {name!r}{why}; known metrics: {', '.join(known)}"
     threshold = criterion.get("threshold")
     if isinstance(threshold, bool) or not isinstance(threshold, int | float):
         return f"the threshold of {name} must be a number, not {threshold!r}"
@@ -115,37 +150,62 @@ def criterion_problem(criterion: object, known: tuple[str, ...]) -> str | None:
 
 def check(criterion: Mapping, values: Mapping[str, float]) -> dict:
     name, threshold = criterion["metric"], float(criterion["threshold"])
-    direction = criterion.get("direction", "lower" if name in LOWER_IS_BETTER else "higher")
+    direction = criterion.get("direction") or better(name)  # errors: lower, by default
     value = values.get(name, float("nan"))
     passed = bool(value >= threshold if direction == "higher" else value <= threshold)
     sign = (">=" if passed else "<") if direction == "higher" else ("<=" if passed else ">")
+    text = f"{name} {value:.4f} {sign} {threshold:g}"
+    if name not in values:  # mape of a target with zeros
+        text = f"{name} was not computed: it needs a target without zeros"
     return {
         "metric": name,
         "value": value,
         "threshold": threshold,
         "direction": direction,
         "passed": passed,
-        "text": f"{name} {value:.4f} {sign} {threshold:g}",
+        "text": text,
     }
 
 
-def classification_metrics(truth, predicted, proba) -> dict[str, float]:
-    """Accuracy, precision, recall, F1 and, with probabilities, ROC AUC and log loss."""
+def classification_metrics(truth, predicted, proba, classes) -> dict[str, float]:
+    """Accuracy and F1 (of the positive class for two classes; macro and weighted averages
+    over more), and, with probabilities, ROC AUC (one class against the rest for more than
+    two) and log loss."""
     from sklearn import metrics as m
 
-    binary = len(np.unique(truth)) <= 2
-    average = "binary" if binary else "macro"
-    values = {
-        "accuracy": m.accuracy_score(truth, predicted),
-        "precision": m.precision_score(truth, predicted, average=average, zero_division=0),
-        "recall": m.recall_score(truth, predicted, average=average, zero_division=0),
-        "f1": m.f1_score(truth, predicted, average=average, zero_division=0),
-    }
-    if proba is not None:
-        values["roc_auc"] = m.roc_auc_score(
-            truth, proba[:, 1] if binary else proba, multi_class="ovr"
+    values = {"accuracy": m.accuracy_score(truth, predicted)}
+    if len(classes) <= 2:
+        values.update(
+            precision=m.precision_score(truth, predicted, pos_label=classes[-1], zero_division=0),
+            recall=m.recall_score(truth, predicted, pos_label=classes[-1], zero_division=0),
+            f1=m.f1_score(truth, predicted, pos_label=classes[-1], zero_division=0),
         )
-        values["log_loss"] = m.log_loss(truth, proba)
+        if proba is not None:
+            values["roc_auc"] = m.roc_auc_score(truth, proba[:, 1])
+    else:
+        for average in ("macro", "weighted"):
+            values[f"f1_{average}"] = m.f1_score(
+                truth, predicted, labels=classes, average=average, zero_division=0
+            )
+        if proba is not None:
+            values["roc_auc_ovr"] = m.roc_auc_score(truth, proba, multi_class="ovr", labels=classes)
+    if proba is not None:
+        values["log_loss"] = m.log_loss(truth, proba, labels=classes)
+    return {name: float(value) for name, value in values.items()}
+
+
+def regression_metrics(truth, predicted) -> dict[str, float]:
+    """Root mean squared and mean absolute error, R², and the mean absolute percentage error
+    where no true value is zero (it divides by them)."""
+    from sklearn import metrics as m
+
+    values = {
+        "rmse": m.root_mean_squared_error(truth, predicted),
+        "mae": m.mean_absolute_error(truth, predicted),
+        "r2": m.r2_score(truth, predicted),
+    }
+    if np.all(truth != 0):
+        values["mape"] = m.mean_absolute_percentage_error(truth, predicted)
     return {name: float(value) for name, value in values.items()}
 
 
@@ -163,15 +223,18 @@ def criteria_table(values: Mapping[str, float], checks: list[dict]):
     return pd.DataFrame(rows)
 
 
-def plot_confusion_matrix(truth, predicted, path) -> None:
+def plot_confusion_matrix(truth, predicted, classes, path) -> None:
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    display = ConfusionMatrixDisplay.from_predictions(truth, predicted, colorbar=False)
+    # Every class of the model has a row and a column, even one the validation set lacks.
+    display = ConfusionMatrixDisplay.from_predictions(
+        truth, predicted, labels=classes or None, colorbar=False
+    )
     display.ax_.set_title("Confusion matrix (validation)")
     _save(display.figure_, path)
 
 
-def plot_roc_curve(truth, positive, path) -> None:
+def plot_roc_curve(truth, positive, classes, path) -> None:
     import matplotlib.pyplot as plt
     from sklearn.metrics import RocCurveDisplay
 
@@ -180,30 +243,52 @@ def plot_roc_curve(truth, positive, path) -> None:
         axes.text(0.5, 0.5, "no probabilities: no ROC curve", ha="center")
         axes.set_axis_off()
     else:
-        figure = RocCurveDisplay.from_predictions(truth, positive, plot_chance_level=True).figure_
+        figure = RocCurveDisplay.from_predictions(
+            truth, positive, pos_label=classes[-1], plot_chance_level=True
+        ).figure_
         figure.axes[0].set_title("ROC curve (validation)")
     _save(figure, path)
 
 
-def plot_feature_importance(model, path) -> None:
-    """Coefficients of a linear model or importances of a tree ensemble, by feature."""
+def plot_regression(truth, predicted, path, against: str) -> None:
+    """Predicted against actual values (`actual`: on the diagonal is perfect), or the
+    residuals against the predicted values (`residual`: a pattern means a missed effect)."""
+    from sklearn.metrics import PredictionErrorDisplay
+
+    kind = "actual_vs_predicted" if against == "actual" else "residual_vs_predicted"
+    display = PredictionErrorDisplay.from_predictions(
+        truth, predicted, kind=kind, subsample=2000, random_state=0
+    )
+    title = "Predicted against actual" if against == "actual" else "Residuals"
+    display.ax_.set_title(f"{title} (validation)")
+    _save(display.figure_, path)
+
+
+def plot_feature_importance(model, path, shown: int = 20) -> None:
+    """Coefficients of a linear model or importances of a tree ensemble, by feature: the
+    `shown` largest in size (one-hot encoding makes hundreds of features of a wide table)."""
     import matplotlib.pyplot as plt
 
     estimator = model[-1]
     weights = getattr(estimator, "feature_importances_", None)
     label = "importance"
     if weights is None and hasattr(estimator, "coef_"):
-        weights, label = np.ravel(estimator.coef_[0]), "coefficient"
+        coef = np.atleast_2d(estimator.coef_)
+        if len(coef) == 1:  # one target, or the positive class of two
+            weights, label = coef[0], "coefficient"
+        else:  # a row per class: how much a feature moves any of them
+            weights, label = np.abs(coef).mean(axis=0), "mean absolute coefficient"
     figure, axes = plt.subplots(figsize=(6, 4))
     if weights is None:
         axes.text(0.5, 0.5, f"{type(estimator).__name__} exposes no importances", ha="center")
         axes.set_axis_off()
     else:
         names = model[:-1].get_feature_names_out()
-        order = np.argsort(np.abs(weights))
+        order = np.argsort(np.abs(weights))[-shown:]
         axes.barh(np.asarray(names)[order], np.asarray(weights)[order])
         axes.set_xlabel(label)
-        axes.set_title(f"Feature {label}s")
+        largest = f" (the {shown} largest of {len(weights)})" if len(weights) > shown else ""
+        axes.set_title(f"Feature {label}s{largest}")
     _save(figure, path)
 
 

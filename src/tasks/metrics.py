@@ -1,20 +1,32 @@
 """Custom validation metrics: plain functions, named in `[Evaluator] custom_metrics`.
 
-Each takes the true labels, the predicted labels and the predicted probability of the positive
-class (None when the estimator gives none) and returns a number. Add one here, name it in
-luigi.toml, and the Evaluator logs it and lets `validation_criteria` use it.
+Each takes the true values, the predicted values and the predicted probabilities: of the
+positive class for a binary target, a column per class (in the model's order of classes) for
+a multiclass one, None for a regression or an estimator that gives none. It returns a number.
+Add one here, name it in luigi.toml, and the Evaluator logs it and lets `validation_criteria`
+use it; a name ending in `error` or `loss` (or `rmse`, `mae`, `msle`...) is an error, so its
+criteria are "at most" unless they say `direction`.
 """
 
 import numpy as np
 
 
 def balanced_accuracy(y_true, y_pred, y_proba) -> float:
-    """Accuracy averaged over the classes: a model that always says "died" scores 0.5."""
+    """Accuracy averaged over the classes: a model that always says the commonest class
+    scores 1 / (number of classes)."""
     from sklearn.metrics import balanced_accuracy_score
 
     return balanced_accuracy_score(y_true, y_pred)
 
 
-def predicted_survival_rate(y_true, y_pred, y_proba) -> float:
-    """Share of passengers predicted to survive; far from the true rate means a biased model."""
+def predicted_positive_rate(y_true, y_pred, y_proba) -> float:
+    """Share of rows predicted positive (1); far from the true rate means a biased model."""
     return float(np.mean(y_pred))
+
+
+def rmsle(y_true, y_pred, y_proba) -> float:
+    """Root mean squared error of the logarithms, Kaggle's House Prices metric: an error of
+    10% costs the same on a cheap house as on a dear one. Negative predictions count as 0."""
+    from sklearn.metrics import root_mean_squared_log_error
+
+    return root_mean_squared_log_error(y_true, np.clip(y_pred, 0, None))

@@ -1,4 +1,4 @@
-"""Score the test passengers and write Kaggle's submission file."""
+"""Score the rows of the scoring file and write Kaggle's submission file."""
 
 import luigi
 import numpy as np
@@ -6,7 +6,7 @@ import pandas as pd
 
 from luigiflow import InputFile, PipelineTask, registry, requires
 from tasks.register import Register
-from tasks.trainer import Trainer
+from tasks.trainer import Trainer, probability_columns
 
 
 @requires(Trainer, Register)
@@ -17,7 +17,7 @@ class Prediction(PipelineTask):
     (`model_uri = "models:/titanic@champion"`); both take the rows of the file unchanged.
     """
 
-    model_uri = luigi.Parameter(default="", description="e.g. models:/titanic@champion")
+    model_uri = luigi.Parameter(default="", description="e.g. models:/<model_name>@champion")
     scoring_file = luigi.Parameter(default="test.csv", description="in [PathConfig] input")
     batch_size = luigi.NumericalParameter(
         default=100_000,
@@ -41,21 +41,24 @@ class Prediction(PipelineTask):
         return {self.model_uri: registry.describe(self.model_uri)} if self.model_uri else {}
 
     def run(self) -> None:
+        """The submission holds the id and the prediction under the data's own names (the
+        class, or the value of a regression); predictions.parquet adds the probabilities."""
         rows = self.load("scoring")
         model = registry.load_model(self.model_uri) if self.model_uri else self.load("model")
         if self.model_uri:
             self.log_params(scored_model=registry.describe(self.model_uri))
         estimator = model.get_raw_model()
-        labels, probabilities = [], []
+        classes = list(getattr(estimator, "classes_", []))
+        predicted, probabilities = [], []
         for start in range(0, len(rows), self.batch_size):
             batch = rows.iloc[start : start + self.batch_size]
-            labels.append(np.asarray(model.predict(batch)))
+            predicted.append(np.asarray(model.predict(batch)))
             if hasattr(estimator, "predict_proba"):
-                probabilities.append(estimator.predict_proba(batch)[:, -1])
-        survived = np.concatenate(labels).astype(int) if labels else np.array([], dtype=int)
+                probabilities.append(estimator.predict_proba(batch))
         ID, TARGET = self.dataset.id_column, self.dataset.target_column
-        table = pd.DataFrame({ID: rows[ID], TARGET: survived})
+        values = np.concatenate(predicted) if predicted else np.array([])
+        table = pd.DataFrame({ID: rows[ID].to_numpy(), TARGET: values})
         self.save("submission", table)
         if probabilities:
-            table["probability"] = np.concatenate(probabilities)
+            table = table.assign(**probability_columns(classes, np.concatenate(probabilities)))
         self.save("predictions", table)

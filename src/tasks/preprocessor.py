@@ -37,4 +37,4 @@ class Preprocessor(PipelineTask):
         table[categorical] = (
             table[categorical].astype(object).where(table[categorical].notna(), None)
         )
-        return table.astype({c: "int64" for c in (ID, TARGET) if c in table})
+        return table

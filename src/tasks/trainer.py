@@ -112,6 +112,17 @@ DEFAULT_ESTIMATORS = {
 }
 
 
+def probability_columns(classes, probabilities) -> dict[str, object]:
+    """The model's probabilities as columns: `probability` of the positive class (the second of
+    two) for a binary target, `probability_<class>` for each class of a multiclass one, none
+    when the estimator gives none (a regressor, or an SVC without `probability`)."""
+    if probabilities is None:
+        return {}
+    if len(classes) == 2:
+        return {"probability": probabilities[:, 1]}
+    return {f"probability_{label}": probabilities[:, i] for i, label in enumerate(classes)}
+
+
 def estimator_class(dotted_path: str) -> type:
     """`sklearn.linear_model.LogisticRegression` -> the class."""
     module, _, name = dotted_path.rpartition(".")
