@@ -7,7 +7,7 @@ UI_PORT ?= 5000
 
 SERVE_PORT ?= 5001
 
-.PHONY: run test test-fast ui serve lint lock repair-store bench bench-quick clean system-packages \
+.PHONY: run example test test-fast ui serve lint lock repair-store bench bench-quick clean system-packages \
 	stack-up stack-down stack-backup worker
 
 $(BIN)/python:
@@ -26,6 +26,16 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 run: $(VENV)/.installed  ## run the pipeline in luigi.toml (extra options: make run ARGS="--set Trainer.seed=3")
 	$(BIN)/python src/runner.py $(ARGS)
+
+EXAMPLE ?= ames
+example: $(VENV)/.installed-data  ## run examples/$(EXAMPLE)/luigi.toml (ames or penguins), its data made once
+	test -f examples/$(EXAMPLE)/input/train.csv || $(BIN)/python scripts/make_example_data.py \
+		--dataset $(EXAMPLE) --out examples/$(EXAMPLE)/input
+	$(BIN)/python src/runner.py --config examples/$(EXAMPLE)/luigi.toml $(ARGS)
+
+$(VENV)/.installed-data: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[data]"
+	touch $@
 
 test: $(VENV)/.installed-dev system-packages  ## every test, the slow end-to-end ones included, on every core
 	$(BIN)/python -m pytest -n auto --dist loadgroup $(ARGS)

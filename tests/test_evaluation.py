@@ -60,6 +60,8 @@ def test_a_criterion_passes_or_fails_in_its_direction():
         ("cv_rmse", "lower"), ("rmsle", "lower"), ("median_absolute_error", "lower"),
         ("r2", "higher"), ("accuracy", "higher"), ("f1_macro", "higher"),
         ("roc_auc_ovr", "higher"), ("balanced_accuracy", "higher"),
+        ("cv_rmse_std", "lower"), ("mean_poisson_deviance", "lower"), ("error_rate", "lower"),
+        ("neg_mean_squared_error", "higher"), ("cv_accuracy_std", "higher"),
     ],
 )  # fmt: skip
 def test_errors_are_better_lower_and_scores_higher(metric, direction):
@@ -82,7 +84,11 @@ def test_mape_is_left_out_where_the_target_has_zeros_and_its_criterion_says_why(
     assert set(values) == {"rmse", "mae", "r2"}
     assert values["mae"] == pytest.approx(0.5)
     failed = check({"metric": "mape", "threshold": 0.1}, values)
-    assert not failed["passed"] and "needs a target without zeros" in failed["text"]
+    assert not failed["passed"] and "one of the validation set is 0" in failed["text"]
+    no_probabilities = check({"metric": "roc_auc", "threshold": 0.8}, {"accuracy": 0.9})
+    assert (
+        no_probabilities["text"] == "roc_auc was not computed: the estimator gives no probabilities"
+    )
     assert regression_metrics(np.array([1.0, 2.0]), np.array([1.5, 2.0]))["mape"] == 0.25
 
 
@@ -97,7 +103,9 @@ def test_classification_metrics_follow_the_number_of_classes_and_take_text_label
 
     truth = np.array(["a", "b", "c", "c"])
     proba = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.5, 0.1, 0.4]])
-    three = classification_metrics(truth, np.array(["a", "b", "c", "a"]), proba, ["a", "b", "c"])
+    three = classification_metrics(
+        truth, np.array(["a", "b", "c", "a"]), proba, ["a", "b", "c"], "multiclass"
+    )
     assert set(three) == {"accuracy", "f1_macro", "f1_weighted", "roc_auc_ovr", "log_loss"}
     assert three["accuracy"] == 0.75 and 0 < three["f1_macro"] < 1
 

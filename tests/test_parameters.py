@@ -171,3 +171,22 @@ def test_default_and_other_estimators_pass():
     assert tasks.Trainer(run_id="x").validate() == {}
     estimator = "sklearn.ensemble.RandomForestClassifier"
     assert tasks.Trainer(run_id="x", estimator=estimator).validate() == {}
+
+
+def test_a_criterion_on_probabilities_needs_an_estimator_that_gives_them(monkeypatch):
+    svc = "sklearn.svm.SVC"
+    assert tasks.Trainer(run_id="x", estimator=svc).gives_probabilities() is False
+    given = {"probability": True}
+    assert tasks.Trainer(run_id="x", estimator=svc, estimator_params=given).gives_probabilities()
+    assert tasks.Trainer(run_id="x", estimator_params={"nope": 1}).gives_probabilities() is None
+
+    criteria = [{"metric": "accuracy", "threshold": 0.7}, {"metric": "roc_auc", "threshold": 0.8}]
+    evaluator = tasks.Evaluator(run_id="x", validation_criteria=criteria)
+    monkeypatch.setattr(tasks.Trainer, "estimator_path", svc)
+    monkeypatch.setattr(tasks.Trainer, "gives_probabilities", lambda self: False)
+    assert evaluator.validate() == {
+        "validation_criteria": f"roc_auc needs probabilities, which {svc} does not give with "
+        "these estimator_params"
+    }
+    monkeypatch.setattr(tasks.Trainer, "gives_probabilities", lambda self: None)
+    assert evaluator.validate() == {}, "what cannot be told before fitting is left to the run"

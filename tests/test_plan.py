@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import complete_outputs
@@ -18,7 +19,7 @@ from luigi.configuration import LuigiTomlParser, get_config
 from luigiflow.config import ConfigError, load_config
 from luigiflow.context import COPIED, DEFERRED, REUSED, RUN, SHARED, SKIPPED, RunContext
 from luigiflow.names import FINGERPRINT_TAG
-from luigiflow.plan import PENDING_RUN, CacheOptions, SweepChild, make_plan
+from luigiflow.plan import PENDING_RUN, CacheOptions, SweepChild, _check_target, make_plan
 from luigiflow.task import InputFile, PipelineTask, requires
 
 # Task families start with `Pl`: Luigi registers every task class by name, for the session.
@@ -461,3 +462,45 @@ def test_a_dataset_that_does_not_fit_the_data_is_refused_before_the_run(settings
     (root / "input" / "train.csv").write_text("Id,Price\n1,10.5\n2,20.25\n")
     message = plan_error(settings, '[Dataset]\nid_column = "Id"\ntarget_column = "SalePrice"\n')
     assert message.endswith("[Dataset] target_column: train.csv has no column 'SalePrice'")
+
+
+@pytest.mark.parametrize(
+    ("problem", "column", "message"),
+    [
+        ("binary", "yes\nno\nNA\n", "needs a value on every row; line 4 has 'NA' (read as"),
+        ("binary", 'yes\nno\n""\n', "needs a value on every row; line 4 has no value"),
+        ("binary", "a\nb\nc\n", "takes two values, not 3: 'a' (1 row), 'b' (1 row), 'c' (1 row)"),
+        ("multiclass", "a\nb\na\n", 'has only two classes: set [Dataset] problem_type = "binary"'),
+        ("multiclass", "a\na\n", "needs at least two classes; all rows are a"),
+        ("regression", "1.5\n2\nabc\nx\n", "is a number; line 4 has 'abc' (2 such rows)"),
+        ("regression", "1.5\n2\n-3e4\n", None),
+        ("multiclass", "3\n7\n9\n3\n", None),
+    ],
+)  # fmt: skip
+def test_the_target_must_suit_the_problem_type(problem, column, message):
+    text = "y\n" + column
+    target = InputFile("train.csv", ("y",), target="y", problem=problem)
+    config = SimpleNamespace(path="luigi.toml")
+    if message is None:
+        _check_target(text, Path("train.csv"), target, config)
+        return
+    with pytest.raises(ConfigError) as error:
+        _check_target(text, Path("train.csv"), target, config)
+    assert f"column 'y': a {problem} target {message}" in str(error.value)
+
+
+class PlReadsDataset(PipelineTask):
+    outputs = {"x": "x.json"}
+
+    def input_files(self) -> dict[str, InputFile]:
+        return {"data": InputFile("data.csv", (self.dataset.id_column,))}
+
+
+def test_a_task_that_reads_the_dataset_needs_the_section(settings):
+    config = load(settings.project_root)
+    with pytest.raises(ConfigError) as caught:
+        make_plan(PlReadsDataset, config, settings)
+    assert str(caught.value).endswith(
+        "[Dataset] id_column: required: PlReadsDataset reads the id and target columns from "
+        "[Dataset]"
+    )

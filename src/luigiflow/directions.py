@@ -7,9 +7,12 @@ either.
 
 from __future__ import annotations
 
-ERRORS = ("rmse", "mae", "mape", "mse", "msle", "error", "loss")  # names ending so are errors
+ERRORS = ("rmse", "mae", "mape", "mse", "msle", "error", "error_rate", "loss", "deviance")
 
 
 def better(metric: str) -> str:
-    """`lower` for an error or a loss (`rmse`, `cv_rmse`, `log_loss`, `rmsle`), else `higher`."""
-    return "lower" if metric.lower().endswith(ERRORS) else "higher"
+    """`lower` for an error or a loss (`rmse`, `cv_rmse`, `log_loss`, `rmsle`, and their
+    `_std`), else `higher`; scikit-learn's negated errors (`neg_...`) are higher."""
+    name = metric.lower().removesuffix("_std")
+    error = name.endswith(ERRORS)
+    return "higher" if error == name.startswith("neg_") else "lower"

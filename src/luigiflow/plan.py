@@ -91,7 +91,10 @@ def make_plan(
             message = f"{name} is not part of this pipeline"
             raise ConfigError("--force", message, choices=families, name=name)
     for task in tasks:
-        _check_inputs(task, config)
+        try:
+            _check_inputs(task, config)
+        except DatasetError as error:  # a task reads [Dataset], and luigi.toml has none
+            raise ConfigError(config.path, str(error), DATASET_SECTION, error.key) from None
         _check_loads(task, config)
 
     fingerprints = caching.Fingerprints(config.input_dir, dataset and dataset.as_config())
@@ -137,6 +140,7 @@ def _resolve_dataset(config: Config) -> Dataset | None:
     """`[Dataset]` completed from train.csv, and installed for the tasks planned before the
     run exists (a task of a run reads its run's, from the run context)."""
     if not config.dataset:
+        install_for_planning(None)
         return None
     path = config.input_dir / TRAIN_FILE
     if not path.is_file():
@@ -331,8 +335,11 @@ def _check_target(text: str, path: Path, input_file: InputFile, config: Config) 
     import pandas as pd
 
     column, problem = input_file.target, input_file.problem
-    values = pd.read_csv(io.StringIO(text), usecols=[column], dtype=str, keep_default_na=False)
-    values = values[column].str.strip()
+    raw = pd.read_csv(io.StringIO(text), usecols=[column], dtype=str, keep_default_na=False)
+    values = raw[column].str.strip()
+    # What pandas reads as missing (NA, null, nan...) is missing here too, as the tasks see it.
+    missing = pd.read_csv(io.StringIO(text), usecols=[column], dtype=str)[column].isna()
+    missing |= values == ""
     where = f"{path} column '{column}': a {problem} target"
 
     def refuse(message: str) -> ConfigError:
@@ -341,10 +348,11 @@ def _check_target(text: str, path: Path, input_file: InputFile, config: Config) 
     def first(bad: pd.Series, what: str) -> str:
         line, value = int(bad.index[0]) + 2, bad.iloc[0]
         found = f"line {line} has no value" if value == "" else f"line {line} has '{value}'"
+        found += " (read as missing)" if value != "" and what.endswith("row") else ""
         return f"{what}; {found}" + (f" ({len(bad)} such rows)" if len(bad) > 1 else "")
 
-    if (values == "").any():
-        raise refuse(first(values[values == ""], "needs a value on every row"))
+    if missing.any():
+        raise refuse(first(values[missing], "needs a value on every row"))
     if problem == "regression":
         bad = values[pd.to_numeric(values, errors="coerce").isna()]
         if len(bad):
@@ -353,6 +361,8 @@ def _check_target(text: str, path: Path, input_file: InputFile, config: Config) 
     counts = values.value_counts()
     if len(counts) < 2:
         raise refuse(f"needs at least two classes; all rows are {counts.index[0]}")
+    if problem == "multiclass" and len(counts) == 2:
+        raise refuse('has only two classes: set [Dataset] problem_type = "binary"')
     if problem == "binary" and len(counts) > 2:
         found = ", ".join(
             f"'{value}' ({n} row{'s' * (n != 1)})" for value, n in counts.head(5).items()

@@ -27,7 +27,7 @@ from luigiflow import cards, formats
 from luigiflow.attempt import Attempt, tracked
 from luigiflow.config import DATASET_SECTION
 from luigiflow.context import DEFERRED, RunContext, find, load
-from luigiflow.dataset import Dataset
+from luigiflow.dataset import Dataset, DatasetError
 from luigiflow.redact import is_secret_key
 from luigiflow.targets import ArtifactTarget, TaskFolder, client
 from luigiflow.values import serialize
@@ -167,8 +167,9 @@ class PipelineTask(luigi.Task):
         context = find(self.run_id)
         values = context.config.get(DATASET_SECTION) if context else _planning.get("dataset")
         if not values:
-            raise LookupError(
-                f"{self.task_family} reads [Dataset]: set id_column and target_column there"
+            raise DatasetError(
+                "id_column",
+                f"required: {self.task_family} reads the id and target columns from [Dataset]",
             )
         return Dataset.from_config(values)
 
@@ -288,10 +289,11 @@ class PipelineTask(luigi.Task):
 _planning: dict[str, dict] = {}  # what tasks planned before their run exists read
 
 
-def install_for_planning(dataset: Dataset) -> None:
+def install_for_planning(dataset: Dataset | None) -> None:
     """The resolved `[Dataset]`, for the tasks the plan makes before the run exists (a run's
-    tasks read their run's own, from its context), as Luigi's config serves their parameters."""
-    _planning["dataset"] = dataset.as_config()
+    tasks read their run's own, from its context), as Luigi's config serves their parameters.
+    None: this config has none (not the one an earlier plan of this process had)."""
+    _planning["dataset"] = dataset.as_config() if dataset else None
 
 
 @cache

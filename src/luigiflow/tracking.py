@@ -177,7 +177,12 @@ def reopen(client: MlflowClient, run_id: str, argv: list[str], redactor: Redacto
 
 
 def _param_text(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    """A config value as a param, cut to MLflow's limit (the feature columns of a wide table:
+    the whole config is in `config/luigi.toml`)."""
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= MAX_PARAM_VAL_LENGTH else text[: MAX_PARAM_VAL_LENGTH - 1] + "…"
 
 
 def plan_tags(context: RunContext) -> dict[str, str]:

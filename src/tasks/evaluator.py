@@ -23,6 +23,11 @@ PLOTS = {
     "multiclass": {"confusion_matrix": "confusion_matrix.png"},
     "regression": {"predicted_vs_actual": "predicted_vs_actual.png", "residuals": "residuals.png"},
 }
+PROBABILITY_METRICS = ("roc_auc", "roc_auc_ovr", "log_loss")
+NOT_COMPUTED = {  # why a standard metric can be missing from a run's values
+    "mape": "it divides by the true values, and one of the validation set is 0",
+    **{name: "the estimator gives no probabilities" for name in PROBABILITY_METRICS},
+}
 VALIDATED, REJECTED = "VALIDATED", "REJECTED"
 
 
@@ -65,6 +70,13 @@ class Evaluator(PipelineTask):
         for criterion in self.validation_criteria:
             if error := criterion_problem(criterion, known, problem):
                 return {"validation_criteria": error}
+        trainer = self.requires()["Trainer"]
+        for name in {c["metric"] for c in self.validation_criteria} & set(PROBABILITY_METRICS):
+            if trainer.gives_probabilities() is False:
+                return {
+                    "validation_criteria": f"{name} needs probabilities, which "
+                    f"{trainer.estimator_path} does not give with these estimator_params"
+                }
         return {}
 
     def run(self) -> None:
@@ -78,7 +90,7 @@ class Evaluator(PipelineTask):
         proba = estimator.predict_proba(features) if hasattr(estimator, "predict_proba") else None
 
         if data.is_classification:
-            values = classification_metrics(truth, predicted, proba, classes)
+            values = classification_metrics(truth, predicted, proba, classes, data.problem_type)
             given = proba[:, 1] if proba is not None and len(classes) == 2 else proba
         else:
             values, given = regression_metrics(truth, predicted), None
@@ -155,8 +167,8 @@ def check(criterion: Mapping, values: Mapping[str, float]) -> dict:
     passed = bool(value >= threshold if direction == "higher" else value <= threshold)
     sign = (">=" if passed else "<") if direction == "higher" else ("<=" if passed else ">")
     text = f"{name} {value:.4f} {sign} {threshold:g}"
-    if name not in values:  # mape of a target with zeros
-        text = f"{name} was not computed: it needs a target without zeros"
+    if name not in values:
+        text = f"{name} was not computed: {NOT_COMPUTED.get(name, 'no value')}"
     return {
         "metric": name,
         "value": value,
@@ -167,14 +179,16 @@ def check(criterion: Mapping, values: Mapping[str, float]) -> dict:
     }
 
 
-def classification_metrics(truth, predicted, proba, classes) -> dict[str, float]:
+def classification_metrics(
+    truth, predicted, proba, classes, problem: str = "binary"
+) -> dict[str, float]:
     """Accuracy and F1 (of the positive class for two classes; macro and weighted averages
     over more), and, with probabilities, ROC AUC (one class against the rest for more than
     two) and log loss."""
     from sklearn import metrics as m
 
     values = {"accuracy": m.accuracy_score(truth, predicted)}
-    if len(classes) <= 2:
+    if problem == "binary":
         values.update(
             precision=m.precision_score(truth, predicted, pos_label=classes[-1], zero_division=0),
             recall=m.recall_score(truth, predicted, pos_label=classes[-1], zero_division=0),

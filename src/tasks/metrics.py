@@ -20,13 +20,15 @@ def balanced_accuracy(y_true, y_pred, y_proba) -> float:
 
 
 def predicted_positive_rate(y_true, y_pred, y_proba) -> float:
-    """Share of rows predicted positive (1); far from the true rate means a biased model."""
-    return float(np.mean(y_pred))
+    """Share of rows predicted positive (the second of the two labels in sorted order, 1 of
+    0 and 1); far from the true rate means a biased model."""
+    return float(np.mean(np.asarray(y_pred) == np.unique(y_true)[-1]))
 
 
 def rmsle(y_true, y_pred, y_proba) -> float:
     """Root mean squared error of the logarithms, Kaggle's House Prices metric: an error of
-    10% costs the same on a cheap house as on a dear one. Negative predictions count as 0."""
+    10% costs the same on a cheap house as on a dear one. Negative predictions count as 0;
+    the true values must be above -1."""
     from sklearn.metrics import root_mean_squared_log_error
 
     return root_mean_squared_log_error(y_true, np.clip(y_pred, 0, None))

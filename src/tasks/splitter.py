@@ -1,4 +1,4 @@
-"""Hold out a validation set, so the model is judged on passengers it never saw."""
+"""Hold out a validation set, so the model is judged on rows it never saw."""
 
 import operator
 

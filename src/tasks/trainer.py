@@ -19,7 +19,7 @@ class Trainer(PipelineTask):
     """Fit imputation, encoding and the estimator on the train split; save it for MLflow.
 
     The saved model is the whole pipeline, so it takes raw rows (any extra columns, such as
-    the passenger id, are ignored) in the registry, in batch scoring and behind a REST server.
+    the id, are ignored) in the registry, in batch scoring and behind a REST server.
     """
 
     estimator = luigi.Parameter(
@@ -36,6 +36,15 @@ class Trainer(PipelineTask):
     def estimator_path(self) -> str:
         """The configured estimator, or the default for the dataset's problem type."""
         return self.estimator or DEFAULT_ESTIMATORS[self.dataset.problem_type]
+
+    def gives_probabilities(self) -> bool | None:
+        """Whether the estimator predicts probabilities (SVC only with probability=True);
+        None when that cannot be told without fitting."""
+        try:
+            estimator = estimator_class(self.estimator_path)(**self.estimator_params)
+        except Exception:  # a bad estimator or parameter: validate() or fit() will say
+            return None
+        return hasattr(estimator, "predict_proba")
 
     def validate(self) -> dict[str, str]:
         from sklearn.base import BaseEstimator, is_classifier, is_regressor
