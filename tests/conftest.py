@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -203,6 +204,19 @@ def service(command: list[str], health_path: str, folder: Path, **env: str) -> I
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def served_predictions(project: Path, rows, *serve_args: str) -> list:
+    """What `python src/serve.py` answers for raw `rows` (a DataFrame) over REST."""
+    body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+    with service(["python", "src/serve.py", *serve_args], "/ping", project) as url:
+        request = urllib.request.Request(
+            f"{url}/invocations",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())["predictions"]
 
 
 @pytest.fixture

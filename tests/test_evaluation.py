@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import artifacts, run_runner, runs, service, store
+from conftest import artifacts, run_runner, runs, served_predictions, store
 
 from luigiflow.directions import better
 from luigiflow.sweep import load as load_sweep
@@ -276,16 +275,7 @@ def test_the_served_model_answers_raw_rows_like_batch_scoring(project, validated
     run, _ = validated
     batch = pd.read_csv(artifacts(project, run) / "Prediction/submission.csv")
     rows = pd.read_csv(project / "input/test.csv")  # raw, the passenger id included
-    body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
-    with service(["python", "src/serve.py"], "/ping", project) as url:
-        request = urllib.request.Request(
-            f"{url}/invocations",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answer = json.loads(response.read())
-    assert answer["predictions"] == batch["Survived"].tolist()
+    assert served_predictions(project, rows) == batch["Survived"].tolist()
 
 
 class _Report(HTMLParser):

@@ -7,12 +7,11 @@ import json
 import shutil
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, artifacts, run_runner, runs, service, store
+from conftest import REPO, artifacts, run_runner, runs, served_predictions, store
 
 pytestmark = pytest.mark.slow
 
@@ -96,16 +95,8 @@ def test_ames_scores_alike_from_the_registry_and_behind_a_server(project, ames):
     pd.testing.assert_frame_equal(batch, registered)
 
     rows = pd.read_csv(project / "examples/ames/input/test.csv").head(50)  # raw, with gaps
-    body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
-    with service(["python", "src/serve.py", "--config", AMES], "/ping", project) as url:
-        request = urllib.request.Request(
-            f"{url}/invocations",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answer = json.loads(response.read())
-    assert answer["predictions"] == pytest.approx(batch["SalePrice"].head(50).tolist())
+    answer = served_predictions(project, rows, "--config", AMES)
+    assert answer == pytest.approx(batch["SalePrice"].head(50).tolist())
 
 
 def test_penguins_are_three_classes_with_a_probability_each(project, example_data):
