@@ -146,7 +146,7 @@ def validated(project):
 
 
 @pytest.mark.slow
-def test_a_validated_model_is_registered_once_with_its_alias(project, validated):
+def test_a_validated_model_is_registered_once_with_its_alias(project, validated, monkeypatch):
     run, stdout = validated
     tags, metrics = run.data.tags, run.data.metrics
     assert tags["luigiflow.validation"] == "VALIDATED"
@@ -173,6 +173,8 @@ def test_a_validated_model_is_registered_once_with_its_alias(project, validated)
     assert "version 1 (already registered: no new version)" in again.stdout
 
     client = store(project)
+    # MLflow's registry looks a `models:/m-...` source up through the global tracking URI
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     moved = client.create_model_version("titanic", version.source, version.run_id)
     client.set_registered_model_alias("titanic", "champion", moved.version)
     reused = run_runner(project)
@@ -244,7 +246,9 @@ def test_a_custom_metric_from_src_tasks_is_logged_and_usable_in_criteria(project
 
 
 @pytest.mark.slow
-def test_scoring_from_the_registry_equals_scoring_the_upstream_model(project, validated):
+def test_scoring_from_the_registry_equals_scoring_the_upstream_model(
+    project, validated, monkeypatch
+):
     first, _ = validated
     result = run_runner(project, "--set", 'Prediction.model_uri="models:/titanic@champion"')
     assert result.returncode == 0, result.stderr
@@ -262,6 +266,7 @@ def test_scoring_from_the_registry_equals_scoring_the_upstream_model(project, va
     # moving the alias makes the next run score again, and says why
     client = store(project)
     version = client.get_model_version_by_alias("titanic", "champion")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     moved = client.create_model_version("titanic", version.source, version.run_id)
     client.set_registered_model_alias("titanic", "champion", moved.version)
     result = run_runner(

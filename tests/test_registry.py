@@ -39,13 +39,15 @@ def test_model_uri_parts(uri, parts):
 def test_model_uri_rejects(uri):
     assert MODEL_URI.match(uri) is None
     assert uri_problems(model=uri) == {
-        "model": f"'{uri}' is not models:/<name>@<alias> or models:/<name>/<version>"
+        "model": f"'{uri}' is not models:/<name>@<alias>, models:/<name>/<version> or "
+        "models:/m-<id>"
     }
 
 
 def test_uri_problems_names_only_the_bad_keys():
     assert uri_problems(a="models:/m@champion", b="models:/m/2", c="m@champion") == {
-        "c": "'m@champion' is not models:/<name>@<alias> or models:/<name>/<version>"
+        "c": "'m@champion' is not models:/<name>@<alias>, models:/<name>/<version> or "
+        "models:/m-<id>"
     }
     assert uri_problems() == {}
 

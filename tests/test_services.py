@@ -62,7 +62,9 @@ def test_tracking_server_with_proxied_artifacts(project, mlflow_server, tmp_path
     }
     assert "report.html" in {f.path for f in client.list_artifacts(run.info.run_id)}
     champion = client.get_model_version_by_alias("titanic", "champion")
-    assert champion.source.startswith("mlflow-artifacts:/"), "registered from the run's artifacts"
+    assert champion.source.startswith("models:/m-"), "registered from the run's Logged Model"
+    [model] = client.search_logged_models([run.info.experiment_id])
+    assert model.artifact_location.startswith("mlflow-artifacts:/")
     import mlflow.artifacts
     import mlflow.pyfunc
 

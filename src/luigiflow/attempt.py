@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from luigiflow import cards, records
+from luigiflow import cards, models, records
 from luigiflow.names import (
     CARD,
     DURATION_TAG,
@@ -65,6 +65,7 @@ class Attempt:
         self.writer = TaskWriter(TaskFolder(self.run_id, self.family))
         self.writer.begin()
         self.manifest_digest = ""
+        self.models: dict[str, str] = {}  # output name -> Logged Model id, made by save_model
 
     def run_user_code(self, user_run: Callable[[Any], None]) -> None:
         began = time.monotonic()
@@ -84,7 +85,28 @@ class Attempt:
             self.profiles,
             self.card_sections,
         )
+        for name, model_id in self.models.items():
+            models.upload(self.run_id, model_id, self.writer.path(task.outputs[name]))
         self.manifest_digest = self.writer.commit(self.manifest())
+        for model_id in self.models.values():
+            models.finalize(model_id, ready=True)
+
+    def abandon(self) -> None:
+        """The attempt failed: its Logged Models are FAILED, never loaded or reused."""
+        for model_id in self.models.values():
+            models.finalize(model_id, ready=False)
+
+    def judged_model(self) -> str | None:
+        """The Logged Model this task's metrics are about: its own, or the one upstream
+        model it reads (the Evaluator's metrics judge the Trainer's model)."""
+        if self.models:
+            return next(iter(self.models.values()))
+        upstream = [
+            model_id
+            for dep in self.task.upstream()
+            for model_id in ((dep.folder().manifest() or {}).get("models") or {}).values()
+        ]
+        return upstream[0] if len(upstream) == 1 else None
 
     def manifest(self) -> dict:
         task = self.task
@@ -94,6 +116,7 @@ class Attempt:
             "run_id": self.run_id,
             "params": task.significant_params(),
             "outputs": dict(task.outputs),
+            "models": dict(self.models),  # output -> Logged Model id (models:/m-...)
             "metrics": dict(self.metrics),  # logged again on a run that reuses the outputs
             "upstream": {dep.task_family: repr(dep.folder()) for dep in task.upstream()},
             "started": self.started.isoformat(),
@@ -141,9 +164,10 @@ class TaskBookkeeping:
         if status == records.FINISHED:
             tags[FINGERPRINT_TAG.format(self.family)] = self.task.fingerprint()["digest"]
             tags[MANIFEST_TAG.format(self.family)] = attempt.manifest_digest
+        model_id = best_effort(attempt.judged_model) if attempt.metrics else None
         client().log_batch(
             self.run_id,
-            metrics=[Metric(k, v, now, 0) for k, v in attempt.metrics.items()],
+            metrics=[Metric(k, v, now, 0, model_id=model_id) for k, v in attempt.metrics.items()],
             params=[Param(k, v) for k, v in attempt.params.items()],
             tags=[RunTag(k, v) for k, v in tags.items()],
         )
@@ -277,9 +301,11 @@ def tracked(user_run: Callable[[Any], None]) -> Callable[[Any], None]:
                     return
                 attempt.commit()
             except KeyboardInterrupt:
+                best_effort(attempt.abandon)
                 _interrupted(books, attempt)
                 raise
             except BaseException:
+                best_effort(attempt.abandon)
                 if _superseded(attempt):  # e.g. its timeout ran on while paused
                     return
                 error = best_effort(books.failed, attempt, traceback.format_exc()) or ""

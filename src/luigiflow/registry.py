@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from luigiflow import models
 from luigiflow.formats import UntrustedModel, check_model, read
 from luigiflow.names import MODEL_FINGERPRINT_TAG as FINGERPRINT_TAG
 from luigiflow.targets import TaskFolder, client, run_artifact_uri
@@ -35,6 +36,8 @@ def register(
 
     fingerprint = task.fingerprint()["digest"]
     target = task.output()[output]
+    model_id = ((target.folder.manifest() or {}).get("models") or {}).get(output)
+    source = models.uri(model_id) if model_id else target.uri()  # the Logged Model, if any
     try:
         client().create_registered_model(
             name,
@@ -51,8 +54,9 @@ def register(
     if new:
         created = client().create_model_version(
             name,
-            source=target.uri(),
+            source=source,
             run_id=target.folder.run_id,
+            model_id=model_id,
             tags={FINGERPRINT_TAG: fingerprint, **{f"luigiflow.{k}": v for k, v in tags.items()}},
             description=description,
         )
@@ -104,10 +108,16 @@ def _alias_kept(name: str, alias: str, version, promotion: dict[str, str]) -> st
 def verified_model(uri: str) -> Path:
     """A local folder holding the registered model `uri` names, after its files were verified
     against the digests the run that made it recorded, and checked to run no code on load."""
+    if model_id := models.model_id_of(uri):
+        path = models.fetch_verified(model_id)
+        check_model(path)
+        return path
     match = MODEL_URI.fullmatch(uri)
     version = _version(match["name"], match["alias"], match["version"]) if match else None
     if version is None:
         raise LookupError(f"{uri}: no such registered model version")
+    if model_id := models.model_id_of(version.source):
+        return verified_model(version.source)
     base = run_artifact_uri(version.run_id).rstrip("/") + "/"
     family, _, filename = version.source.removeprefix(base).partition("/")
     if not version.source.startswith(base) or not filename or ".." in filename.split("/"):
@@ -127,7 +137,7 @@ def load_model(uri: str):
 def describe(uri: str) -> str:
     """Which registered version a `models:/` URI names right now, e.g. `titanic version 3`."""
     match = MODEL_URI.fullmatch(uri)
-    if not match:
+    if not match or models.model_id_of(uri):  # a Logged Model never points elsewhere
         return uri
     version = _version(match["name"], match["alias"], match["version"])
     if version is None:
@@ -163,11 +173,12 @@ def _version(name: str, alias: str | None, number: str | None = None):
 
 
 def uri_problems(**uris: str) -> dict[str, str]:
-    """Config check: each value must be `models:/<name>@<alias>` or `models:/<name>/<version>`."""
+    """Config check: each value must be `models:/<name>@<alias>`, `models:/<name>/<version>` or
+    a Logged Model's `models:/m-<id>`."""
     return {
-        key: f"'{uri}' is not models:/<name>@<alias> or models:/<name>/<version>"
+        key: f"'{uri}' is not models:/<name>@<alias>, models:/<name>/<version> or models:/m-<id>"
         for key, uri in uris.items()
-        if not MODEL_URI.fullmatch(uri)
+        if not MODEL_URI.fullmatch(uri) and not models.model_id_of(uri)
     }
 
 

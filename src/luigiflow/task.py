@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import luigi
 from luigi.parameter import ParameterVisibility
 
-from luigiflow import cards, formats
+from luigiflow import cards, formats, models
 from luigiflow.attempt import Attempt, tracked
 from luigiflow.config import DATASET_SECTION
 from luigiflow.context import DEFERRED, RunContext, find, load
@@ -218,6 +218,13 @@ class PipelineTask(luigi.Task):
         found = self.input_target(name, of)
         if isinstance(found, Path):  # an input file, in its encoding
             return formats.read(found, self.input_files()[name].encoding)
+        model_id = ((found.folder.manifest() or {}).get("models") or {}).get(name)
+        if model_id and found.folder.run_id is not None:
+            # The Logged Model, by its URI, checked against its task's manifest. A plain
+            # folder has no run to vouch for the id it names: its own files are read.
+            path = models.fetch_verified(model_id)
+            formats.check_model(path)
+            return formats.read(path)
         path = found.local_path()
         if path.is_dir():
             found.folder.verify(found.folder.recorded_digest())
@@ -252,6 +259,10 @@ class PipelineTask(luigi.Task):
         """Save a scikit-learn model in MLflow's format, with its signature and an input
         example (skops: loading it runs no arbitrary code)."""
         formats.write_sklearn_model(model, example, self.output_path(name))
+        attempt = self._running()
+        if name not in attempt.models:  # the MLflow 3 Logged Model it becomes on commit
+            params = self.significant_params()
+            attempt.models[name] = models.create(self.run_id, self.task_family, name, params)
 
     # tracking ---------------------------------------------------------------------------------
     def log_metrics(self, **metrics: float) -> None:

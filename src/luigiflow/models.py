@@ -1,0 +1,126 @@
+"""The model of record as an MLflow 3 Logged Model (`models:/m-...`), so that MLflow's
+model-centred views (the experiment's Models tab, the model's page with its params, metrics
+and lineage) show it, and the registry, batch scoring and serving load it by that URI.
+
+The task still writes the model into its own folder, where the manifest records every
+file's digest; when the task commits, the folder's model is copied into the Logged Model,
+which turns READY once the manifest is written (FAILED if the attempt fails). Loading by
+`models:/m-...` downloads the Logged Model's files and checks each one against the digests of
+the manifest of the task that made it (the manifest itself against the digest its run
+recorded), so a Logged Model whose files were changed in the artifact store is refused like
+any other output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from luigiflow.digests import BrokenOutput, file_digests
+from luigiflow.names import MANIFEST
+from luigiflow.targets import TaskFolder, client, local_path, staging_root
+
+LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]+)$")
+TASK_TAG, OUTPUT_TAG = "luigiflow.task", "luigiflow.output"  # where the model's files are
+_verified: dict[str, Path] = {}  # Logged Models checked in this process, by id
+
+
+def create(run_id: str, family: str, output: str, params: Mapping[str, str]) -> str:
+    """A PENDING Logged Model of the run for `family`'s output `output`, with the task's
+    parameters; returns its id (`m-...`)."""
+    experiment_id = client().get_run(run_id).info.experiment_id
+    model = client().create_logged_model(
+        experiment_id,
+        name=output,
+        source_run_id=run_id,
+        params={k: str(v) for k, v in params.items()},
+        tags={TASK_TAG: family, OUTPUT_TAG: output},
+        model_type="sklearn",
+    )
+    return model.model_id
+
+
+def upload(run_id: str, model_id: str, folder: Path) -> None:
+    """Copy the model folder into the Logged Model and list it among the run's outputs (the
+    run page's "Logged models" reads those)."""
+    from mlflow.entities import LoggedModelOutput
+
+    client().log_model_artifacts(model_id, str(folder))
+    client().log_outputs(run_id, [LoggedModelOutput(model_id, 0)])
+
+
+def finalize(model_id: str, ready: bool) -> None:
+    client().finalize_logged_model(model_id, "READY" if ready else "FAILED")
+
+
+def uri(model_id: str) -> str:
+    return f"models:/{model_id}"
+
+
+def model_id_of(model_uri: str) -> str | None:
+    """`models:/m-abc` -> `m-abc`; None for another kind of URI."""
+    match = LOGGED_MODEL_URI.fullmatch(model_uri)
+    return match[1] if match else None
+
+
+def fetch_verified(model_id: str) -> Path:
+    """A local copy of the Logged Model's files, each checked against the manifest of the
+    task that made it; raise BrokenOutput naming what differs."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.entities import LoggedModelStatus
+
+    model = client().get_logged_model(model_id)
+    if model.status != LoggedModelStatus.READY:
+        raise BrokenOutput(f"{uri(model_id)} is {model.status}: its task did not finish")
+    family, output = model.tags.get(TASK_TAG), model.tags.get(OUTPUT_TAG)
+    if not family or not output or not model.source_run_id:
+        raise BrokenOutput(f"{uri(model_id)} was not made by a pipeline task")
+    folder = TaskFolder(model.source_run_id, family)
+    raw = folder.fetch(MANIFEST).read_bytes()
+    if hashlib.sha256(raw).hexdigest() != folder.recorded_digest():
+        raise BrokenOutput(f"{folder!r}/{MANIFEST} differs from what its run recorded")
+    manifest = json.loads(raw)
+    if manifest.get("models", {}).get(output) != model_id:
+        raise BrokenOutput(f"{folder!r} does not record {uri(model_id)} as its {output}")
+    prefix = f"{output}/"
+    expected = {
+        name.removeprefix(prefix): digest
+        for name, digest in manifest["files"].items()
+        if name.startswith(prefix)
+    }
+    if model_id in _verified:
+        return _verified[model_id]
+    target = local_path(model.artifact_location)
+    if target is None:  # a remote store: a fresh download (an earlier one proves nothing now)
+        target = staging_root() / "models" / model_id
+        partial = Path(tempfile.mkdtemp(dir=staging_root(), prefix="model-"))
+        downloaded = download_artifacts(artifact_uri=model.artifact_location, dst_path=partial)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        Path(downloaded).rename(target)
+        shutil.rmtree(partial, ignore_errors=True)
+    found = file_digests(target)
+    if found != expected:
+        different = sorted(set(found) ^ set(expected)) or sorted(
+            name for name in found if found[name] != expected[name]
+        )
+        raise BrokenOutput(f"{uri(model_id)}: {different[0]} differs from its task's manifest")
+    _verified[model_id] = target
+    return target
+
+
+def link_metrics(run_id: str, model_id: str, metrics: Mapping[str, float]) -> None:
+    """Log `metrics` on the run and on the Logged Model they judge (its page shows them)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    entries = [Metric(k, float(v), now, 0, model_id=model_id) for k, v in metrics.items()]
+    for start in range(0, len(entries), 1000):
+        client().log_batch(run_id, metrics=entries[start : start + 1000])
