@@ -50,6 +50,7 @@ def test_tracking_server_with_proxied_artifacts(project, mlflow_server, tmp_path
     result = run_runner(project, "--set", f'PathConfig.input="{KAGGLE}"', env=env)
     assert result.returncode == 0, result.stderr
     assert mlflow_server in result.stdout, "the summary links the server's UI"
+    assert "View run" not in result.stdout and "View experiment" not in result.stdout
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("titanic")
     [run] = client.search_runs([experiment.experiment_id])
