@@ -24,6 +24,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -165,12 +166,19 @@ class Workload:
             return
         from mlflow import MlflowClient
 
-        tags = MlflowClient(tracking_uri).get_run(sample.run_id).data.tags
-        for task in TASKS:
-            if f"luigiflow.task.{task}.duration_s" in tags:
-                total = float(tags[f"luigiflow.task.{task}.duration_s"])
-                user = float(tags[f"luigiflow.task.{task}.user_code_s"])
-                sample.tasks[task] = {"seconds": total, "overhead": total - user}
+        client = MlflowClient(tracking_uri)
+        with tempfile.TemporaryDirectory() as folder:
+            for task in TASKS:  # each task that ran has a record (luigiflow/tasks/<Task>.json)
+                try:
+                    path = client.download_artifacts(
+                        sample.run_id, f"luigiflow/tasks/{task}.json", folder
+                    )
+                except Exception:  # reused: no record in this run
+                    continue
+                record = json.loads(Path(path).read_text())
+                if record.get("duration_s") is not None:
+                    total, user = record["duration_s"], record["user_code_s"]
+                    sample.tasks[task] = {"seconds": total, "overhead": total - user}
 
     def run(self, database: Database | None) -> None:
         env = {**ENV, "MLFLOW_TRACKING_URI": self.store}

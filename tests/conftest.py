@@ -106,6 +106,52 @@ def runs(project: Path) -> list:
     )
 
 
+def run_file(run, path: str, client=None) -> dict | None:
+    """A JSON file of a run's artifacts, or None if it has none: read in place from the
+    embedded store, or downloaded through `client` from a server."""
+    import tempfile
+
+    if client is None:
+        file = Path(run.info.artifact_uri) / path
+        return json.loads(file.read_text()) if file.is_file() else None
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            downloaded = client.download_artifacts(run.info.run_id, path, folder)
+        except Exception:
+            return None
+        return json.loads(Path(downloaded).read_text())
+
+
+def task_records(run, client=None) -> dict[str, dict]:
+    """Each task's record in the run (`luigiflow/tasks/<Task>.json`), by task."""
+    if client is None:
+        folder = Path(run.info.artifact_uri) / "luigiflow" / "tasks"
+        paths = [f"luigiflow/tasks/{p.name}" for p in folder.glob("*.json")]
+    else:
+        paths = [f.path for f in client.list_artifacts(run.info.run_id, "luigiflow/tasks")]
+    found = {Path(path).stem: run_file(run, path, client) for path in paths}
+    return {family: record for family, record in found.items() if record}
+
+
+def task_statuses(run, client=None) -> dict[str, str]:
+    return {family: record["status"] for family, record in task_records(run, client).items()}
+
+
+def planned(run, client=None) -> dict[str, dict]:
+    """What the run context decided for each task (decision, source, reason, mismatch)."""
+    context = run_file(run, "luigiflow/context.json", client) or {"tasks": []}
+    return {entry["family"]: entry for entry in context["tasks"]}
+
+
+def reused_from(run, client=None) -> dict[str, str]:
+    """Where the outputs of each reused or copied task of the run came from."""
+    return {
+        family: entry["source"]
+        for family, entry in planned(run, client).items()
+        if entry["decision"] in ("reused", "copied", "shared")
+    }
+
+
 def artifacts(project: Path, run) -> Path:
     """The local folder of a run's artifacts (the embedded store writes them in place)."""
     return Path(run.info.artifact_uri)
@@ -130,7 +176,7 @@ def start_stuck_in_trainer(project: Path, ignore_sigint: bool = False, **env: st
         f"        import pathlib, time; pathlib.Path({str(asleep)!r}).touch(); time.sleep(60)",
     )
     process = start_runner(project, env=runner_env(**env), ignore_sigint=ignore_sigint)
-    seen = wait_for_line(process, "Trainer        started")
+    seen = wait_for_line(process, " started: ")  # the run's first line
     deadline = time.monotonic() + 60
     while not asleep.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -299,13 +345,17 @@ def migrated_store_file(tmp_path_factory) -> Path:
 
 def complete_outputs(client, run_id: str | None, folder: Path, manifest: dict) -> None:
     """Finish a task folder made by hand as a task finishes its own: the manifest last, with
-    every file's digest, and the manifest's digest recorded on its run (if it has one)."""
-    from luigiflow.names import MANIFEST_TAG
+    every file's digest, and the manifest's digest recorded on its run (if it has one) in the
+    fingerprint tag (after the fingerprint the test tagged, else the manifest's)."""
+    from luigiflow.names import FINGERPRINT_TAG, fingerprint_tag_value
     from luigiflow.targets import TaskFolder, TaskWriter
 
     digest = TaskWriter(TaskFolder(run_id, folder.name, folder)).commit(manifest)
     if run_id is not None:
-        client.set_tag(run_id, MANIFEST_TAG.format(folder.name), digest)
+        tagged = client.get_run(run_id).data.tags.get(FINGERPRINT_TAG.format(folder.name), "")
+        fingerprint = tagged.partition(":")[0] or manifest.get("fingerprint", {}).get("digest", "")
+        tag = fingerprint_tag_value(fingerprint, digest)
+        client.set_tag(run_id, FINGERPRINT_TAG.format(folder.name), tag)
 
 
 def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
@@ -356,24 +406,33 @@ def stall_trainer_when_asked(project: Path) -> None:
 
 
 def gate_trainer(project: Path, gate: Path) -> Path:
-    """The Trainer waits for the file `gate`: a test acts while it runs, then lets it go (the
-    same code in every clone that gets the same gate)."""
+    """The Trainer waits for the file `gate` (touching `asleep` in its project first): a test
+    acts while it runs, then lets it go (the same code in every clone that gets the same
+    gate)."""
     edit_task(
         project,
         "trainer",
         TRAINER_TOP,
         "        import pathlib, time\n"
+        f"        pathlib.Path({str(project / 'asleep')!r}).touch()\n"
         f"        while not pathlib.Path({str(gate)!r}).exists():\n"
         "            time.sleep(0.05)",
     )
     return project
 
 
-def wait_until_asleep(project: Path, runner: subprocess.Popen) -> None:
-    wait_for_line(runner, "Trainer        started")
-    deadline = time.monotonic() + 60
-    while not (project / "asleep").exists() and time.monotonic() < deadline:
+def wait_until_asleep(project: Path, runner: subprocess.Popen) -> str:
+    """Wait until the runner's Trainer sleeps at its gate; return what the runner printed."""
+    seen = wait_for_line(runner, " started: ")  # the run's first line
+    wait_for_file(project / "asleep")
+    return seen
+
+
+def wait_for_file(path: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert path.exists(), f"{path} never appeared"
 
 
 def add_secret_parameter(project: Path, variable: str) -> None:

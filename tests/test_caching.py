@@ -7,7 +7,17 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import artifacts, edit_task, run_runner, runner_env, runs, store
+from conftest import (
+    artifacts,
+    edit_task,
+    planned,
+    reused_from,
+    run_runner,
+    runner_env,
+    runs,
+    store,
+    task_statuses,
+)
 
 pytestmark = pytest.mark.slow
 TASKS = ("Preprocessor", "Splitter", "Trainer", "Evaluator", "Register", "Prediction")
@@ -15,16 +25,11 @@ FROM_TRAINER = {"Trainer", "Evaluator", "Register", "Prediction"}  # Trainer and
 
 
 def ran(run) -> set[str]:
-    return {t for t in TASKS if run.data.tags.get(f"luigiflow.task.{t}.status") == "FINISHED"}
+    return {t for t, status in task_statuses(run).items() if status == "FINISHED"}
 
 
 def reused(run) -> dict[str, str]:
-    tags = run.data.tags
-    return {
-        t: tags[f"luigiflow.task.{t}.reused_from"]
-        for t in TASKS
-        if f"luigiflow.task.{t}.reused_from" in tags
-    }
+    return {t: source for t, source in reused_from(run).items() if t in TASKS}
 
 
 def dry_run(project: Path, *args: str, env=None) -> dict[str, str]:
@@ -63,11 +68,10 @@ def test_nothing_changed_reuses_everything(project, first):
     run, stdout = latest_run(project)
     assert ran(run) == set()
     assert reused(run) == {"Prediction": f"runs:/{source}/Prediction"}
-    assert run.data.tags["luigiflow.upstream_runs"] == source
     assert re.search(
         rf"Prediction\s+reused\s+from runs:/{source}/Prediction \(same fingerprint\)", stdout
     )
-    assert "Trainer        started" not in stdout
+    assert "Trainer        finished" not in stdout
     index = json.loads((artifacts(project, run) / "reused_outputs.json").read_text())
     link = index["Prediction"]["outputs"]["submission"]
     assert f"/runs/{source}/artifacts/Prediction/submission.csv?" in link, (
@@ -92,8 +96,8 @@ def test_a_trainer_parameter_reruns_trainer_and_prediction(project, first):
     run, stdout = latest_run(project, "--set", "Trainer.seed=3")
     assert ran(run) == FROM_TRAINER
     assert reused(run) == {"Splitter": f"runs:/{first.info.run_id}/Splitter"}
-    assert run.data.tags["luigiflow.task.Trainer.why_run"] == "Trainer.seed 0 → 3"
-    assert re.search(r"Trainer\s+ran\s+[\d.]+s\s+Trainer.seed 0 → 3", stdout)
+    assert planned(run)["Trainer"]["reason"] == "Trainer.seed 0 → 3"
+    assert re.search(r"Trainer\s+finished in [\d.]+s\s+Trainer.seed 0 → 3", stdout)
 
 
 def test_a_prediction_parameter_reruns_prediction_only(project, first):
@@ -187,7 +191,7 @@ def test_explicit_reuse_made_with_another_config_is_refused(project, first):
     assert result.returncode == 2
     assert "Trainer.seed 0 → 5" in result.stderr and "--allow-mismatch" in result.stderr
     run, _ = latest_run(project, "--set", source, "--set", "Trainer.seed=5", "--allow-mismatch")
-    assert run.data.tags["luigiflow.reuse.mismatch.Trainer"] == "Trainer.seed 0 → 5"
+    assert planned(run)["Trainer"]["mismatch"] == "Trainer.seed 0 → 5"
     # What is built on the reused model is fingerprinted on that model (seed 0), not on the
     # config's seed 5: so the first run's predictions, made from the same model, are reused.
     assert ran(run) == set()

@@ -17,28 +17,35 @@ from conftest import (
     KAGGLE,
     artifacts,
     edit_task,
+    reused_from,
     run_runner,
     runner_env,
     runs,
     start_runner,
     start_stuck_in_trainer,
+    task_records,
+    task_statuses,
 )
 
 pytestmark = pytest.mark.slow
 
 
 def test_cold_run_logs_everything_into_one_run(project):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(project)]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "clone"]):
+        subprocess.run([*git, *command], check=True)  # as a user's clone is
     result = run_runner(project)
     assert result.returncode == 0, result.stderr
     [run] = runs(project)
     assert run.info.status == "FINISHED"
     tags, params = run.data.tags, run.data.params
     assert tags["mlflow.note.content"].startswith("Baseline")
-    assert tags["luigiflow.task.Trainer.status"] == "FINISHED"
-    assert tags["luigiflow.version.mlflow"] and tags["luigiflow.version.scikit-learn"]
+    assert run.info.run_name == "LogisticRegression", "named after what it trains"
     assert params["Trainer.seed"] == "0" and params["RunConfig.task"] == "Prediction"
     assert params["Dataset.numeric_columns"] == '["Pclass", "Age", "SibSp", "Parch"]'
     assert 0.7 < run.data.metrics["cv_accuracy"] < 0.9
+
+    assert_few_tags_and_full_records(run)
 
     root = artifacts(project, run)
     assert root.is_relative_to(project / "mlartifacts"), (
@@ -62,9 +69,7 @@ def test_cold_run_logs_everything_into_one_run(project):
     assert submission["PassengerId"].tolist() == test["PassengerId"].tolist()
     assert set(submission["Survived"]) <= {0, 1}
 
-    # the terminal: progress lines, then a summary with the run's page
-    assert "Trainer        started" in result.stdout
-    assert "Run FINISHED" in result.stdout and f"/runs/{run.info.run_id}" in result.stdout
+    assert_quiet_terminal(result.stdout, run.info.run_id)
     assert "INFO" not in result.stdout + result.stderr, (
         "library logs go to the log file, not the terminal"
     )
@@ -77,6 +82,36 @@ def test_cold_run_logs_everything_into_one_run(project):
     assert (predictions == submission["Survived"].to_numpy()).all()
     assert model.metadata.signature is not None
     assert (root / "Trainer/model/input_example.json").exists()
+
+
+def assert_few_tags_and_full_records(run) -> None:
+    """A few tags to search on; per-task bookkeeping in the records, durations as metrics."""
+    tags = run.data.tags
+    tasks = ["Preprocessor", "Splitter", "Trainer", "Evaluator", "Register", "Prediction"]
+    fingerprints = {f"luigiflow.task.{task}.fingerprint" for task in tasks}
+    assert len(tags) <= 15, sorted(tags)
+    assert set(tags) == fingerprints | {
+        "mlflow.runName", "mlflow.note.content", "mlflow.user", "mlflow.source.name",
+        "mlflow.source.git.commit", "luigiflow.git.dirty", "luigiflow.task",
+        "luigiflow.validation", "luigiflow.registration",
+    }  # fmt: skip
+    records = task_records(run)
+    assert {t: r["status"] for t, r in records.items()} == dict.fromkeys(tasks, "FINISHED")
+    for task in tasks:
+        assert records[task]["duration_s"] == pytest.approx(
+            run.data.metrics[f"duration_s/{task}"], abs=0.01
+        )
+
+
+def assert_quiet_terminal(stdout: str, run_id: str) -> None:
+    """Not a tty here: the run id, a line per task as it ends, then the summary."""
+    lines = stdout.splitlines()
+    assert len(lines) <= 15, stdout
+    assert lines[0].startswith(f"Run {run_id} started")
+    assert "Trainer        started" not in stdout, "-v shows when tasks start"
+    assert re.search(r"Trainer\s+finished in [\d.]+s  no earlier run", stdout)
+    assert "Run FINISHED" in stdout and f"/runs/{run_id}" in stdout
+    assert "View run" not in stdout
 
 
 def test_kaggle_files_run_unchanged(project):
@@ -124,7 +159,7 @@ def test_a_failing_task_fails_the_run_and_leaves_nothing_that_looks_complete(pro
     assert "RuntimeError: boom after writing" in result.stderr
     [run] = runs(project)
     assert run.info.status == "FAILED"
-    assert run.data.tags["luigiflow.task.Prediction.status"] == "FAILED"
+    assert task_statuses(run)["Prediction"] == "FAILED"
     root = artifacts(project, run)
     assert "boom after writing" in (root / "errors/Prediction.txt").read_text()
     assert (root / "Prediction/submission.csv").exists() and not (
@@ -161,15 +196,12 @@ def test_reuse_from_an_earlier_run(project):
     )
     assert result.returncode == 0, result.stderr
     second = runs(project)[0]
-    tags = second.data.tags
-    assert (
-        "luigiflow.task.Trainer.status" not in tags
-        and "luigiflow.task.Preprocessor.status" not in tags
-    )
-    assert tags["luigiflow.task.Prediction.status"] == "FINISHED"
-    assert tags["luigiflow.task.Trainer.reused_from"] == f"runs:/{source}/Trainer"
+    statuses = task_statuses(second)
+    assert "Trainer" not in statuses and "Preprocessor" not in statuses
+    assert statuses["Prediction"] == "FINISHED"
+    assert reused_from(second)["Trainer"] == f"runs:/{source}/Trainer"
     assert re.search(rf"Trainer\s+reused\s+from runs:/{source}/Trainer", result.stdout)
-    assert "Trainer        started" not in result.stdout
+    assert "Trainer        finished" not in result.stdout
     old = (artifacts(project, first) / "Prediction/submission.csv").read_bytes()
     new = (artifacts(project, second) / "Prediction/submission.csv").read_bytes()
     assert old == new
@@ -184,7 +216,7 @@ def test_sigterm_mid_run_ends_killed_with_143(project):
     assert process.returncode == 143
     [run] = runs(project)
     assert run.info.status == "KILLED"
-    assert run.data.tags["luigiflow.task.Trainer.status"] == "KILLED"
+    assert task_statuses(run)["Trainer"] == "KILLED"
     assert not (artifacts(project, run) / "Trainer/_manifest.json").exists()
     assert "Run KILLED" in stdout
 
@@ -209,7 +241,7 @@ def test_two_workers_give_the_same_result(project):
     result = run_runner(project, "--workers", "2", "--no-cache")
     assert result.returncode == 0, result.stderr
     one, two = runs(project)[1], runs(project)[0]
-    assert two.data.tags["luigiflow.task.Trainer.status"] == "FINISHED"
+    assert task_statuses(two)["Trainer"] == "FINISHED"
     assert (artifacts(project, one) / "Prediction/submission.csv").read_bytes() == (
         artifacts(project, two) / "Prediction/submission.csv"
     ).read_bytes()
@@ -279,7 +311,7 @@ def test_a_failed_upstream_task_is_named_and_its_downstream_not_run(project, wor
     assert re.search(r"Prediction\s+not run\s+an upstream task failed", result.stdout)
     [run] = runs(project)
     assert run.info.status == "FAILED"
-    assert "luigiflow.task.Prediction.status" not in run.data.tags
+    assert "Prediction" not in task_statuses(run)
 
 
 def test_secrets_never_reach_the_run(project):
@@ -377,8 +409,6 @@ def test_mlflow_run_is_adopted_not_doubled(project):
     assert len(runs(project)) == 2, "one run per invocation, even under mlflow run"
     assert adopted.data.tags["mlflow.project.entryPoint"] == "main"
     assert adopted.info.status == "FINISHED"
-    assert adopted.data.tags["luigiflow.task.Prediction.reused_from"].startswith(
-        f"runs:/{first.info.run_id}"
-    )
+    assert reused_from(adopted)["Prediction"].startswith(f"runs:/{first.info.run_id}")
     assert adopted.data.params["RunConfig.task"] == "Prediction"
     assert (artifacts(project, adopted) / "logs/runner.log").exists()

@@ -148,6 +148,7 @@ def test_summary_lists_status_tasks_conclusions_and_url():
         "http://mlflow/#/runs/1",
         log_hint="Log: run.log",
         conclusions={"validation": "REJECTED (accuracy 0.5 < 0.75)", "model.version": "3", "x": ""},
+        mode="verbose",
     )
     lines = text.splitlines()
     assert "Run FAILED" in lines
@@ -164,8 +165,22 @@ def test_summary_lists_status_tasks_conclusions_and_url():
     assert len(starts) == 1
 
 
+def test_in_a_log_the_summary_leaves_out_the_tasks_shown_as_they_finished():
+    found = [TaskOutcome("A", "reused", None, "from x"), TaskOutcome("B", "ran", 1.0)]
+    text = summary(found, "FINISHED", "url", mode="tasks")
+    assert text.splitlines() == [
+        "",
+        "Run FINISHED",
+        "  A     reused                   from x",
+        "  MLflow: url",
+    ]
+    on_a_terminal = summary(found, "FINISHED", "url", mode="line")
+    assert on_a_terminal.startswith("\r\033[K\nRun FINISHED\n"), "the progress line is erased"
+    assert "\n  B     ran                1.0s\n" in on_a_terminal
+
+
 def test_summary_without_conclusions_or_hint():
-    text = summary([TaskOutcome("A", "ran", 1.0)], "FINISHED", "url")
+    text = summary([TaskOutcome("A", "ran", 1.0)], "FINISHED", "url", mode="verbose")
     assert text.splitlines() == [
         "",
         "Run FINISHED",

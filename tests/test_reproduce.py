@@ -17,6 +17,7 @@ from conftest import (
     add_secret_parameter,
     artifacts,
     edit_task,
+    run_file,
     run_runner,
     runner_env,
     runs,
@@ -36,8 +37,9 @@ WORK = (
 
 
 def fingerprints(run) -> dict[str, str]:
+    """Each finished task's fingerprint (its tag also holds the manifest's digest)."""
     return {
-        key.split(".")[2]: value
+        key.split(".")[2]: value.partition(":")[0]
         for key, value in run.data.tags.items()
         if key.startswith("luigiflow.task.") and key.endswith(".fingerprint")
     }
@@ -66,8 +68,8 @@ def test_a_separate_process_given_only_the_run_id_finishes_the_run_like_the_runn
         timeout=300,
     )
     assert worker.returncode == 0, worker.stdout + worker.stderr
-    assert "Trainer        started" in worker.stdout
-    assert "Preprocessor   started" not in worker.stdout, "finished tasks are not run again"
+    assert "Trainer        finished in" in worker.stdout
+    assert "Preprocessor   finished" not in worker.stdout, "finished tasks are not run again"
 
     done, first = runs(project)[0], runs(project)[1]
     assert done.info.run_id == run_id
@@ -80,7 +82,8 @@ def test_a_separate_process_given_only_the_run_id_finishes_the_run_like_the_runn
     splitter = json.loads((folder / "luigiflow/tasks/Splitter.json").read_text())
     assert trainer["status"] == splitter["status"] == "FINISHED"
     assert trainer["pid"] != splitter["pid"], "the Trainer ran in the separate process"
-    assert int(done.data.tags["luigiflow.pid"]) == splitter["pid"]
+    runner = run_file(done, "luigiflow/runner.json")
+    assert runner["pid"] == splitter["pid"], "the runner record names the runner"
 
 
 def test_from_run_reuses_everything_and_its_logged_config_loads_with_config(project):
@@ -146,7 +149,7 @@ def test_a_helper_imported_inside_run_is_part_of_the_fingerprint(project):
     helpers.write_text("def shuffled(table):\n    return table.sample(frac=1, random_state=1)\n")
     result = run_runner(project)
     assert result.returncode == 0, result.stderr
-    assert re.search(r"Splitter\s+ran\s+[\d.]+s\s+code of Splitter changed", result.stdout)
+    assert re.search(r"Splitter\s+finished in [\d.]+s\s+code of Splitter changed", result.stdout)
     assert re.search(r"Preprocessor\s+(reused|skipped)", result.stdout)
 
 
@@ -205,5 +208,5 @@ def test_a_secret_parameter_travels_as_a_reference_to_the_environment(project):
 def test_another_task_than_the_default_builds_with_what_it_needs(project):
     result = run_runner(project, "--task", "Splitter")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"Splitter\s+ran", result.stdout)
+    assert re.search(r"Splitter\s+finished in", result.stdout)
     assert "Trainer" not in result.stdout.split("Run FINISHED")[1]

@@ -15,6 +15,7 @@ from conftest import (
     TRAINER_TOP,
     artifacts,
     edit_task,
+    run_file,
     run_runner,
     runner_env,
     runs,
@@ -57,10 +58,14 @@ def test_resume_finishes_a_killed_run_in_place(project, how):
     assert done.data.params == params, "params are not logged again"
     kept = r"Preprocessor\s+kept\s+[\d.]+s\s+finished in an earlier attempt"
     assert re.search(kept, result.stdout)
-    assert re.search(r"Trainer\s+ran", result.stdout)
-    assert "Preprocessor   started" not in result.stdout
+    assert re.search(r"Trainer\s+finished in", result.stdout)
+    assert "Preprocessor   finished" not in result.stdout
     assert (artifacts(project, done) / "Prediction/submission.csv").exists()
-    assert done.data.tags["luigiflow.resumed"] == "1"
+    [resumed] = run_file(done, "luigiflow/runner.json")["resumes"]
+    assert resumed["previous_status"] == killed.info.status or (
+        how == "kill -9" and resumed["previous_status"] == "KILLED"  # marked by this runner
+    )
+    assert f"--resume {run_id}" in resumed["command"]
     assert record(project, done, "Trainer")["status"] == "FINISHED"
 
 
@@ -161,5 +166,4 @@ def test_ctrl_c_with_two_workers_ends_quietly_and_task_statuses_agree(project):
     assert "Traceback" not in stderr, stderr
     [run] = runs(project)
     assert run.info.status == "KILLED"
-    assert run.data.tags["luigiflow.task.Trainer.status"] == "KILLED"
     assert record(project, run, "Trainer")["status"] == "KILLED"

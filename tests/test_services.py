@@ -8,7 +8,7 @@ import urllib.request
 
 import pandas as pd
 import pytest
-from conftest import KAGGLE, run_runner, runner_env, start_runner
+from conftest import KAGGLE, reused_from, run_runner, runner_env, start_runner, task_statuses
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -102,8 +102,8 @@ def test_tracking_server_with_proxied_artifacts(project, mlflow_server, tmp_path
     latest = client.search_runs(
         [experiment.experiment_id], order_by=["attributes.start_time DESC"]
     )[0]
-    assert "luigiflow.task.Trainer.status" not in latest.data.tags
-    assert latest.data.tags["luigiflow.task.Trainer.reused_from"] == f"runs:/{source}/Trainer"
+    assert "Trainer" not in task_statuses(latest, client)
+    assert reused_from(latest, client)["Trainer"] == f"runs:/{source}/Trainer"
 
 
 def test_workers_log_into_the_run_on_a_server(project, mlflow_server):
@@ -115,7 +115,9 @@ def test_workers_log_into_the_run_on_a_server(project, mlflow_server):
     client = MlflowClient(mlflow_server)
     [run] = client.search_runs([client.get_experiment_by_name("workers").experiment_id])
     assert run.info.status == "FINISHED" and "cv_accuracy" in run.data.metrics
-    assert {
-        t: run.data.tags[f"luigiflow.task.{t}.status"]
-        for t in ("Preprocessor", "Trainer", "Prediction")
-    } == {"Preprocessor": "FINISHED", "Trainer": "FINISHED", "Prediction": "FINISHED"}
+    statuses = task_statuses(run, client)
+    assert {t: statuses[t] for t in ("Preprocessor", "Trainer", "Prediction")} == {
+        "Preprocessor": "FINISHED",
+        "Trainer": "FINISHED",
+        "Prediction": "FINISHED",
+    }

@@ -26,7 +26,9 @@ from conftest import (
     runner_env,
     runs,
     start_runner,
+    wait_for_file,
     wait_for_line,
+    wait_until_asleep,
 )
 from mlflow import MlflowClient
 from stack import AUTH, COMPOSE, STACK_ENV, compose_config, resolved, start_stack, stop_group
@@ -235,9 +237,9 @@ def test_a_worker_from_another_clone_joins_a_sweep_and_takes_a_child_s_task(stac
     parent = re.search(r"Run (\w+) started", wait_for_line(creator, "started: a sweep")).group(1)
     joiner = start_runner(joiner_project, "--join", parent, env=env)
     try:
-        wait_for_line(creator, "Trainer        [")  # each holds one Trainer at the gate
+        wait_for_file(creator_project / "asleep")  # each holds one Trainer at the gate
         wait_for_line(joiner, f"Joined run {parent}: a sweep of 2 runs")
-        wait_for_line(joiner, "Trainer        [")
+        wait_for_file(joiner_project / "asleep")
     finally:
         gate.touch()
     joined_out, joined_err = joiner.communicate(timeout=600)
@@ -329,8 +331,8 @@ def test_a_run_in_the_embedded_store_cannot_be_joined(stack, tmp_path):
 @pytest.mark.slow
 def test_a_joined_worker_killed_mid_task_loses_only_that_task(stack, tmp_path):
     creator, joiner, run_id = start_joined_branches(
-        stack, tmp_path, stack.env(BRANCH_SECONDS="8"), stack.env(STALL_BRANCHES="1")
-    )
+        stack, tmp_path, stack.env(BRANCH_SECONDS="8"), stack.env(STALL_BRANCHES="1"), "-v"
+    )  # -v: the joiner says which task it starts
     taken = wait_for_line(joiner, " started", timeout=180)
     family = re.search(r"(Left|Right)\s+started", taken).group(1)
     time.sleep(1)
@@ -443,7 +445,7 @@ def test_a_tracking_server_that_dies_mid_run_then_comes_back(postgres, tmp_path)
     try:
         env = stack.env(MLFLOW_HTTP_REQUEST_TIMEOUT="15", MLFLOW_HTTP_REQUEST_MAX_RETRIES="1")
         runner = start_runner(project, env=env)
-        seen = wait_for_line(runner, "Trainer        started")
+        seen = wait_until_asleep(project, runner)
         first = re.search(r"Run (\w+) started", seen).group(1)
         stop_group(stack.processes["mlflow"])
         began = time.monotonic()
@@ -457,7 +459,7 @@ def test_a_tracking_server_that_dies_mid_run_then_comes_back(postgres, tmp_path)
         again = run_runner(project, env=env, timeout=600)
         assert again.returncode == 0, again.stdout + again.stderr
         assert re.search(r"Splitter\s+(reused|skipped)", again.stdout), again.stdout
-        assert re.search(r"Trainer\s+ran", again.stdout), again.stdout
+        assert re.search(r"Trainer\s+finished in", again.stdout), again.stdout
         status = MlflowClient(stack.tracking_uri).get_run(first).info.status
         assert status in ("FAILED", "KILLED"), "left RUNNING, then marked by the next runner"
     finally:

@@ -10,14 +10,8 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from luigiflow import store
-from luigiflow.names import (
-    HEARTBEAT_INTERVAL_TAG,
-    HEARTBEAT_TAG,
-    HOST_TAG,
-    PID_TAG,
-    PROCESS_START_TAG,
-)
+from luigiflow import owner, store
+from luigiflow.owner import RunnerRecord
 from luigiflow.settings import Settings
 
 
@@ -27,26 +21,25 @@ def test_experiment_artifacts_live_under_the_project(client, settings):
     assert store.experiment(client, "my exp", settings).experiment_id == experiment.experiment_id
 
 
+def owned_run(client, experiment_id: str, record: RunnerRecord) -> str:
+    """A RUNNING run whose runner record is `record`, as a runner leaves it."""
+    run_id = client.create_run(experiment_id).info.run_id
+    owner.write(run_id, record)
+    return run_id
+
+
 def test_abandoned_runs_are_marked_killed_live_ones_are_not(client: MlflowClient, settings):
     exp_id = store.experiment(client, "e", settings).experiment_id
-    host = socket.gethostname()
-    live = client.create_run(
-        exp_id,
-        tags={
-            HOST_TAG: host,
-            PID_TAG: str(__import__("os").getpid()),
-            PROCESS_START_TAG: store.process_start(__import__("os").getpid()),
-        },
-    ).info.run_id
+    live = owned_run(client, exp_id, RunnerRecord.of_this_process("python src/runner.py", {}))
     dead_process = subprocess.Popen([sys.executable, "-c", "pass"])
     dead_process.wait()
-    dead = client.create_run(
-        exp_id,
-        tags={HOST_TAG: host, PID_TAG: str(dead_process.pid), PROCESS_START_TAG: "12345"},
-    ).info.run_id
-    assert store.mark_abandoned_runs(client, [exp_id]) == [dead]
+    gone = RunnerRecord(socket.gethostname(), dead_process.pid, "12345", time.time(), 60)
+    dead = owned_run(client, exp_id, gone)
+    not_a_runners = client.create_run(exp_id).info.run_id  # no record: left alone
+    assert owner.mark_abandoned_runs(client, [exp_id]) == [dead]
     assert client.get_run(dead).info.status == "KILLED"
     assert client.get_run(live).info.status == "RUNNING"
+    assert client.get_run(not_a_runners).info.status == "RUNNING"
 
 
 def test_store_moved_is_detected_and_repaired(client, settings, tmp_path):
@@ -75,22 +68,23 @@ def test_a_run_of_another_host_is_stale_after_three_missed_heartbeats(client, se
     now = time.time()
 
     def run_of_another_host(last_beat: float) -> str:
-        tags = {HOST_TAG: "elsewhere", PID_TAG: "1", HEARTBEAT_TAG: f"{last_beat:.0f}"}
-        tags[HEARTBEAT_INTERVAL_TAG] = "10"
-        return client.create_run(exp_id, tags=tags).info.run_id
+        return owned_run(client, exp_id, RunnerRecord("elsewhere", 1, "", last_beat, 10))
 
     silent, beating = run_of_another_host(now - 31), run_of_another_host(now - 5)
-    assert store.mark_abandoned_runs(client) == [silent], "every experiment is searched"
+    assert owner.mark_abandoned_runs(client) == [silent], "every experiment is searched"
     assert client.get_run(silent).info.status == "KILLED"
     assert client.get_run(beating).info.status == "RUNNING"
 
 
-def test_the_heartbeat_refreshes_its_tag(client, settings, monkeypatch):
+def test_the_heartbeat_refreshes_the_runner_record(client, settings, monkeypatch):
     monkeypatch.setenv("LUIGIFLOW_HEARTBEAT_S", "0.05")
-    run_id = client.create_run(store.experiment(client, "e", settings).experiment_id).info.run_id
-    beat = store.Heartbeat(client, run_id)
+    exp_id = store.experiment(client, "e", settings).experiment_id
+    run_id = owned_run(client, exp_id, RunnerRecord("elsewhere", 1, "", time.time() - 600, 60))
+    beat = owner.Heartbeat(run_id)
     beat.start()
     time.sleep(0.5)
     beat.stop()
     beat.join(timeout=5)
-    assert abs(float(client.get_run(run_id).data.tags[HEARTBEAT_TAG]) - time.time()) < 5
+    record = owner.read(run_id)
+    assert abs(record.heartbeat - time.time()) < 5 and record.host == "elsewhere"
+    assert client.get_run(run_id).data.tags.keys() <= {"mlflow.runName", "mlflow.user"}

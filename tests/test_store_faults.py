@@ -16,7 +16,7 @@ from conftest import (
     signal_server,
     start_runner,
     start_server,
-    wait_for_line,
+    wait_until_asleep,
 )
 from mlflow import MlflowClient
 
@@ -37,7 +37,7 @@ def test_a_server_that_fails_mid_run_ends_the_run_within_the_deadline(project, t
     )
     try:
         runner = start_runner(project, env=env)
-        wait_for_line(runner, "Trainer        started")
+        wait_until_asleep(project, runner)
         signal_server(server, signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
         began = time.monotonic()
         gate.touch()
@@ -75,7 +75,7 @@ def test_a_full_disk_under_the_artifact_root_fails_the_run_with_the_summary(proj
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(artifacts)], check=True)
     try:
         runner = start_runner(project, env=runner_env(LUIGIFLOW_ENDING_TIMEOUT_S="15"))
-        wait_for_line(runner, "Trainer        started")
+        wait_until_asleep(project, runner)
         fill(artifacts / "filler")
         began = time.monotonic()
         gate.touch()

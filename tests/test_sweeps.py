@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import artifacts, run_runner, runs, store
+from conftest import artifacts, reused_from, run_runner, runs, store, task_statuses
 
 pytestmark = pytest.mark.slow
 
@@ -22,11 +22,7 @@ def sweep_runs(project) -> tuple:
 
 def ran(run) -> set[str]:
     """The tasks that ran in a run (the others were reused, shared, skipped or deferred)."""
-    return {
-        key.split(".")[2]
-        for key, value in run.data.tags.items()
-        if key.startswith("luigiflow.task.") and key.endswith(".status")
-    }
+    return set(task_statuses(run))
 
 
 def test_a_sweep_of_three_seeds_makes_shared_work_once_and_registers_the_winner(project):
@@ -44,7 +40,7 @@ def test_a_sweep_of_three_seeds_makes_shared_work_once_and_registers_the_winner(
     for other in children[1:]:
         assert ran(other) == {"Trainer", "Evaluator", "Prediction"}
         for family in ("Preprocessor", "Splitter"):
-            source = other.data.tags[f"luigiflow.task.{family}.reused_from"]
+            source = reused_from(other)[family]
             assert source == f"runs:/{maker.info.run_id}/{family}"
     assert "Made once and shared: Preprocessor, Splitter (by child 1)" in result.stdout
 
@@ -91,7 +87,7 @@ def check_the_rerun_and_a_plain_run_reuse_it(project, parent, children, table) -
     assert plain.returncode == 0, plain.stderr
     latest = runs(project)[0]
     for family in ("Trainer", "Evaluator"):
-        source = latest.data.tags[f"luigiflow.task.{family}.reused_from"]
+        source = reused_from(latest)[family]
         assert source == f"runs:/{children[1].info.run_id}/{family}"
     assert ran(latest) == {"Register", "Prediction"}, "a child's Prediction did not register"
 
@@ -103,7 +99,7 @@ def test_a_failing_child_leaves_the_others_finished_and_the_parent_failed(projec
     parent, children = sweep_runs(project)
     assert parent.info.status == "FAILED"
     assert [c.info.status for c in children] == ["FAILED", "FINISHED"]
-    assert children[0].data.tags["luigiflow.task.Trainer.status"] == "FAILED"
+    assert task_statuses(children[0])["Trainer"] == "FAILED"
     assert "Child 1 failed: Trainer" in result.stdout
     assert "a child did not finish: nothing is registered" in result.stdout
     assert store(project).search_registered_models() == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import toml
 from mlflow import MlflowClient
 
-from luigiflow import store, tracking
+from luigiflow import owner, store, tracking
 from luigiflow.config import Config
 from luigiflow.context import REUSED, RunContext, TaskPlan, load
 from luigiflow.redact import MASK, Redactor
@@ -73,7 +74,9 @@ def test_start_run_records_config_git_and_command_without_secrets(client, settin
     assert run.info.run_name == "first" and tags["team"] == "a"
     assert tags["mlflow.note.content"] == "why"
     assert len(tags["mlflow.source.git.commit"]) == 40 and tags["luigiflow.git.dirty"] == "true"
-    assert tags["luigiflow.command"].endswith(f"Db.password={MASK}")
+    runner = owner.read(run_id)
+    assert runner.command.endswith(f"Db.password={MASK}") and runner.pid == os.getpid()
+    assert runner.versions["mlflow"] and not any(k.startswith("luigiflow.version") for k in tags)
     assert params["Db.password"] == MASK and params["Db.uri"] == f"postgresql://u:{MASK}@h/db"
     assert params["Db.token"] == "${TOKEN}", "a reference to a variable is not a secret"
     assert params["RunConfig.tags"] == '{"team": "a"}' and params["Trainer.seed"] == "3"
@@ -104,9 +107,9 @@ def test_the_run_context_is_written_with_the_run_and_read_back_by_id(client, set
     assert context.tasks["Trainer"].source == source and context.root == "Prediction"
     assert repr(context.folder("Trainer", run_id)) == source
     assert repr(context.folder("Prediction", run_id)) == f"runs:/{run_id}/Prediction"
+    assert context.tasks["Prediction"].reason == "no earlier run"
     tags = client.get_run(run_id).data.tags
-    assert tags["luigiflow.task.Trainer.reused_from"] == source
-    assert tags["luigiflow.task.Prediction.why_run"] == "no earlier run"
+    assert not any(k.startswith("luigiflow.task.") for k in tags), "the plan is in the context"
 
 
 def test_a_clean_tree_logs_no_diff(client: MlflowClient, settings, tmp_path):

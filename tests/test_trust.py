@@ -52,7 +52,7 @@ def test_a_flipped_byte_is_caught_the_task_reruns_and_the_source_is_never_offere
     assert re.search(rf"{family}\s+would run: earlier outputs failed verification", dry.stdout)
     result = run_runner(project, "--force", force)
     assert result.returncode == 0, result.stderr
-    line = rf"{family}\s+ran\s+[\d.]+s\s+earlier outputs failed verification: .*{filename}"
+    line = rf"{family}\s+finished in [\d.]+s\s+earlier outputs failed verification: .*{filename}"
     assert re.search(line, result.stdout), result.stdout
     tags = store(project).get_run(first.info.run_id).data.tags
     assert "differs from its manifest" in tags[f"luigiflow.task.{family}.broken"]
@@ -211,5 +211,5 @@ def test_a_flipped_byte_is_caught_through_a_tracking_server(project, tmp_path):
         signal_server(server, signal.SIGKILL)
         server.wait()
     assert result.returncode == 0, result.stderr
-    line = r"Trainer\s+ran\s+[\d.]+s\s+earlier outputs failed verification: .*model/model.skops"
+    line = r"Trainer\s+finished in [\d.]+s\s+earlier outputs failed verification: .*model.skops"
     assert re.search(line, result.stdout), result.stdout

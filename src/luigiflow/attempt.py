@@ -25,19 +25,18 @@ from typing import Any
 from luigiflow import cards, models, records
 from luigiflow.names import (
     CARD,
-    DURATION_TAG,
     ERRORS_FOLDER,
     EXIT_INTERRUPTED,
     FINGERPRINT_TAG,
     MANIFEST,
-    MANIFEST_TAG,
-    STATUS_TAG,
-    USER_CODE_TAG,
+    fingerprint_tag_value,
 )
 from luigiflow.provenance import library_versions
 from luigiflow.redact import Redactor
 from luigiflow.settings import SCHEDULER_VARIABLE
 from luigiflow.targets import TaskFolder, TaskWriter, client
+
+DURATION_METRIC = "duration_s"  # per task, as `duration_s/<Task>`: the UI charts them together
 
 
 class TaskTimeout(BaseException):
@@ -135,7 +134,6 @@ class TaskBookkeeping:
         self.began = time.monotonic()
         self.record = records.TaskRecord.begin(self.family, task.context.tasks[self.family].reason)
         records.write(self.run_id, self.record)
-        client().set_tag(self.run_id, STATUS_TAG.format(self.family), records.RUNNING)
 
     def failed(self, attempt: Attempt, text: str) -> str:
         """An attempt failed: its traceback in the run, its last line in the record."""
@@ -146,8 +144,9 @@ class TaskBookkeeping:
         return error
 
     def end(self, attempt: Attempt, status: str, error: str = "") -> None:
-        """The record, and one request for everything the task logged on the run: metrics,
-        params, status and timings and, once it finished, the fingerprint later runs find."""
+        """The record, and one request for everything the task logged on the run: its
+        metrics and params, its duration (a metric, `duration_s/<Task>`) and, once it
+        finished, the fingerprint tag later runs find it by."""
         from mlflow.entities import Metric, Param, RunTag
 
         seconds = time.monotonic() - self.began
@@ -156,20 +155,20 @@ class TaskBookkeeping:
         self.record.end(status, seconds, attempt.user_seconds, error)
         records.write(self.run_id, self.record)
         now = int(time.time() * 1000)
-        tags = {
-            STATUS_TAG.format(self.family): status,
-            DURATION_TAG.format(self.family): f"{seconds:.3f}",
-            USER_CODE_TAG.format(self.family): f"{attempt.user_seconds:.3f}",
-        }
+        tags = []
         if status == records.FINISHED:
-            tags[FINGERPRINT_TAG.format(self.family)] = self.task.fingerprint()["digest"]
-            tags[MANIFEST_TAG.format(self.family)] = attempt.manifest_digest
+            value = fingerprint_tag_value(
+                self.task.fingerprint()["digest"], attempt.manifest_digest
+            )
+            tags.append(RunTag(FINGERPRINT_TAG.format(self.family), value))
         model_id = best_effort(attempt.judged_model) if attempt.metrics else None
+        metrics = [Metric(k, v, now, 0, model_id=model_id) for k, v in attempt.metrics.items()]
+        metrics.append(Metric(f"{DURATION_METRIC}/{self.family}", round(seconds, 3), now, 0))
         client().log_batch(
             self.run_id,
-            metrics=[Metric(k, v, now, 0, model_id=model_id) for k, v in attempt.metrics.items()],
+            metrics=metrics,
             params=[Param(k, v) for k, v in attempt.params.items()],
-            tags=[RunTag(k, v) for k, v in tags.items()],
+            tags=tags,
         )
 
 

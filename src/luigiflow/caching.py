@@ -33,7 +33,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from luigiflow.digests import BrokenOutput
-from luigiflow.names import BROKEN_TAG, FINGERPRINT_TAG, MANIFEST_TAG
+from luigiflow.names import BROKEN_TAG, FINGERPRINT_TAG, recorded_manifest_digest
 from luigiflow.provenance import version
 from luigiflow.sourcecode import code_digest, module_digests
 from luigiflow.targets import TaskFolder
@@ -178,19 +178,20 @@ def find_reusable(client: MlflowClient, experiments: list[str], family: str, dig
     with this fingerprint (deleted runs are not searched; runs whose artifacts are gone, and
     outputs made before manifests recorded digests, are passed over)."""
     lookup = Lookup(None)
-    for run in _runs_with(client, experiments, family, f"= '{digest}'", max_results=20):
+    for run in _runs_with(client, experiments, family, f"LIKE '{digest}:%'", max_results=20):
         tags, run_id = run.data.tags, run.info.run_id
         if BROKEN_TAG.format(family) in tags:  # found broken before: said, never used
             lookup.rejected.append(tags[BROKEN_TAG.format(family)])
             continue
-        if MANIFEST_TAG.format(family) not in tags:
+        recorded = recorded_manifest_digest(tags, family)
+        if recorded is None:
             continue
         folder = TaskFolder(run_id, family)
         try:
             manifest = folder.manifest()
             if not manifest or manifest.get("fingerprint", {}).get("digest") != digest:
                 continue
-            folder.verify(tags[MANIFEST_TAG.format(family)], fresh=True)
+            folder.verify(recorded, fresh=True)
         except BrokenOutput as error:
             lookup.rejected.append(str(error))
             _mark_broken(client, run_id, family, str(error))

@@ -23,6 +23,7 @@ from luigiflow import logs
 from luigiflow.names import (
     EXIT_OK,
     EXIT_USAGE,
+    VERBOSE_VARIABLE,
 )
 from luigiflow.settings import Settings, UnknownProfile, load_settings
 
@@ -164,6 +165,8 @@ def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | 
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     log_path, handlers = logs.start_logging(settings.project_root, args.verbose)
+    if args.verbose:
+        os.environ[VERBOSE_VARIABLE] = "1"  # for the progress shown by forked workers too
 
     # Only now, with the environment complete, may luigi and mlflow be imported.
     from luigiflow import invocation
@@ -200,7 +203,7 @@ def exit_now(code: int) -> NoReturn:
 def _mark_stale() -> int:
     from mlflow import MlflowClient
 
-    from luigiflow.store import mark_abandoned_runs
+    from luigiflow.owner import mark_abandoned_runs
 
     killed = mark_abandoned_runs(MlflowClient())
     for run_id in killed:

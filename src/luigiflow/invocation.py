@@ -22,7 +22,7 @@ from pathlib import Path
 import toml
 from mlflow import MlflowClient
 
-from luigiflow import logs, records, scheduler, store, sweep, targets, tracking, worker
+from luigiflow import logs, owner, records, scheduler, store, sweep, targets, tracking, worker
 from luigiflow.config import Config, ConfigError, load_config, parse_config
 from luigiflow.context import load as load_context
 from luigiflow.lifecycle import (
@@ -318,7 +318,7 @@ def _run(
     def open_and_build() -> bool:
         nonlocal heartbeat
         opened["run_id"], opened["url"] = begin()
-        heartbeat = store.Heartbeat(client, opened["run_id"])
+        heartbeat = owner.Heartbeat(opened["run_id"])
         heartbeat.start()
         return _build(settings, args, opened["run_id"], task_classes)
 

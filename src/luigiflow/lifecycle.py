@@ -19,7 +19,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from luigiflow import logs, records, store, tracking
+from luigiflow import logs, owner, records, store, tracking
 from luigiflow.config import Config, ConfigError
 from luigiflow.context import SHARED, NoContext
 from luigiflow.names import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED
@@ -46,7 +46,7 @@ def open_experiment(client: MlflowClient, settings: Settings, config: Config, ad
             experiment = client.get_experiment(_adoptable(client, adopted).experiment_id)
         else:
             experiment = store.experiment(client, str(config.run["experiment_name"]), settings)
-        for run_id in store.mark_abandoned_runs(client):
+        for run_id in owner.mark_abandoned_runs(client):
             logging.info("marked run %s KILLED: its runner is gone", run_id)
     return experiment
 

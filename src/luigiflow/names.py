@@ -8,22 +8,25 @@ disagree, and so that no module has to import another just to learn a name.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
-# Tags on the run, one set per task ({} is the task family).
-STATUS_TAG = "luigiflow.task.{}.status"
-DURATION_TAG = "luigiflow.task.{}.duration_s"
-USER_CODE_TAG = "luigiflow.task.{}.user_code_s"
-REUSED_TAG = "luigiflow.task.{}.reused_from"
-REASON_TAG = "luigiflow.task.{}.why_run"
+VERBOSE_VARIABLE = "LUIGIFLOW_VERBOSE"  # set by -v, for the progress of forked workers too
+
+# The one tag per task: the task finished in the run, with outputs of this fingerprint whose
+# manifest has this digest ("<fingerprint>:<manifest sha256>"). The cache searches it (LIKE
+# '<fingerprint>:%'), and reuse checks the manifest against it: the tracking store vouches for
+# the artifact store. Everything else about a task is in its record (`record_path`).
 FINGERPRINT_TAG = "luigiflow.task.{}.fingerprint"
-MANIFEST_TAG = "luigiflow.task.{}.manifest_sha256"  # the digest of its outputs' manifest
 BROKEN_TAG = "luigiflow.task.{}.broken"  # outputs that failed verification: never offered again
 
-# Tags on the run that say which process owns it (for finding runs whose runner died).
-HOST_TAG = "luigiflow.host"
-PID_TAG = "luigiflow.pid"
-PROCESS_START_TAG = "luigiflow.process_start"
-HEARTBEAT_TAG = "luigiflow.heartbeat"  # seconds since the epoch, refreshed while it runs
-HEARTBEAT_INTERVAL_TAG = "luigiflow.heartbeat_interval_s"
+
+def fingerprint_tag_value(fingerprint: str, manifest_digest: str) -> str:
+    return f"{fingerprint}:{manifest_digest}"
+
+
+def recorded_manifest_digest(tags: dict[str, str], family: str) -> str | None:
+    """The manifest digest a run recorded for `family`; None if the task did not finish."""
+    value = tags.get(FINGERPRINT_TAG.format(family), "")
+    return value.partition(":")[2] or None
+
 
 # Tag on a sweep's parent run: the swept keys and values, in words.
 SWEEP_TAG = "luigiflow.sweep"
@@ -41,6 +44,7 @@ CONTEXT_ARTIFACT = "luigiflow/context.json"  # the run context, written before a
 RECORDS_FOLDER = "luigiflow/tasks"  # one record per task that ran: <Task>.json
 ERRORS_FOLDER = "errors"  # <Task>.txt: the traceback of a failed task
 REPORT_ARTIFACT = "report.html"
+RUNNER_ARTIFACT = "luigiflow/runner.json"  # the process that owns the run, and its heartbeat
 
 # Files inside a task's output folder.
 MANIFEST = "_manifest.json"  # written last: the outputs are complete

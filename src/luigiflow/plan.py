@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
-from luigiflow import caching
+from luigiflow import caching, records
 from luigiflow.config import DATASET_SECTION, PATH_SECTION, Config, ConfigError, resolved_config
 from luigiflow.context import (
     COPIED,
@@ -32,7 +32,7 @@ from luigiflow.context import (
 )  # fmt: skip
 from luigiflow.dataset import TRAIN_FILE, Dataset, DatasetError, read_train, resolve
 from luigiflow.digests import BrokenOutput
-from luigiflow.names import MANIFEST_TAG, STATUS_TAG
+from luigiflow.names import recorded_manifest_digest
 from luigiflow.redact import redact_uri
 from luigiflow.settings import Settings
 from luigiflow.store import check_location
@@ -436,11 +436,14 @@ def _recorded_digest(folder: TaskFolder, settings: Settings, refuse) -> str:
         raise refuse(f"run {folder.run_id} not found in the tracking store") from None
     if run.info.lifecycle_stage != "active":
         raise refuse(f"run {folder.run_id} is deleted")
-    status = run.data.tags.get(STATUS_TAG.format(folder.name))
-    if status in ("FAILED", "KILLED", "RUNNING"):
-        raise refuse(f"{folder.name} {status} in run {folder.run_id}: its outputs cannot be reused")
     check_location(run_artifact_uri(folder.run_id), settings)
-    recorded = run.data.tags.get(MANIFEST_TAG.format(folder.name))
+    recorded = recorded_manifest_digest(run.data.tags, folder.name)
     if recorded is None:
+        record = records.read(folder.run_id, folder.name)
+        if record is not None and record.status != records.FINISHED:
+            raise refuse(
+                f"{folder.name} {record.status} in run {folder.run_id}: "
+                "its outputs cannot be reused"
+            )
         raise refuse(f"runs:/{folder.run_id}/{folder.name} has no recorded manifest digest")
     return recorded

@@ -1,7 +1,8 @@
 """One record per task: what became of it in this run, written by the process that ran it.
 
 Each task writes its own file (`luigiflow/tasks/<Task>.json` in the run's artifacts), so
-workers on several machines never overwrite each other's bookkeeping. The summary, the report
+workers on several machines never overwrite each other's bookkeeping, and the run's tags stay
+for what people search on (only a finished task's fingerprint is a tag). The summary, the report
 and later runs read the records from there; what the plan decided (reused, skipped, why a task
 runs) is in the run context and is not repeated here.
 """
@@ -14,8 +15,8 @@ import socket
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from luigiflow.names import STATUS_TAG, record_path
-from luigiflow.targets import client, read_run_text, write_run_text
+from luigiflow.names import record_path
+from luigiflow.targets import read_run_text, write_run_text
 
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 
@@ -64,10 +65,9 @@ def now() -> str:
 
 def settle(run_id: str, found: dict[str, TaskRecord], run_status: str) -> None:
     """Records still RUNNING when the run ended (a task interrupted in a worker process that
-    could not say so) take the run's status, in the record and in the status tag."""
+    could not say so) take the run's status."""
     status = KILLED if run_status == KILLED else FAILED
-    for family, record in found.items():
+    for record in found.values():
         if record.status == RUNNING:
             record.status = status
             write(run_id, record)
-            client().set_tag(run_id, STATUS_TAG.format(family), status)

@@ -1,6 +1,6 @@
-"""What a person reads: a line per task as it starts and ends, a summary, and report.html.
+"""What a person reads: progress while tasks run, a summary, and report.html.
 
-Progress lines are printed by Luigi event handlers, in the process that runs the task (the
+Progress is printed by Luigi event handlers, in the process that runs the task (the
 runner or a Luigi worker process), so they appear wherever the work happens. The summary and
 the report are built from the run context (what the plan decided) and the per-task records
 (what happened), wherever those tasks ran. Everything else Luigi and MLflow say goes to the
@@ -10,6 +10,7 @@ log file (and to the terminal with `-v`).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import traceback
@@ -22,43 +23,88 @@ from luigiflow.context import (
     COPIED,
     DEFERRED,
     REUSED,
+    RUN,
     SHARED,
     SKIPPED,
     RunContext,
     TaskPlan,
     find,
 )
-from luigiflow.names import REPORT_ARTIFACT
+from luigiflow.names import REPORT_ARTIFACT, VERBOSE_VARIABLE
 from luigiflow.plan import Plan
 from luigiflow.records import FAILED, FINISHED, TaskRecord
 from luigiflow.redact import Redactor
 from luigiflow.targets import TaskFolder
+
+CLEAR = "\r\033[K"  # back to the start of the terminal's line, erased
+
+
+def progress_mode() -> str:
+    """How progress is shown: "verbose" (-v: a line per task as it starts and ends), "line"
+    (a terminal: one line, updated in place) or "tasks" (a log, as in CI: a line per task as
+    it ends)."""
+    if os.environ.get(VERBOSE_VARIABLE):
+        return "verbose"
+    return "line" if sys.stdout.isatty() else "tasks"
 
 
 def _line(text: str) -> None:
     print(f"{time.strftime('%H:%M:%S')}  {text}", file=sys.stdout, flush=True)
 
 
+def _update(text: str) -> None:
+    print(f"{CLEAR}{time.strftime('%H:%M:%S')}  {text}", end="", file=sys.stdout, flush=True)
+
+
+def _name(task: Any) -> str:
+    """The task, and in a sweep which child's task."""
+    context = find(task.run_id)
+    label = context.label if context else ""
+    return f"{task.task_family:<14}" + (f" [{label}]" if label else "")
+
+
+def _position(task: Any) -> str:
+    """ "(3 of 6)": where the task is among those the run makes."""
+    context = find(task.run_id)
+    to_run = [f for f, e in context.tasks.items() if e.decision == RUN] if context else []
+    if task.task_family not in to_run:
+        return ""
+    return f"({to_run.index(task.task_family) + 1} of {len(to_run)})"
+
+
+def _reason(task: Any) -> str:
+    context = find(task.run_id)
+    entry = context.tasks.get(task.task_family) if context else None
+    return f"  {entry.reason}" if entry and entry.reason else ""
+
+
 def follow(task_class: Any) -> None:
-    """Print a line when a task of `task_class` starts, finishes or fails (Luigi events)."""
+    """Show each task of `task_class` as it starts, finishes or fails (Luigi events), the way
+    `progress_mode` says."""
     import luigi
 
-    def name(task: Any) -> str:  # in a sweep, which child's task
-        context = find(task.run_id)
-        label = context.label if context else ""
-        return f"{task.task_family:<14}" + (f" [{label}]" if label else "")
+    mode = progress_mode()
 
     @task_class.event_handler(luigi.Event.START)
     def started(task: Any) -> None:
-        _line(f"{name(task)} started")
+        if mode == "verbose":
+            _line(f"{_name(task)} started")
+        elif mode == "line":
+            _update(f"{_name(task)} running {_position(task)}")
 
     @task_class.event_handler(luigi.Event.PROCESSING_TIME)
     def finished(task: Any, seconds: float) -> None:
-        _line(f"{name(task)} finished in {seconds:.1f}s")
+        if mode == "line":
+            _update(f"{_name(task)} finished in {seconds:.1f}s {_position(task)}")
+        else:
+            why = _reason(task) if mode == "tasks" else ""
+            _line(f"{_name(task)} finished in {seconds:.1f}s{why}")
 
     @task_class.event_handler(luigi.Event.FAILURE)
     def failed(task: Any, error: BaseException) -> None:
-        _line(f"{name(task)} FAILED")
+        if mode == "line":
+            print(CLEAR, end="", flush=True)
+        _line(f"{_name(task)} FAILED")
         text = "".join(traceback.format_exception(error))
         print(Redactor.from_environment(task.context.config).text(text), file=sys.stderr)
 
@@ -69,6 +115,7 @@ class TaskOutcome:
     outcome: str  # ran, reused, copied, skipped, failed, interrupted, not run
     seconds: float | None = None
     detail: str = ""
+    attempts: int = 1
 
 
 def summary(
@@ -77,11 +124,17 @@ def summary(
     run_url: str,
     log_hint: str = "",
     conclusions: Mapping[str, str] | None = None,
+    mode: str = "",
 ) -> str:
-    """The end-of-run table a person reads, then what the tasks concluded."""
+    """The end-of-run table a person reads, then what the tasks concluded. In a log (not a
+    terminal), the tasks that ran were shown as they finished: the table leaves them out
+    (unless it took more than one attempt).
+    `mode`: as `progress_mode` (the default) says."""
+    mode = mode or progress_mode()
+    shown = [o for o in outcomes if mode != "tasks" or o.outcome != "ran" or o.attempts > 1]
     width = max([len(o.task) for o in outcomes] + [4])
-    lines = ["", f"Run {status}"]
-    for o in outcomes:
+    lines = [CLEAR if mode == "line" else "", f"Run {status}"]
+    for o in shown:
         seconds = f"{o.seconds:6.1f}s" if o.seconds is not None else " " * 7
         detail = f"  {o.detail}" if o.detail else ""
         lines.append(f"  {o.task:<{width}}  {o.outcome:<16}{seconds}{detail}")
@@ -140,7 +193,9 @@ def _ran(entry: TaskPlan, record: TaskRecord | None, earlier: bool) -> TaskOutco
         return TaskOutcome(family, "kept", seconds, "finished in an earlier attempt")
     if record.status == FINISHED:
         tries = f" (attempt {len(record.attempts)})" if len(record.attempts) > 1 else ""
-        return TaskOutcome(family, "ran", seconds, entry.reason + tries)
+        return TaskOutcome(
+            family, "ran", seconds, entry.reason + tries, max(1, len(record.attempts))
+        )
     if record.status == FAILED:
         detail = f"{record.error}; see errors/{family}.txt".lstrip("; ")
         return TaskOutcome(family, "failed", seconds, detail)

@@ -1,33 +1,21 @@
 """The tracking store: one runner at a time sets it up, experiments live where the project
-says, runs abandoned by a dead runner are marked, and a moved project folder is repaired.
+says, and a moved project folder is repaired.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
-import os
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from mlflow import MlflowClient
-from mlflow.entities import Experiment, Run
+from mlflow.entities import Experiment
 from mlflow.exceptions import MlflowException
 
-from luigiflow.names import (
-    EXPERIMENT_KIND_TAG,
-    HEARTBEAT_INTERVAL_TAG,
-    HEARTBEAT_TAG,
-    HOST_TAG,
-    PID_TAG,
-    PROCESS_START_TAG,
-)
+from luigiflow.names import EXPERIMENT_KIND_TAG
 from luigiflow.settings import Settings
 from luigiflow.targets import local_path
 
@@ -185,71 +173,3 @@ def repair_store(settings: Settings) -> list[tuple[str, str]]:
                     )
             rewritten.append((old_prefix, new_prefix))
     return rewritten
-
-
-def process_start(pid: int) -> str:
-    """When a process started (from /proc), so a recycled pid is not taken for the runner."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def heartbeat_interval() -> float:
-    """Seconds between a running run's heartbeats (LUIGIFLOW_HEARTBEAT_S, 60 by default)."""
-    return float(os.environ.get("LUIGIFLOW_HEARTBEAT_S", "60"))
-
-
-def runner_gone(run: Run, now: float | None = None) -> bool:
-    """Whether the runner of a RUNNING run is gone: on this host, its process is; on another,
-    it missed three heartbeats (at the interval the run itself recorded)."""
-    tags = run.data.tags
-    if tags.get(HOST_TAG) == socket.gethostname():
-        pid = int(tags.get(PID_TAG, "0") or 0)
-        return not (
-            pid and process_start(pid) and process_start(pid) == tags.get(PROCESS_START_TAG)
-        )
-    last = float(tags.get(HEARTBEAT_TAG) or run.info.start_time / 1000)
-    interval = float(tags.get(HEARTBEAT_INTERVAL_TAG) or 60)
-    return (now or time.time()) - last > 3 * interval
-
-
-def mark_abandoned_runs(client: MlflowClient, experiment_ids: list[str] | None = None) -> list[str]:
-    """Mark KILLED the RUNNING runs (of every experiment, or these) whose runner is gone:
-    killed outright on this host, or silent for three heartbeats on another. Best-effort: a
-    store that forbids it (another user's run on a server) leaves the run as it is."""
-    if experiment_ids is None:
-        experiment_ids = [e.experiment_id for e in client.search_experiments()]
-    if not experiment_ids:
-        return []
-    killed = []
-    for run in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'"):
-        if HOST_TAG not in run.data.tags or not runner_gone(run):
-            continue  # not a runner's run, or its runner is alive
-        try:
-            client.set_terminated(run.info.run_id, "KILLED")
-        except MlflowException:
-            logging.warning("could not mark run %s KILLED", run.info.run_id, exc_info=True)
-            continue
-        killed.append(run.info.run_id)
-    return killed
-
-
-class Heartbeat(threading.Thread):
-    """Tags the run `luigiflow.heartbeat` with the time, every interval, while it runs: how
-    runners on other hosts tell a live run from one whose runner died."""
-
-    def __init__(self, client: MlflowClient, *run_ids: str) -> None:
-        super().__init__(name="luigiflow-heartbeat", daemon=True)
-        self.client, self.run_ids, self.stopped = client, run_ids, threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(heartbeat_interval()):
-            for run_id in self.run_ids:  # a sweep's parent and children
-                try:
-                    self.client.set_tag(run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
-                except Exception:  # a missed beat is not a failed run
-                    logging.warning("heartbeat of run %s failed", run_id, exc_info=True)
-
-    def stop(self) -> None:
-        self.stopped.set()

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from luigiflow import store, sweep, tracking, worker
+from luigiflow import owner, sweep, tracking, worker
 from luigiflow.config import SWEEP_SECTION, Config, ConfigError
 from luigiflow.context import DEFERRED, RUN, SHARED, RunContext
 from luigiflow.lifecycle import (
@@ -137,7 +137,7 @@ class SweepInvocation:
     options: CacheOptions
     parent_id: str = ""
     parent_url: str = ""
-    heartbeat: store.Heartbeat | None = None
+    heartbeat: owner.Heartbeat | None = None
 
     def run(self) -> int:
         status, code = guarded(self._open_and_build, self.client, self.redactor, self._opened)
@@ -173,7 +173,7 @@ class SweepInvocation:
         )
         for child in children:
             self._start_child(child)
-        self.heartbeat = store.Heartbeat(self.client, *self._opened())
+        self.heartbeat = owner.Heartbeat(*self._opened())
         self.heartbeat.start()
         for child in children:
             worker.attach(child.run_id, settings.project_root, self.task_classes)

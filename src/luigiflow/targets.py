@@ -24,7 +24,7 @@ from urllib.request import url2pathname
 import luigi
 
 from luigiflow.digests import BrokenOutput, file_digests, sha256_file
-from luigiflow.names import CARD, MANIFEST, MANIFEST_TAG
+from luigiflow.names import CARD, MANIFEST, recorded_manifest_digest
 
 # Manifests of complete task folders seen by this process. Complete outputs never change, so
 # this is a cache of what the store holds, not state of a run.
@@ -186,7 +186,8 @@ class TaskFolder:
         (None for a plain folder, which has no run)."""
         if self.run_id is None:
             return None
-        return client().get_run(self.run_id).data.tags.get(MANIFEST_TAG.format(self.name), "")
+        tags = client().get_run(self.run_id).data.tags
+        return recorded_manifest_digest(tags, self.name) or ""
 
     def has(self, filename: str) -> bool:
         manifest = self.manifest()

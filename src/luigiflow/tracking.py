@@ -8,8 +8,6 @@ from __future__ import annotations
 import getpass
 import json
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,25 +17,20 @@ from mlflow import MlflowClient
 from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from luigiflow import owner
 from luigiflow.caching import code_differences
 from luigiflow.config import Config
-from luigiflow.context import COPIED, REUSED, SHARED, NoContext, RunContext, load
+from luigiflow.context import COPIED, REUSED, NoContext, RunContext, load
 from luigiflow.names import (
     CONFIG_ARTIFACT,
-    HEARTBEAT_INTERVAL_TAG,
-    HEARTBEAT_TAG,
-    HOST_TAG,
-    MANIFEST_TAG,
-    PID_TAG,
-    PROCESS_START_TAG,
-    REASON_TAG,
-    REUSED_TAG,
+    FINGERPRINT_TAG,
     SWEEP_CHILD_TAG,
     SWEEP_TAG,
+    fingerprint_tag_value,
 )
+from luigiflow.naming import readable_name
 from luigiflow.provenance import GitState, git_state, library_versions
 from luigiflow.redact import Redactor, redact_uri
-from luigiflow.store import heartbeat_interval, process_start, runner_gone
 from luigiflow.targets import TaskFolder, client, copy_outputs
 from luigiflow.values import dumps
 
@@ -54,19 +47,9 @@ def start_run(
 ) -> str:
     """Create the run (or adopt `adopt`, one that `mlflow run` started) and record the config,
     the git state, the command line, versions and the run context, before any task starts."""
-    git = git_state(project_root)
-    tags = _run_tags(config.run, context, redactor, argv, git)
-    run_name = str(config.run.get("run_name") or "") or None
-    if adopt:
-        if run_name:
-            tags["mlflow.runName"] = run_name
-        tags.pop("mlflow.source.name")  # `mlflow run` recorded the project as the source
-        tags.pop("mlflow.source.type")
-        client.log_batch(adopt, tags=[RunTag(k, v) for k, v in tags.items()])
-        run_id = adopt
-    else:
-        run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
-    _log_config(client, run_id, context.config, redactor, git)
+    run_id = _open(
+        client, experiment_id, config, context.config, redactor, project_root, argv, adopt
+    )
     context.save(run_id)
     return run_id
 
@@ -83,59 +66,76 @@ def start_sweep(
     """Create a sweep's parent run: the tags of any run, and its config (`resolved`, with the
     [Sweep] section: `--from-run` of the parent runs the sweep again) as params and as file.
     Its children are runs of their own (`start_run`, tagged `mlflow.parentRunId`)."""
+    return _open(client, experiment_id, config, resolved, redactor, project_root, argv, sweep=True)
+
+
+def _open(
+    client, experiment_id, config, resolved, redactor, project_root, argv, adopt=None, sweep=False
+) -> str:
+    """Create (or adopt) the run, named, tagged, with its config and its runner record."""
     git = git_state(project_root)
-    context = RunContext(config.task, "", resolved, {})
-    tags = _run_tags(config.run, context, redactor, argv, git)
-    run_name = str(config.run.get("run_name") or "") or None
-    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
-    _log_config(client, run_id, resolved, redactor, git)
+    tags = _run_tags(config.run, redactor, git)
+    params = config_params(resolved, redactor)
+    name = str(config.run.get("run_name") or "")
+    if not name:
+        name = readable_name(client, experiment_id, params)
+        name += " (sweep)" if sweep else ""
+    if adopt:
+        tags["mlflow.runName"] = name
+        tags.pop("mlflow.source.name")  # `mlflow run` recorded the project as the source
+        client.log_batch(adopt, tags=[RunTag(k, v) for k, v in tags.items()])
+        run_id = adopt
+    else:
+        run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+    _log_config(client, run_id, params, resolved, redactor, git)
+    owner.write(run_id, _runner_record(redactor, argv))
     return run_id
 
 
-def _log_config(client: MlflowClient, run_id: str, resolved, redactor, git) -> None:
+def config_params(resolved: Mapping[str, Mapping[str, object]], redactor: Redactor) -> dict:
+    """The resolved config as the run's params (`Section.key` -> text, secrets masked)."""
+    return {
+        f"{section}.{key}": _param_text(value)
+        for section, values in resolved.items()
+        for key, value in redactor.mapping(values).items()
+    }
+
+
+def _log_config(client: MlflowClient, run_id: str, params, resolved, redactor, git) -> None:
     """The resolved config as params and as `config/luigi.toml`; the diff of a dirty tree."""
-    safe = {section: redactor.mapping(values) for section, values in resolved.items()}
-    params = [
-        Param(f"{s}.{k}", _param_text(v)) for s, values in safe.items() for k, v in values.items()
-    ]
+    params = [Param(k, v) for k, v in params.items()]
     for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run_id, params=params[start : start + 100])
+    safe = {section: redactor.mapping(values) for section, values in resolved.items()}
     client.log_text(run_id, dumps(safe), CONFIG_ARTIFACT)
     if git is not None and git.dirty:
         client.log_text(run_id, redactor.text(git.diff), "git/diff.patch")
 
 
 def _run_tags(
-    run_config: Mapping[str, object],
-    context: RunContext,
-    redactor: Redactor,
-    argv: list[str],
-    git: GitState | None,
+    run_config: Mapping[str, object], redactor: Redactor, git: GitState | None
 ) -> dict[str, str]:
-    """The user's tags, the plan's, and where the run comes from: note, user, command line,
-    host and process (to find runs whose runner died), versions and git state."""
+    """The few tags people search on: the user's own, the task, where the run comes from
+    (note, user, source, git state). Who ran it and how is in the runner record; what the
+    plan decided is in the run context."""
     tags = {str(k): str(v) for k, v in dict(run_config.get("tags") or {}).items()}
-    tags.update(plan_tags(context))
     tags.update(
         {
             "mlflow.note.content": str(run_config.get("description", "")),
             "mlflow.source.name": "src/runner.py",
-            "mlflow.source.type": "LOCAL",
             "mlflow.user": getpass.getuser(),
             "luigiflow.task": str(run_config["task"]),
-            "luigiflow.command": " ".join(redactor.argv(["python", *argv])),
-            HOST_TAG: socket.gethostname(),
-            PID_TAG: str(os.getpid()),
-            PROCESS_START_TAG: process_start(os.getpid()),
-            HEARTBEAT_TAG: f"{time.time():.0f}",
-            HEARTBEAT_INTERVAL_TAG: f"{heartbeat_interval():g}",
-            **{f"luigiflow.version.{k}": v for k, v in library_versions().items()},
         }
     )
     if git is not None:
         tags["mlflow.source.git.commit"] = git.commit
         tags["luigiflow.git.dirty"] = str(git.dirty).lower()
     return {k: str(redactor.value(k, v)) for k, v in tags.items()}
+
+
+def _runner_record(redactor: Redactor, argv: list[str]) -> owner.RunnerRecord:
+    command = " ".join(redactor.argv(["python", *argv]))
+    return owner.RunnerRecord.of_this_process(command, library_versions())
 
 
 def resumable(client: MlflowClient, run_id: str) -> str | None:
@@ -152,27 +152,21 @@ def resumable(client: MlflowClient, run_id: str) -> str | None:
         return f"run {run_id} FINISHED: nothing to resume (start anew with --from-run {run_id})"
     if status not in ("FAILED", "KILLED", "RUNNING"):
         return f"run {run_id} is {status}"
-    if status == "RUNNING" and not runner_gone(run):
-        where = f"pid {tags.get(PID_TAG)} on {tags.get(HOST_TAG)}"
-        return f"run {run_id} is RUNNING: its runner ({where}) is still alive"
+    if status == "RUNNING":
+        record = owner.read(run_id)
+        if record is not None and not owner.runner_gone(record):
+            where = f"pid {record.pid} on {record.host}"
+            return f"run {run_id} is RUNNING: its runner ({where}) is still alive"
     return None
 
 
 def reopen(client: MlflowClient, run_id: str, argv: list[str], redactor: Redactor) -> None:
-    """Make an ended run RUNNING again, owned by this process; its params stay as logged."""
-    run = client.get_run(run_id)
-    attempts = int(run.data.tags.get("luigiflow.resumed", "0")) + 1
-    tags = {
-        HOST_TAG: socket.gethostname(),
-        PID_TAG: str(os.getpid()),
-        PROCESS_START_TAG: process_start(os.getpid()),
-        HEARTBEAT_TAG: f"{time.time():.0f}",
-        HEARTBEAT_INTERVAL_TAG: f"{heartbeat_interval():g}",
-        "luigiflow.resumed": str(attempts),
-        f"luigiflow.resume.{attempts}.command": " ".join(redactor.argv(["python", *argv])),
-        f"luigiflow.resume.{attempts}.previous_status": run.info.status,
-    }
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    """Make an ended run RUNNING again, owned by this process (the runner record says so,
+    and keeps the earlier commands); its params stay as logged."""
+    status = client.get_run(run_id).info.status
+    earlier = owner.read(run_id) or _runner_record(redactor, [])
+    command = " ".join(redactor.argv(["python", *argv]))
+    owner.write(run_id, earlier.taken_over(command, status))
     client.update_run(run_id, status="RUNNING")
 
 
@@ -183,25 +177,6 @@ def _param_text(value: object) -> str:
 
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= MAX_PARAM_VAL_LENGTH else text[: MAX_PARAM_VAL_LENGTH - 1] + "…"
-
-
-def plan_tags(context: RunContext) -> dict[str, str]:
-    """Tags for what the run builds on: where reused outputs come from (and the runs they
-    belong to), accepted [PathConfig] mismatches, and why each task runs."""
-    tags = {}
-    sources = []
-    for family, entry in context.tasks.items():
-        if entry.decision in (REUSED, COPIED, SHARED):
-            tags[REUSED_TAG.format(family)] = str(entry.source)
-            sources.append(TaskFolder.from_source(str(entry.source)))
-        if entry.reason:
-            tags[REASON_TAG.format(family)] = entry.reason
-        if entry.mismatch:
-            tags[f"luigiflow.reuse.mismatch.{family}"] = entry.mismatch
-    upstream_runs = sorted({folder.run_id for folder in sources if folder.run_id})
-    if upstream_runs:
-        tags["luigiflow.upstream_runs"] = ",".join(upstream_runs)
-    return tags
 
 
 def prepare(
@@ -215,8 +190,11 @@ def prepare(
     """Before the build: copies of reused outputs (--copy-reused), the input files as MLflow
     datasets, and an index a person can follow to reused files."""
     for family, entry in context.decided(COPIED).items():
-        digest = copy_outputs(TaskFolder.from_source(str(entry.source)), TaskFolder(run_id, family))
-        client.set_tag(run_id, MANIFEST_TAG.format(family), digest)
+        copy = TaskFolder(run_id, family)
+        digest = copy_outputs(TaskFolder.from_source(str(entry.source)), copy)
+        fingerprint = (copy.manifest() or {}).get("fingerprint", {}).get("digest", "")
+        tag = fingerprint_tag_value(fingerprint, digest)
+        client.set_tag(run_id, FINGERPRINT_TAG.format(family), tag)
     _log_input_files(client, run_id, context)
     reused = {**context.decided(REUSED), **context.decided(COPIED)}
     if reused:
