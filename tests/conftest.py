@@ -413,8 +413,8 @@ def gate_trainer(project: Path, gate: Path) -> Path:
         project,
         "trainer",
         TRAINER_TOP,
-        "        import pathlib, time\n"
-        f"        pathlib.Path({str(project / 'asleep')!r}).touch()\n"
+        "        import os, pathlib, time\n"
+        "        pathlib.Path(os.environ['PROJECT_ROOT'], 'asleep').touch()\n"
         f"        while not pathlib.Path({str(gate)!r}).exists():\n"
         "            time.sleep(0.05)",
     )

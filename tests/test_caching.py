@@ -24,12 +24,12 @@ TASKS = ("Preprocessor", "Splitter", "Trainer", "Evaluator", "Register", "Predic
 FROM_TRAINER = {"Trainer", "Evaluator", "Register", "Prediction"}  # Trainer and downstream
 
 
-def ran(run) -> set[str]:
-    return {t for t, status in task_statuses(run).items() if status == "FINISHED"}
+def ran(run, client=None) -> set[str]:
+    return {t for t, status in task_statuses(run, client).items() if status == "FINISHED"}
 
 
-def reused(run) -> dict[str, str]:
-    return {t: source for t, source in reused_from(run).items() if t in TASKS}
+def reused(run, client=None) -> dict[str, str]:
+    return {t: source for t, source in reused_from(run, client).items() if t in TASKS}
 
 
 def dry_run(project: Path, *args: str, env=None) -> dict[str, str]:
@@ -224,16 +224,16 @@ def test_reuse_through_a_tracking_server(project, mlflow_server):
         )[0]
 
     first = server_run("--set", "Trainer.seed=7")
-    assert ran(first) == set(TASKS)
+    assert ran(first, client) == set(TASKS)
     assert dry_run(project, *args, "--set", "Trainer.seed=7", env=env)["Prediction"].startswith(
         "would reuse"
     )
     again = server_run("--set", "Trainer.seed=7")
-    assert ran(again) == set() and "Prediction" in reused(again)
+    assert ran(again, client) == set() and "Prediction" in reused(again, client)
     changed = server_run("--set", "Trainer.seed=8")
-    assert ran(changed) == FROM_TRAINER and set(reused(changed)) == {"Splitter"}
+    assert ran(changed, client) == FROM_TRAINER and set(reused(changed, client)) == {"Splitter"}
     client.delete_run(first.info.run_id)
     client.delete_run(again.info.run_id)
     client.delete_run(changed.info.run_id)
     fresh = server_run("--set", "Trainer.seed=7")
-    assert ran(fresh) == set(TASKS), "deleted runs are never reused"
+    assert ran(fresh, client) == set(TASKS), "deleted runs are never reused"

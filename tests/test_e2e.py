@@ -245,7 +245,11 @@ def test_two_workers_give_the_same_result(project):
     assert (artifacts(project, one) / "Prediction/submission.csv").read_bytes() == (
         artifacts(project, two) / "Prediction/submission.csv"
     ).read_bytes()
-    assert one.data.metrics == two.data.metrics
+
+    def scores(run) -> dict:  # what the model did, not how long the tasks took
+        return {k: v for k, v in run.data.metrics.items() if not k.startswith("duration_s/")}
+
+    assert scores(one) == scores(two)
 
 
 def test_two_runners_at_once_on_the_embedded_store(project):

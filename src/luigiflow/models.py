@@ -23,6 +23,7 @@ from pathlib import Path
 
 from luigiflow.digests import BrokenOutput, file_digests
 from luigiflow.names import MANIFEST
+from luigiflow.naming import estimator_class
 from luigiflow.targets import TaskFolder, client, local_path, staging_root
 
 LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]+)$")
@@ -32,11 +33,12 @@ _verified: dict[str, Path] = {}  # Logged Models checked in this process, by id
 
 def create(run_id: str, family: str, output: str, params: Mapping[str, str]) -> str:
     """A PENDING Logged Model of the run for `family`'s output `output`, with the task's
-    parameters; returns its id (`m-...`)."""
+    parameters, named after its estimator's class (else `<Task>-<output>`); returns its id
+    (`m-...`)."""
     experiment_id = client().get_run(run_id).info.experiment_id
     model = client().create_logged_model(
         experiment_id,
-        name=output,
+        name=estimator_class(params) or f"{family}-{output}",
         source_run_id=run_id,
         params={k: str(v) for k, v in params.items()},
         tags={TASK_TAG: family, OUTPUT_TAG: output},

@@ -6,8 +6,10 @@ random words. `[RunConfig] run_name` wins when set.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from mlflow import MlflowClient
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 NOT_COMPARED = ("RunConfig.", "Sweep.", "PathConfig.")  # how a run is made, not what it is
 SHOWN, VALUE_CHARACTERS = 2, 24
@@ -17,7 +19,7 @@ def readable_name(client: MlflowClient, experiment_id: str, params: Mapping[str,
     """The estimator's class (or the task the run builds), then the values that differ from
     the experiment's newest run: the first two, and how many more. `params`: the config as
     the run logs it (`Section.key` -> text, secrets masked)."""
-    what = _estimator(params) or params.get("RunConfig.task", "run")
+    what = estimator_class(params) or params.get("RunConfig.task", "run")
     compared = {k: v for k, v in params.items() if not k.startswith(NOT_COMPARED)}
     changed = _changes(client, experiment_id, compared)
     shown = [f"{key}={_short(value)}" for key, value in changed[:SHOWN]]
@@ -25,9 +27,12 @@ def readable_name(client: MlflowClient, experiment_id: str, params: Mapping[str,
     return " ".join([what, *shown, *more])
 
 
-def _estimator(params: Mapping[str, str]) -> str:
-    """The class of the first `estimator` of the config (`sklearn.linear_model.Ridge`: Ridge)."""
-    estimator = next((v for k, v in params.items() if k.endswith(".estimator") and v), "")
+def estimator_class(params: Mapping[str, object]) -> str:
+    """The class of the first `estimator` (`Trainer.estimator` in a config) of `params`
+    (`sklearn.linear_model.Ridge`: Ridge); "" if none."""
+    estimator = next(
+        (str(v) for k, v in params.items() if k.rpartition(".")[2] == "estimator" and v), ""
+    )
     return estimator.rpartition(".")[2]
 
 
