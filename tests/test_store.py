@@ -79,12 +79,30 @@ def test_a_run_of_another_host_is_stale_after_three_missed_heartbeats(client, se
 def test_the_heartbeat_refreshes_the_runner_record(client, settings, monkeypatch):
     monkeypatch.setenv("LUIGIFLOW_HEARTBEAT_S", "0.05")
     exp_id = store.experiment(client, "e", settings).experiment_id
-    run_id = owned_run(client, exp_id, RunnerRecord("elsewhere", 1, "", time.time() - 600, 60))
-    beat = owner.Heartbeat(run_id)
+    mine = RunnerRecord.of_this_process("python src/runner.py", {})
+    mine.heartbeat -= 600
+    run_id = owned_run(client, exp_id, mine)
+    taken = owned_run(client, exp_id, RunnerRecord("elsewhere", 1, "", time.time() - 600, 60))
+    beat = owner.Heartbeat(run_id, taken)
     beat.start()
     time.sleep(0.5)
     beat.stop()
     beat.join(timeout=5)
-    record = owner.read(run_id)
-    assert abs(record.heartbeat - time.time()) < 5 and record.host == "elsewhere"
+    assert abs(owner.read(run_id).heartbeat - time.time()) < 5
+    assert time.time() - owner.read(taken).heartbeat > 500, "another runner's record is left"
     assert client.get_run(run_id).data.tags.keys() <= {"mlflow.runName", "mlflow.user"}
+
+
+def test_a_run_without_runner_record_is_gone_only_after_three_silent_intervals():
+    now = time.time()
+    assert not owner.runner_gone(None, started=now - 100, now=now), "60 s interval: 180 s"
+    assert owner.runner_gone(None, started=now - 200, now=now)
+
+
+def test_the_manifest_digest_is_read_from_the_fingerprint_tag_or_an_older_run_s_own_tag():
+    from luigiflow.names import recorded_manifest_digest
+
+    assert recorded_manifest_digest({"luigiflow.task.T.fingerprint": "fp:md"}, "T") == "md"
+    older = {"luigiflow.task.T.fingerprint": "fp", "luigiflow.task.T.manifest_sha256": "md"}
+    assert recorded_manifest_digest(older, "T") == "md"
+    assert recorded_manifest_digest({}, "T") is None

@@ -297,6 +297,7 @@ def tracked(user_run: Callable[[Any], None]) -> Callable[[Any], None]:
             try:
                 attempt.run_user_code(user_run)
                 if _superseded(attempt):
+                    best_effort(attempt.abandon)  # its Logged Model, if any: FAILED
                     return
                 attempt.commit()
             except KeyboardInterrupt:

@@ -178,7 +178,8 @@ def find_reusable(client: MlflowClient, experiments: list[str], family: str, dig
     with this fingerprint (deleted runs are not searched; runs whose artifacts are gone, and
     outputs made before manifests recorded digests, are passed over)."""
     lookup = Lookup(None)
-    for run in _runs_with(client, experiments, family, f"LIKE '{digest}:%'", max_results=20):
+    # `<digest>:<manifest digest>`, or a bare `<digest>` on a run made before the two joined
+    for run in _runs_with(client, experiments, family, f"LIKE '{digest}%'", max_results=20):
         tags, run_id = run.data.tags, run.info.run_id
         if BROKEN_TAG.format(family) in tags:  # found broken before: said, never used
             lookup.rejected.append(tags[BROKEN_TAG.format(family)])

@@ -13,8 +13,6 @@ any other output.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import shutil
 import tempfile
@@ -22,7 +20,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from luigiflow.digests import BrokenOutput, file_digests
-from luigiflow.names import MANIFEST
 from luigiflow.naming import estimator_class
 from luigiflow.targets import TaskFolder, client, local_path, staging_root
 
@@ -83,10 +80,7 @@ def fetch_verified(model_id: str) -> Path:
     if not family or not output or not model.source_run_id:
         raise BrokenOutput(f"{uri(model_id)} was not made by a pipeline task")
     folder = TaskFolder(model.source_run_id, family)
-    raw = folder.fetch(MANIFEST).read_bytes()
-    if hashlib.sha256(raw).hexdigest() != folder.recorded_digest():
-        raise BrokenOutput(f"{folder!r}/{MANIFEST} differs from what its run recorded")
-    manifest = json.loads(raw)
+    manifest = folder.vouched_manifest()
     if manifest.get("models", {}).get(output) != model_id:
         raise BrokenOutput(f"{folder!r} does not record {uri(model_id)} as its {output}")
     prefix = f"{output}/"

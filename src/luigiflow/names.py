@@ -23,9 +23,10 @@ def fingerprint_tag_value(fingerprint: str, manifest_digest: str) -> str:
 
 
 def recorded_manifest_digest(tags: dict[str, str], family: str) -> str | None:
-    """The manifest digest a run recorded for `family`; None if the task did not finish."""
+    """The manifest digest a run recorded for `family`; None if the task did not finish.
+    (Runs made before the digest joined the fingerprint tag kept it in a tag of its own.)"""
     value = tags.get(FINGERPRINT_TAG.format(family), "")
-    return value.partition(":")[2] or None
+    return value.partition(":")[2] or tags.get(f"luigiflow.task.{family}.manifest_sha256")
 
 
 # Tag on a sweep's parent run: the swept keys and values, in words.

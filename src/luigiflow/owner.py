@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -44,6 +44,9 @@ class RunnerRecord:
             command, versions,
         )  # fmt: skip
 
+    def owned_by_this_process(self) -> bool:
+        return (self.host, self.pid) == (socket.gethostname(), os.getpid())
+
     def taken_over(self, command: str, previous_status: str) -> RunnerRecord:
         """The record once this process resumes the run: its owner now, the earlier
         commands kept."""
@@ -64,7 +67,9 @@ def read(run_id: str) -> RunnerRecord | None:
     if not text:
         return None
     try:
-        return RunnerRecord(**json.loads(text))
+        data = json.loads(text)
+        known = {f.name for f in fields(RunnerRecord)}  # a newer version may write more
+        return RunnerRecord(**{k: v for k, v in data.items() if k in known})
     except (ValueError, TypeError):
         return None
 
@@ -83,9 +88,13 @@ def heartbeat_interval() -> float:
     return float(os.environ.get("LUIGIFLOW_HEARTBEAT_S", "60"))
 
 
-def runner_gone(record: RunnerRecord, now: float | None = None) -> bool:
-    """Whether the runner of a RUNNING run is gone: on this host, its process is; on another,
-    it missed three heartbeats (at the interval the runner itself recorded)."""
+def runner_gone(record: RunnerRecord | None, started: float, now: float | None = None) -> bool:
+    """Whether the runner of a RUNNING run (started at `started`, seconds since the epoch) is
+    gone: on this host, its process is; on another, it missed three heartbeats (at the
+    interval the runner itself recorded). Without a record (not written yet, or unreadable),
+    the run must be silent for three default intervals since it started."""
+    if record is None:
+        return (now or time.time()) - started > 3 * heartbeat_interval()
     if record.host == socket.gethostname():
         started = process_start(record.pid) if record.pid else ""
         return not (started and started == record.process_start)
@@ -103,7 +112,7 @@ def mark_abandoned_runs(client: MlflowClient, experiment_ids: list[str] | None =
     killed = []
     for run in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'"):
         record = read(run.info.run_id)
-        if record is None or not runner_gone(record):
+        if record is None or not runner_gone(record, run.info.start_time / 1000):
             continue  # not a runner's run, or its runner is alive
         try:
             client.set_terminated(run.info.run_id, "KILLED")
@@ -116,7 +125,8 @@ def mark_abandoned_runs(client: MlflowClient, experiment_ids: list[str] | None =
 
 class Heartbeat(threading.Thread):
     """Refreshes the heartbeat in the runner record, every interval, while the run works: how
-    runners on other hosts tell a live run from one whose runner died."""
+    runners on other hosts tell a live run from one whose runner died. Only a record of this
+    process is refreshed: one that names another (which took the run over) is left alone."""
 
     def __init__(self, *run_ids: str) -> None:
         super().__init__(name="luigiflow-heartbeat", daemon=True)
@@ -127,7 +137,7 @@ class Heartbeat(threading.Thread):
             for run_id in self.run_ids:  # a sweep's parent and children
                 try:
                     record = read(run_id)
-                    if record is not None:
+                    if record is not None and record.owned_by_this_process():
                         record.heartbeat = time.time()
                         write(run_id, record)
                 except Exception:  # a missed beat is not a failed run

@@ -181,6 +181,14 @@ class TaskFolder:
                 raise BrokenOutput(f"{self!r}/{relative} differs from its manifest")
         return manifest
 
+    def vouched_manifest(self) -> dict:
+        """The manifest, checked against the digest its run recorded (the tracking store
+        vouches for it); the files it lists are not read."""
+        raw = self.fetch(MANIFEST).read_bytes()
+        if hashlib.sha256(raw).hexdigest() != self.recorded_digest():
+            raise BrokenOutput(f"{self!r}/{MANIFEST} differs from what its run recorded")
+        return json.loads(raw)
+
     def recorded_digest(self) -> str | None:
         """The manifest digest the run that made these outputs recorded in the tracking store
         (None for a plain folder, which has no run)."""

@@ -28,7 +28,8 @@ from luigiflow.attempt import Attempt, tracked
 from luigiflow.config import DATASET_SECTION
 from luigiflow.context import DEFERRED, RunContext, find, load
 from luigiflow.dataset import Dataset, DatasetError
-from luigiflow.redact import is_secret_key
+from luigiflow.digests import BrokenOutput
+from luigiflow.redact import Redactor, is_secret_key
 from luigiflow.targets import ArtifactTarget, TaskFolder, client
 from luigiflow.values import serialize
 
@@ -220,8 +221,12 @@ class PipelineTask(luigi.Task):
             return formats.read(found, self.input_files()[name].encoding)
         model_id = ((found.folder.manifest() or {}).get("models") or {}).get(name)
         if model_id and found.folder.run_id is not None:
-            # The Logged Model, by its URI, checked against its task's manifest. A plain
-            # folder has no run to vouch for the id it names: its own files are read.
+            # The Logged Model, by its URI, checked against its task's manifest (the id is
+            # taken only from a manifest its run vouches for). A plain folder has no run to
+            # vouch for the id it names: its own files are read.
+            model_id = (found.folder.vouched_manifest().get("models") or {}).get(name)
+            if model_id is None:
+                raise BrokenOutput(f"{found.folder!r} records no Logged Model for {name}")
             path = models.fetch_verified(model_id)
             formats.check_model(path)
             return formats.read(path)
@@ -261,7 +266,8 @@ class PipelineTask(luigi.Task):
         formats.write_sklearn_model(model, example, self.output_path(name))
         attempt = self._running()
         if name not in attempt.models:  # the MLflow 3 Logged Model it becomes on commit
-            params = self.significant_params()
+            safe = Redactor.from_environment(self.context.config)  # as the run's params are
+            params = safe.mapping(self.significant_params())
             attempt.models[name] = models.create(self.run_id, self.task_family, name, params)
 
     # tracking ---------------------------------------------------------------------------------

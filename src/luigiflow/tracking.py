@@ -154,9 +154,9 @@ def resumable(client: MlflowClient, run_id: str) -> str | None:
         return f"run {run_id} is {status}"
     if status == "RUNNING":
         record = owner.read(run_id)
-        if record is not None and not owner.runner_gone(record):
-            where = f"pid {record.pid} on {record.host}"
-            return f"run {run_id} is RUNNING: its runner ({where}) is still alive"
+        if not owner.runner_gone(record, run.info.start_time / 1000):
+            where = f"pid {record.pid} on {record.host}" if record else "no runner record yet"
+            return f"run {run_id} is RUNNING: its runner ({where}) may still be alive"
     return None
 
 
