@@ -149,15 +149,27 @@ class Workload:
     def record(
         self, variant: str, command: list[str], tracking_uri: str | None = None, proxy=None
     ) -> None:
-        env = {**ENV, "MLFLOW_TRACKING_URI": tracking_uri or self.store}
         for _ in range(self.repeats):
-            if proxy:
-                proxy.reset()
-            seconds, peak, stdout = measure(command, self.project, env)
-            sample = Sample(seconds, peak, requests=proxy.counts() if proxy else None)
-            self._read_run(sample, stdout, tracking_uri or self.store)
-            self.samples.setdefault(variant, []).append(sample)
-            print(f"{self.size:>8}  {variant:<24}{seconds:7.2f} s {peak:8.0f} MB", flush=True)
+            self._sample(variant, command, tracking_uri, proxy)
+
+    def record_alternately(self, commands: dict[str, list[str]]) -> None:
+        """Variants whose ratio is a target, measured in turn: a machine that slows down for a
+        while slows both sides of the ratio, not one."""
+        for _ in range(self.repeats):
+            for variant, command in commands.items():
+                self._sample(variant, command)
+
+    def _sample(
+        self, variant: str, command: list[str], tracking_uri: str | None = None, proxy=None
+    ) -> None:
+        env = {**ENV, "MLFLOW_TRACKING_URI": tracking_uri or self.store}
+        if proxy:
+            proxy.reset()
+        seconds, peak, stdout = measure(command, self.project, env)
+        sample = Sample(seconds, peak, requests=proxy.counts() if proxy else None)
+        self._read_run(sample, stdout, tracking_uri or self.store)
+        self.samples.setdefault(variant, []).append(sample)
+        print(f"{self.size:>8}  {variant:<24}{seconds:7.2f} s {peak:8.0f} MB", flush=True)
 
     def _read_run(self, sample: Sample, stdout: str, tracking_uri: str) -> None:
         """Per-task time and framework overhead, read back from the run the runner made."""
@@ -195,8 +207,12 @@ class Workload:
         self.record("import floor", [PYTHON, "-c", IMPORT_FLOOR])
         self.record("store floor", [PYTHON, "-c", STORE_FLOOR])
         self.record("plain", self.plain())
-        self.record("plain + MLflow", self.plain("--tracking-uri", self.store))
-        self.record("luigiflow cold", self.runner("--no-cache"))
+        self.record_alternately(
+            {
+                "plain + MLflow": self.plain("--tracking-uri", self.store),
+                "luigiflow cold": self.runner("--no-cache"),
+            }
+        )
         self.record("luigiflow reused", self.runner())  # found by fingerprint in the store
         self.verify("embedded", self.samples["luigiflow cold"][-1].run_id, self.store)
         self.record("luigiflow --workers 2", self.runner("--workers", "2", "--no-cache"))

@@ -108,15 +108,3 @@ def fetch_verified(model_id: str) -> Path:
         raise BrokenOutput(f"{uri(model_id)}: {different[0]} differs from its task's manifest")
     _verified[model_id] = target
     return target
-
-
-def link_metrics(run_id: str, model_id: str, metrics: Mapping[str, float]) -> None:
-    """Log `metrics` on the run and on the Logged Model they judge (its page shows them)."""
-    import time
-
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    entries = [Metric(k, float(v), now, 0, model_id=model_id) for k, v in metrics.items()]
-    for start in range(0, len(entries), 1000):
-        client().log_batch(run_id, metrics=entries[start : start + 1000])
