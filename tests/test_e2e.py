@@ -16,6 +16,7 @@ from conftest import (
     BIN,
     KAGGLE,
     artifacts,
+    copy_project,
     edit_task,
     reused_from,
     run_runner,
@@ -30,7 +31,8 @@ from conftest import (
 pytestmark = pytest.mark.slow
 
 
-def test_cold_run_logs_everything_into_one_run(project):
+def test_cold_run_logs_everything_into_one_run(tmp_path):
+    project = copy_project(tmp_path / "project")  # a fresh clone: its first run makes the store
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(project)]
     for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "clone"]):
         subprocess.run([*git, *command], check=True)  # as a user's clone is

@@ -43,24 +43,21 @@ def test_a_run_has_one_logged_model_with_its_params_and_metrics(project):
     assert [m.model_id for m in logged_models(project)] == [model.model_id]
 
 
-def test_scoring_by_the_logged_model_the_alias_and_the_run_agree(project):
+def test_scoring_by_the_logged_model_and_the_alias_agree_and_a_changed_file_is_refused(project):
     assert run_runner(project).returncode == 0
     [model] = logged_models(project)
     batch = pd.read_parquet(artifacts(project, runs(project)[0]) / "Prediction/predictions.parquet")
-    for uri in (f"models:/{model.model_id}", "models:/titanic@champion"):
-        result = run_runner(project, "--set", f'Prediction.model_uri="{uri}"')
+    by_id = f'Prediction.model_uri="models:/{model.model_id}"'
+    for setting in (by_id, 'Prediction.model_uri="models:/titanic@champion"'):
+        result = run_runner(project, "--set", setting)
         assert result.returncode == 0, result.stderr
         scored = artifacts(project, runs(project)[0]) / "Prediction/predictions.parquet"
         pd.testing.assert_frame_equal(pd.read_parquet(scored), batch)
 
-
-def test_a_changed_file_of_the_logged_model_is_refused(project):
-    assert run_runner(project).returncode == 0
-    [model] = logged_models(project)
     location = Path(model.artifact_location.removeprefix("file://"))
     example = location / "input_example.json"
     example.write_text(example.read_text().replace("3", "2", 1))
-    result = run_runner(project, "--set", f'Prediction.model_uri="models:/{model.model_id}"')
+    result = run_runner(project, "--set", by_id, "--force", "Prediction")
     assert result.returncode == 1
     assert "input_example.json differs from its task's manifest" in result.stderr
 

@@ -8,7 +8,15 @@ import urllib.request
 
 import pandas as pd
 import pytest
-from conftest import KAGGLE, reused_from, run_runner, runner_env, start_runner, task_statuses
+from conftest import (
+    KAGGLE,
+    copy_project,
+    reused_from,
+    run_runner,
+    runner_env,
+    start_runner,
+    task_statuses,
+)
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -45,7 +53,8 @@ def test_two_invocations_on_one_luigid_never_share_a_task(project, luigid):
     assert families == sorted(tasks * 2), "every task ran in both"
 
 
-def test_tracking_server_with_proxied_artifacts(project, mlflow_server, tmp_path, monkeypatch):
+def test_tracking_server_with_proxied_artifacts(mlflow_server, tmp_path, monkeypatch):
+    project = copy_project(tmp_path / "project")
     env = runner_env(MLFLOW_TRACKING_URI=mlflow_server)
     result = run_runner(project, "--set", f'PathConfig.input="{KAGGLE}"', env=env)
     assert result.returncode == 0, result.stderr

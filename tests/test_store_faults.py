@@ -9,6 +9,7 @@ import time
 
 import pytest
 from conftest import (
+    copy_project,
     gate_trainer,
     run_runner,
     runner_env,
@@ -55,7 +56,8 @@ def test_a_server_that_fails_mid_run_ends_the_run_within_the_deadline(project, t
     assert not list((project / ".luigiflow" / "staging").glob("*/Trainer")), "staging is cleaned"
 
 
-def test_eight_runners_at_once_on_a_fresh_store_all_finish_with_one_version(project):
+def test_eight_runners_at_once_on_a_fresh_store_all_finish_with_one_version(tmp_path):
+    project = copy_project(tmp_path / "project")
     runners = [start_runner(project) for _ in range(8)]
     outputs = [runner.communicate(timeout=600) for runner in runners]
     codes = [runner.returncode for runner in runners]
