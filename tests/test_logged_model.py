@@ -27,6 +27,9 @@ def test_a_run_has_one_logged_model_with_its_params_and_metrics(project):
     assert str(model.status.name if hasattr(model.status, "name") else model.status) == "READY"
     assert model.source_run_id == run.info.run_id and model.name == "LogisticRegression"
     assert model.params["estimator"] == "sklearn.linear_model.LogisticRegression"
+    assert model.tags["mlflow.source.name"] == run.data.tags["mlflow.source.name"], (
+        "the Models tab says where it was logged from"
+    )
     linked = {m.key: m.value for m in model.metrics}
     assert {"cv_accuracy", "accuracy", "roc_auc", "log_loss"} <= set(linked)
     assert linked["roc_auc"] == run.data.metrics["roc_auc"]

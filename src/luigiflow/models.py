@@ -25,6 +25,8 @@ from luigiflow.targets import TaskFolder, client, local_path, staging_root
 
 LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]+)$")
 TASK_TAG, OUTPUT_TAG = "luigiflow.task", "luigiflow.output"  # where the model's files are
+# MLflow's tags of the run that the Models tab shows as the model's "Logged from".
+SOURCE_TAGS = ("mlflow.source.name", "mlflow.source.git.commit", "mlflow.source.git.branch")
 _verified: dict[str, Path] = {}  # Logged Models checked in this process, by id
 
 
@@ -32,13 +34,14 @@ def create(run_id: str, family: str, output: str, params: Mapping[str, str]) -> 
     """A PENDING Logged Model of the run for `family`'s output `output`, with the task's
     parameters, named after its estimator's class (else `<Task>-<output>`); returns its id
     (`m-...`)."""
-    experiment_id = client().get_run(run_id).info.experiment_id
+    run = client().get_run(run_id)
+    source = {k: v for k, v in run.data.tags.items() if k in SOURCE_TAGS}
     model = client().create_logged_model(
-        experiment_id,
+        run.info.experiment_id,
         name=estimator_class(params) or f"{family}-{output}",
         source_run_id=run_id,
         params={k: str(v) for k, v in params.items()},
-        tags={TASK_TAG: family, OUTPUT_TAG: output},
+        tags={**source, TASK_TAG: family, OUTPUT_TAG: output},
         model_type="sklearn",
     )
     return model.model_id
