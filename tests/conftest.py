@@ -11,9 +11,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -120,8 +121,6 @@ def runs(project: Path) -> list:
 def run_file(run, path: str, client=None) -> dict | None:
     """A JSON file of a run's artifacts, or None if it has none: read in place from the
     embedded store, or downloaded through `client` from a server."""
-    import tempfile
-
     if client is None:
         file = Path(run.info.artifact_uri) / path
         return json.loads(file.read_text()) if file.is_file() else None
@@ -230,37 +229,77 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+class ServerDidNotAnswer(RuntimeError):
+    """A server the tests started never answered: its log says why."""
+
+
+def log_tail(log: Path | None, lines: int = 40) -> str:
+    if log is None or not log.exists():
+        return "(no log)"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_until_answers(
+    answer: Callable[[], object],
+    what: str,
+    *,
+    alive: Callable[[], bool] | None = None,
+    log: Path | None = None,
+    timeout: float = 120,
+) -> None:
+    """Return once `answer()` succeeds: a real connection or request, never a bound port or a
+    live process (PostgreSQL accepts TCP while it still refuses logins, "the database system is
+    starting up"). A server that exits, or is silent past `timeout`, fails with its log."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+    while True:
         try:
-            urllib.request.urlopen(url, timeout=2)
+            answer()
             return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(url)
+        except Exception as error:  # each refusal means "not yet"; the last one is reported
+            refusal = f"{type(error).__name__}: {error}".strip()
+        if alive is not None and not alive():
+            raise ServerDidNotAnswer(f"{what} exited ({refusal})\n{log_tail(log)}")
+        if time.monotonic() > deadline:
+            raise ServerDidNotAnswer(
+                f"{what} did not answer in {timeout:.0f} s ({refusal})\n{log_tail(log)}"
+            )
+        time.sleep(0.2)
+
+
+def wait_for(
+    url: str, process: subprocess.Popen, timeout: float = 120, log: Path | None = None
+) -> None:
+    """Until an HTTP server answers `url` with a success (an error status is not yet up)."""
+
+    def answer() -> None:
+        urllib.request.urlopen(url, timeout=5).close()
+
+    wait_until_answers(answer, url, alive=lambda: process.poll() is None, log=log, timeout=timeout)
 
 
 @contextmanager
 def service(command: list[str], health_path: str, folder: Path, **env: str) -> Iterator[str]:
     """Start a server on a free loopback port, wait until it answers, stop it afterwards."""
     port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / command[0]), *command[1:], "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=folder,
-        env=runner_env(MLFLOW_DISABLE_TELEMETRY="true", **env),
-    )
+    handle, name = tempfile.mkstemp(prefix=f"{Path(command[0]).name}-{port}-", suffix=".log")
+    os.close(handle)
+    log = Path(name)
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [str(BIN / command[0]), *command[1:], "--port", str(port)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=folder,
+            env=runner_env(MLFLOW_DISABLE_TELEMETRY="true", **env),
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(url + health_path, process)
+        wait_for(url + health_path, process, log=log)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
+        log.unlink(missing_ok=True)
 
 
 def served_predictions(project: Path, rows, *serve_args: str) -> list:
@@ -379,16 +418,18 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
         "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    server = subprocess.Popen(
-        command,
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=runner_env(MLFLOW_DISABLE_TELEMETRY="true"),
-        start_new_session=True,  # it serves from child processes: signal the whole group
-    )
+    log = folder / "server.log"
+    with open(log, "w") as output:
+        server = subprocess.Popen(
+            command,
+            cwd=folder,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=runner_env(MLFLOW_DISABLE_TELEMETRY="true"),
+            start_new_session=True,  # it serves from child processes: signal the whole group
+        )
     url = f"http://127.0.0.1:{port}"
-    wait_for(url + "/health", server)
+    wait_for(url + "/health", server, log=log)
     warm_tracking_server(url)
     return server, url
 

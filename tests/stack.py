@@ -2,7 +2,7 @@
 
 There is no Docker engine where the tests run. So the compose file is resolved by
 `docker-compose config` (Debian's package), and each service's own command and environment
-are taken from it and run here: PostgreSQL from Debian's packages (through pytest-postgresql,
+are taken from it and run here: PostgreSQL from Debian's packages (through its own pg_ctl,
 as the `postgres` user, since PostgreSQL refuses to run as root), then MLflow's tracking server
 and luigid exactly as the compose file starts them, with container paths, host names and ports
 swapped for local ones. Change the compose file and the tests run the change.
@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, REPO, free_port, runner_env, wait_for, warm_tracking_server
+from conftest import (
+    BIN,
+    REPO,
+    ServerDidNotAnswer,
+    free_port,
+    log_tail,
+    runner_env,
+    wait_for,
+    wait_until_answers,
+    warm_tracking_server,
+)
 
 COMPOSE = REPO / "docker-compose.yml"
 AUTH = REPO / "docker-compose.auth.yml"
@@ -39,13 +48,7 @@ STACK_ENV = {
 PG_CTL = r"""#!/bin/sh
 set -e
 bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-# A throwaway cluster: initdb need not fsync it (3 s saved).
-[ "$1" != initdb ] || set -- "$@" -o --no-sync
 [ "$(id -u)" = 0 ] || exec "$bindir/pg_ctl" "$@"
-# initdb's --pwfile is a root-only temporary file: the postgres user must read it.
-case "$*" in *--pwfile=*)
-    chown postgres "$(printf '%s\n' "$*" | sed 's/.*--pwfile=\([^ ]*\).*/\1/')";;
-esac
 cd /
 exec runuser -u postgres -- "$bindir/pg_ctl" "$@"
 """
@@ -110,52 +113,93 @@ class Database:
         ).stdout  # fmt: skip
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on 127.0.0.1, started and stopped by Debian's pg_ctl.
+
+    `start` returns once a login succeeds: the port is open well before that, while the server
+    still answers "the database system is starting up" (longer after a crash, when it replays
+    its log first)."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base  # not below pytest's 0700 folders: the postgres user must enter it
+        self.data = base / "data"
+        self.log = base / "postgresql.log"
+        self.host, self.port = "127.0.0.1", free_port()
+        self.superuser_password = secrets.token_hex(8)
+        self.pg_ctl = base / "pg_ctl"
+        self.pg_ctl.write_text(PG_CTL)
+        self.pg_ctl.chmod(0o755)
+        if os.geteuid() == 0:
+            shutil.chown(base, "postgres")
+
+    def run(self, *arguments: str) -> None:
+        result = subprocess.run(
+            [str(self.pg_ctl), *arguments], capture_output=True, text=True, timeout=120
+        )
+        if result.returncode != 0:
+            raise ServerDidNotAnswer(
+                f"pg_ctl {arguments[0]}: {result.stdout}{result.stderr}\n{log_tail(self.log)}"
+            )
+
+    def initdb(self) -> None:
+        password_file = self.base / "superuser-password"
+        password_file.write_text(self.superuser_password)
+        if os.geteuid() == 0:
+            shutil.chown(password_file, "postgres")
+        # A throwaway cluster: initdb need not fsync it (3 s saved).
+        options = f"-U postgres --auth=scram-sha-256 --pwfile={password_file} --no-sync"
+        self.run("initdb", "-D", str(self.data), "-o", options)
+        password_file.unlink()
+
+    def start(self, timeout: float = 120) -> None:
+        options = f"-p {self.port} -c listen_addresses={self.host} -k {self.base}"
+        # pg_ctl's wait fails at once on a server that cannot start; then a login must succeed.
+        self.run(
+            "start", "-w", "-t", str(int(timeout)), "-D", str(self.data), "-l", str(self.log),
+            "-o", options,
+        )  # fmt: skip
+        wait_until_answers(
+            lambda: self.connect().close(), f"PostgreSQL on port {self.port}", log=self.log,
+            timeout=timeout,
+        )  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        """`immediate` is a crash: the next start replays the log first."""
+        self.run("stop", "-D", str(self.data), "-m", mode)
+
+    def connect(self, dbname: str = "postgres"):
+        import psycopg
+
+        return psycopg.connect(
+            host=self.host, port=self.port, user="postgres", password=self.superuser_password,
+            dbname=dbname, autocommit=True, connect_timeout=10,
+        )  # fmt: skip
+
+
+@contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """A fresh cluster, answering logins; stopped and removed afterwards."""
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="luigiflow-pg-")))
+    try:
+        server.initdb()
+        server.start()
+        yield server
+    finally:
+        if (server.data / "postmaster.pid").exists():
+            server.stop("immediate")  # nothing in it is kept
+        shutil.rmtree(server.base, ignore_errors=True)
+
+
 @contextmanager
 def running_postgres() -> Iterator[Database]:
     """PostgreSQL from Debian's packages on 127.0.0.1, with the role the compose file names
     (`db` service: POSTGRES_USER / POSTGRES_PASSWORD). The benchmark starts it too."""
-    import psycopg
-    from pytest_postgresql.executors import PostgreSQLExecutor
-
     db = resolved()["services"]["db"]["environment"]
-    base = Path(tempfile.mkdtemp(prefix="luigiflow-pg-"))  # not below pytest's 0700 folders
-    wrapper = base / "pg_ctl"
-    wrapper.write_text(PG_CTL)
-    wrapper.chmod(0o755)
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres")
-    superuser_password = secrets.token_hex(8)
-    executor = PostgreSQLExecutor(
-        executable=str(wrapper),
-        host="127.0.0.1",
-        port=free_port(),
-        datadir=str(base / "data"),
-        unixsocketdir=str(base),
-        logfile=str(base / "postgresql.log"),
-        startparams="-w",
-        dbname="tests",
-        user="postgres",
-        password=superuser_password,
-        postgres_options="-c listen_addresses=127.0.0.1",
-    )
-    try:
-        try:
-            executor.start()
-        except Exception:
-            log = base / "postgresql.log"
-            print(log.read_text(errors="replace") if log.exists() else "", file=sys.stderr)
-            raise
-        with psycopg.connect(
-            host=executor.host, port=executor.port, user="postgres",
-            password=superuser_password, dbname="postgres", autocommit=True,
-        ) as connection:  # fmt: skip
-            role, password = db["POSTGRES_USER"], db["POSTGRES_PASSWORD"]
+    role, password = db["POSTGRES_USER"], db["POSTGRES_PASSWORD"]
+    with postgres_server() as server:
+        with server.connect() as connection:
             connection.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
-        yield Database(executor.host, executor.port, role, password, superuser_password)
-    finally:
-        if executor.running():
-            executor.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        yield Database(server.host, server.port, role, password, server.superuser_password)
 
 
 @pytest.fixture(scope="session")
@@ -237,7 +281,8 @@ class Stack:
                 start_new_session=True,
             )
         self.processes[name] = process
-        wait_for(f"http://127.0.0.1:{self.ports[name]}{self.HEALTH[name]}", process, timeout=240)
+        url = f"http://127.0.0.1:{self.ports[name]}{self.HEALTH[name]}"
+        wait_for(url, process, timeout=240, log=self.folder / f"{name}.log")
         if name == "mlflow":
             warm_tracking_server(self.tracking_uri, self.admin_headers())
 
