@@ -1,12 +1,14 @@
-"""`python src/serve.py`: serve the registered model over REST with `mlflow models serve`.
+"""`python src/serve.py`: serve the registered model over REST, as `mlflow models serve` does.
 
 The model is `models:/<[Register] model_name>@<[Register] alias>` from luigi.toml, on the
-tracking store `.env` names; it runs in this environment (no new one is built) on 127.0.0.1.
-POST raw rows (the columns of test.csv) to /invocations; see the README.
+tracking store `.env` names, on 127.0.0.1. It is loaded by the project's own loader (checked
+against the run that made it, and running no code from the artifact) and handed to MLflow's
+scoring server in this process: `mlflow models serve` would load the folder again with MLflow's
+loader, which trusts whatever the model's MLmodel says. POST raw rows (the columns of
+test.csv) to /invocations; see the README.
 """
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -25,22 +27,21 @@ def main() -> None:
     args = parser.parse_args()
     settings = load_settings(PROJECT_ROOT, args.config)
 
-    from luigiflow.registry import verified_model
+    from luigiflow.registry import load_model
     from tasks.register import Register
 
     register = Register(run_id="serve")  # its parameters as luigi.toml sets them
     uri = args.model_uri or f"models:/{register.model_name}@{register.alias}"
-    try:  # verified against the run that made it, and checked to run no code, before serving
-        model_path = verified_model(uri)
+    try:
+        model = load_model(uri)
     except Exception as error:
         sys.exit(f"error: {error}")
-    mlflow = Path(sys.executable).with_name("mlflow")
-    # `mlflow models serve` starts its web server by name: find it next to this Python.
-    os.environ["PATH"] = f"{mlflow.parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    command = [str(mlflow), "models", "serve", "-m", str(model_path), "--env-manager", "local"]
-    command += ["--host", "127.0.0.1", "--port", str(args.port)]
+    import uvicorn
+    from mlflow.pyfunc import scoring_server
+
     print(f"Serving {uri} from {settings.tracking_uri} at http://127.0.0.1:{args.port}/invocations")
-    os.execv(command[0], command)
+    sys.stdout.flush()
+    uvicorn.run(scoring_server.init(model), host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

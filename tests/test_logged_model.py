@@ -62,7 +62,7 @@ def test_scoring_by_the_logged_model_and_the_alias_agree_and_a_changed_file_is_r
     example.write_text(example.read_text().replace("3", "2", 1))
     result = run_runner(project, "--set", by_id, "--force", "Prediction")
     assert result.returncode == 1
-    assert "input_example.json differs from its task's manifest" in result.stderr
+    assert "input_example.json differs from its manifest" in result.stderr
 
 
 def test_a_trainer_that_fails_leaves_a_failed_logged_model_never_reused(project):

@@ -31,6 +31,7 @@ from conftest import (
     wait_until_asleep,
 )
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from stack import AUTH, COMPOSE, STACK_ENV, compose_config, resolved, start_stack, stop_group
 
 # One test process starts the stack (PostgreSQL, MLflow's server, luigid) and runs these.
@@ -392,7 +393,9 @@ def test_a_scheduler_that_does_not_answer_is_refused_before_any_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_basic_auth_needs_the_right_password_and_keeps_it_out_of_the_store(auth_stack, tmp_path):
+def test_basic_auth_needs_the_right_password_and_keeps_it_out_of_the_store(
+    auth_stack, tmp_path, monkeypatch
+):
     project = copy_project(tmp_path / "project")
     password = STACK_ENV["MLFLOW_AUTH_ADMIN_PASSWORD"]
     wrong = run_runner(
@@ -414,6 +417,13 @@ def test_basic_auth_needs_the_right_password_and_keeps_it_out_of_the_store(auth_
     )
     urllib.request.urlopen(request, timeout=30).close()
     for user, secret in (("admin", password), ("bob", teammate)):
+        if user == "bob":
+            # By default a teammate only reads what others made: not even a tag on their runs.
+            bob = auth_client(auth_stack, monkeypatch, "bob", teammate)
+            [admins] = bob.search_runs([e.experiment_id for e in bob.search_experiments()])
+            with pytest.raises(MlflowException, match="PERMISSION_DENIED"):
+                bob.set_tag(admins.info.run_id, "x", "y")
+            grant_edit(auth_stack, password, "bob", admins.info.experiment_id, "titanic")
         right = run_runner(
             project,
             "-v",
@@ -433,6 +443,28 @@ def test_basic_auth_needs_the_right_password_and_keeps_it_out_of_the_store(auth_
 
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def auth_client(stack, monkeypatch, user: str, password: str) -> MlflowClient:
+    """An MlflowClient of the auth stack as `user` (MLflow reads the credentials from the
+    environment: the test's, until it ends)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    return MlflowClient(stack.tracking_uri)
+
+
+def grant_edit(stack, admin_password: str, user: str, experiment_id: str, model: str) -> None:
+    """What the README tells the admin to do for a teammate: EDIT on the experiment and on
+    the registered model."""
+    headers = {"Content-Type": "application/json", "Authorization": basic("admin", admin_password)}
+    for resource_type, resource_id in (("experiment", experiment_id), ("registered_model", model)):
+        grant = {"resource_type": resource_type, "resource_id": resource_id, "permission": "EDIT"}
+        request = urllib.request.Request(
+            f"{stack.tracking_uri}/api/3.0/mlflow/users/permissions/grant",
+            data=json.dumps({"username": user, **grant}).encode(),
+            headers=headers,
+        )
+        urllib.request.urlopen(request, timeout=30).close()
 
 
 @pytest.mark.slow

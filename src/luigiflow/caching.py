@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import logging
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from luigiflow import models
 from luigiflow.digests import BrokenOutput
 from luigiflow.names import BROKEN_TAG, FINGERPRINT_TAG, recorded_manifest_digest
 from luigiflow.provenance import version
@@ -192,23 +192,16 @@ def find_reusable(client: MlflowClient, experiments: list[str], family: str, dig
             manifest = folder.manifest()
             if not manifest or manifest.get("fingerprint", {}).get("digest") != digest:
                 continue
-            folder.verify(recorded, fresh=True)
+            models.verify_outputs(folder, recorded)
         except BrokenOutput as error:
             lookup.rejected.append(str(error))
-            _mark_broken(client, run_id, family, str(error))
+            folder.mark_broken(str(error))
             continue
         except (OSError, ValueError, MlflowException):  # gone, unreadable or unreachable
             continue
         lookup.run_id = run_id
         return lookup
     return lookup
-
-
-def _mark_broken(client: MlflowClient, run_id: str, family: str, why: str) -> None:
-    try:
-        client.set_tag(run_id, BROKEN_TAG.format(family), why[:4000])
-    except MlflowException:  # a store that forbids it (permissions): the check repeats
-        logging.warning("could not mark %s of run %s broken", family, run_id, exc_info=True)
 
 
 def why_run(client: MlflowClient, experiments: list[str], fingerprint: Fingerprint) -> str:

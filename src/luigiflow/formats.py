@@ -8,14 +8,16 @@ at all.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from luigiflow.digests import DigestingFile, written_digest
+from luigiflow.digests import BrokenOutput, DigestingFile, written_digest
 
 # Types a skops model may need beyond those skops trusts itself (scikit-learn's estimators and
 # the like). The project decides; the list a model folder carries is never believed.
@@ -23,8 +25,9 @@ TRUSTED_TYPES = ("numpy.dtype", "sklearn.tree._tree.Tree")  # the latter: every 
 TRUSTED_TYPES_VARIABLE = "LUIGIFLOW_TRUSTED_TYPES"  # more, comma-separated, e.g. in .env
 
 
-class UntrustedModel(Exception):
-    """A model whose loading could run code the project did not allow."""
+class UntrustedModel(BrokenOutput):
+    """A model whose loading could run code the project did not allow: never loaded, and
+    passed over by reuse like any other output that fails verification."""
 
 
 def write(path: Path, value: Any) -> dict:
@@ -51,21 +54,37 @@ def is_table(path: Path) -> bool:
 
 
 def read(path: Path, encoding: str = "utf-8") -> Any:
-    """A model folder as pyfunc, a table as a DataFrame, JSON as Python values."""
-    if path.is_dir():
-        import mlflow.pyfunc
+    """An input file of the user's (a table as a DataFrame, JSON as Python values)."""
+    return parse(path.name, path.read_bytes(), encoding)
 
-        _warn_of_other_versions(path)
-        return mlflow.pyfunc.load_model(str(path), suppress_warnings=True)
-    if path.suffix == ".json":
-        return json.loads(path.read_text())
+
+def read_checked(path: Path, digest: Mapping, label: str, encoding: str = "utf-8") -> Any:
+    """An output file as its manifest recorded it: the bytes parsed are the bytes checked, so
+    a file replaced after an earlier check (while planning, while a slow task ran) is refused
+    naming `label`, never used."""
+    return parse(path.name, checked_bytes(path, digest, label), encoding)
+
+
+def parse(name: str, data: bytes, encoding: str = "utf-8") -> Any:
+    if name.endswith(".json"):
+        return json.loads(data)
     import pandas as pd
 
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix == ".csv":
-        return pd.read_csv(path, encoding=encoding)
-    raise ValueError(f"{path.name}: no reader for '{path.suffix}' files; use input_path()")
+    if name.endswith(".parquet"):
+        return pd.read_parquet(io.BytesIO(data))
+    if name.endswith(".csv"):
+        return pd.read_csv(io.BytesIO(data), encoding=encoding)
+    raise ValueError(f"{name}: no reader for '{Path(name).suffix}' files; use input_path()")
+
+
+def checked_bytes(path: Path, digest: Mapping, label: str) -> bytes:
+    """The bytes of `path`, if they are the ones `digest` (size, sha256) records."""
+    if not path.is_file():
+        raise BrokenOutput(f"{label} is missing")
+    data = path.read_bytes()
+    if len(data) != digest["size"] or hashlib.sha256(data).hexdigest() != digest["sha256"]:
+        raise BrokenOutput(f"{label} differs from its manifest")
+    return data
 
 
 def warm_up() -> None:
@@ -135,29 +154,100 @@ def trusted_types() -> set[str]:
     return {*TRUSTED_TYPES, *(name.strip() for name in extra.split(",") if name.strip())}
 
 
-def check_model(path: Path) -> None:
-    """Refuse a model folder whose loading could run code the project did not allow: another
-    loader than MLflow's scikit-learn flavor, code shipped with it, a pickle, or a skops file
-    that needs types outside `trusted_types()` (whatever its MLmodel says it trusts)."""
+class SklearnModel:
+    """What MLflow's `PyFuncModel` calls on a scikit-learn model this project loaded."""
+
+    def __init__(self, estimator: Any) -> None:
+        self.estimator = estimator
+
+    def predict(self, data: Any, params: dict | None = None) -> Any:
+        return self.estimator.predict(data)
+
+    def get_raw_model(self) -> Any:
+        return self.estimator
+
+
+def load_model(folder: Path, digests: Mapping[str, Mapping], label: str):
+    """The project's one model loader: every task, the registry, `src/serve.py` and
+    `make serve` load through it, never through MLflow's own loader.
+
+    MLflow's pyfunc loader reads the file `python_function.model_path` names and trusts the
+    types the MLmodel lists, so whoever writes a model folder (or forges its manifest, its run's
+    tag and its Logged Model together) could make it run a command. Here the skops file the
+    sklearn flavor names is loaded with the project's trusted types, once `check_model` found
+    the folder fit; the bytes loaded are the bytes checked. At worst a forgery gives a wrong
+    model, never a command. Returns MLflow's pyfunc model (its `predict` enforces the
+    signature)."""
+    import skops.io
+    from mlflow.models import Model
+    from mlflow.pyfunc import PyFuncModel
+
+    meta, data = check_model(folder, digests, label)
+    estimator = skops.io.loads(data, trusted=sorted(trusted_types()))
+    _warn_of_other_versions(folder)
+    return PyFuncModel(Model.from_dict(meta), SklearnModel(estimator))
+
+
+def check_model(folder: Path, digests: Mapping[str, Mapping], label: str) -> tuple[dict, bytes]:
+    """Refuse a model folder that the loader must not touch: a file not among `digests` (the
+    making task's manifest, by path in the folder) or not as recorded (each one is read and
+    checked, all small but the model), an MLmodel unlike what
+    `write_sklearn_model` writes (`skops_file`), or a skops file needing types outside
+    `trusted_types()`, whatever its MLmodel says it trusts. Returns the MLmodel and the skops
+    file's bytes, as checked."""
+    import skops.io
     import yaml
 
-    flavors = (yaml.safe_load((path / "MLmodel").read_text()) or {}).get("flavors", {})
-    pyfunc, sklearn = flavors.get("python_function", {}), flavors.get("sklearn", {})
-    if pyfunc.get("loader_module") != "mlflow.sklearn" or pyfunc.get("code") or sklearn.get("code"):
-        raise UntrustedModel(f"{path}: not a plain scikit-learn model of MLflow's; not loaded")
-    form, file = sklearn.get("serialization_format"), str(sklearn.get("pickled_model", ""))
-    if form != "skops":
-        raise UntrustedModel(
-            f"{path}: serialized as {form}, which can run any code when loaded; "
-            "only skops models are loaded"
-        )
-    if Path(file).name != file or not (path / file).is_file():
-        raise UntrustedModel(f"{path}: its model file {file!r} is not a file of the folder")
-    import skops.io
-
-    needed = set(skops.io.get_untrusted_types(file=str(path / file))) - trusted_types()
+    found = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    if stray := sorted(found - set(digests)):
+        raise BrokenOutput(f"{label}/{stray[0]} is not in its manifest")
+    data = {n: checked_bytes(folder / n, d, f"{label}/{n}") for n, d in digests.items()}
+    if "MLmodel" not in data:
+        raise UntrustedModel(f"{label}: no MLmodel; not a model of this project")
+    meta = yaml.safe_load(data["MLmodel"])
+    meta = meta if isinstance(meta, dict) else {}
+    file = skops_file(meta, label)
+    if file not in data:
+        raise BrokenOutput(f"{label}/{file} is not in its manifest")
+    needed = set(skops.io.get_untrusted_types(data=data[file])) - trusted_types()
     if needed:
         raise UntrustedModel(
-            f"{path}: needs types this project does not trust: {', '.join(sorted(needed))}. "
+            f"{label}: needs types this project does not trust: {', '.join(sorted(needed))}. "
             f"If you trust them, add them to {TRUSTED_TYPES_VARIABLE} in .env (comma-separated)"
         )
+    return meta, data[file]
+
+
+def skops_file(meta: Mapping, label: str) -> str:
+    """The skops file of an MLmodel that can load no other way: MLflow's scikit-learn flavor
+    and nothing else (no code, no `data`, no other loader), its pyfunc `model_path` the very
+    file its sklearn flavor names, in the folder itself."""
+    flavors = meta.get("flavors") or {}
+    pyfunc, sklearn = flavors.get("python_function") or {}, flavors.get("sklearn") or {}
+    if set(flavors) != {"python_function", "sklearn"}:
+        raise UntrustedModel(f"{label}: flavors {sorted(flavors)}; only scikit-learn loads")
+    if pyfunc.get("loader_module") != "mlflow.sklearn" or "data" in pyfunc:
+        raise UntrustedModel(f"{label}: not a plain scikit-learn model of MLflow's; not loaded")
+    if pyfunc.get("code") or sklearn.get("code"):
+        raise UntrustedModel(f"{label}: ships code; not loaded")
+    form = sklearn.get("serialization_format")
+    if form != "skops":
+        raise UntrustedModel(
+            f"{label}: serialized as {form}, which can run any code when loaded; "
+            "only skops models are loaded"
+        )
+    file = str(sklearn.get("pickled_model", ""))
+    if Path(file).name != file or file in ("", ".", ".."):
+        raise UntrustedModel(f"{label}: its model file {file!r} is not a file of the folder")
+    if pyfunc.get("model_path") != file:
+        raise UntrustedModel(
+            f"{label}: python_function.model_path {pyfunc.get('model_path')!r} is not the "
+            f"sklearn flavor's {file!r}; not loaded"
+        )
+    return file
+
+
+def folder_digests(files: Mapping[str, Mapping], folder: str) -> dict[str, Mapping]:
+    """The digests of a folder output's files (`model/MLmodel` ...), by path inside it."""
+    prefix = f"{folder.rstrip('/')}/"
+    return {k.removeprefix(prefix): v for k, v in files.items() if k.startswith(prefix)}

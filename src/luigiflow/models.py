@@ -5,10 +5,10 @@ and lineage) show it, and the registry, batch scoring and serving load it by tha
 The task still writes the model into its own folder, where the manifest records every
 file's digest; when the task commits, the folder's model is copied into the Logged Model,
 which turns READY once the manifest is written (FAILED if the attempt fails). Loading by
-`models:/m-...` downloads the Logged Model's files and checks each one against the digests of
+`models:/m-...` checks each of the Logged Model's files, as it is read, against the digests of
 the manifest of the task that made it (the manifest itself against the digest its run
 recorded), so a Logged Model whose files were changed in the artifact store is refused like
-any other output.
+any other output; reuse checks them all before a run, and passes a changed one over.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from luigiflow import formats
 from luigiflow.digests import BrokenOutput, file_digests
 from luigiflow.naming import estimator_class
 from luigiflow.targets import TaskFolder, client, local_path, staging_root
@@ -27,7 +28,7 @@ LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]+)$")
 TASK_TAG, OUTPUT_TAG = "luigiflow.task", "luigiflow.output"  # where the model's files are
 # MLflow's tags of the run that the Models tab shows as the model's "Logged from".
 SOURCE_TAGS = ("mlflow.source.name", "mlflow.source.git.commit", "mlflow.source.git.branch")
-_verified: dict[str, Path] = {}  # Logged Models checked in this process, by id
+_downloaded: dict[str, Path] = {}  # Logged Models of a remote store, by id
 
 
 def create(run_id: str, family: str, output: str, params: Mapping[str, str]) -> str:
@@ -70,10 +71,46 @@ def model_id_of(model_uri: str) -> str | None:
     return match[1] if match else None
 
 
-def fetch_verified(model_id: str) -> Path:
-    """A local copy of the Logged Model's files, each checked against the manifest of the
-    task that made it; raise BrokenOutput naming what differs."""
-    from mlflow.artifacts import download_artifacts
+def load(model_id: str):
+    """The Logged Model as pyfunc, through the project's loader: each file checked as it is
+    read against the manifest of the task that made it (see `formats.load_model`)."""
+    folder, expected = files(model_id)
+    return formats.load_model(folder, expected, uri(model_id))
+
+
+def verify(model_id: str) -> None:
+    """Check every file of the Logged Model against its task's manifest without loading it
+    (as reuse does before a run); raise BrokenOutput naming the first that differs."""
+    folder, expected = files(model_id)
+    found = file_digests(folder)
+    if found != expected:
+        different = sorted(set(found) ^ set(expected)) or sorted(
+            name for name in found if found[name] != expected[name]
+        )
+        raise BrokenOutput(f"{uri(model_id)}: {different[0]} differs from its task's manifest")
+
+
+def verify_outputs(folder: TaskFolder, manifest_digest: str | None) -> dict:
+    """What reuse checks before a run: every file against the manifest (the manifest against
+    the digest its run recorded, see `TaskFolder.verify`), every model folder as the loader
+    would take it, and the files of every Logged Model the manifest records. Raises
+    BrokenOutput (UntrustedModel for a model the loader refuses); returns the manifest."""
+    manifest = folder.verify(manifest_digest, fresh=True)
+    files = manifest["files"]
+    for output in manifest.get("outputs", {}).values():
+        if f"{output}/MLmodel" in files:
+            digests = formats.folder_digests(files, output)
+            formats.check_model(folder.fetch(output), digests, f"{folder!r}/{output}")
+    if folder.run_id is not None:  # a plain folder has no run to vouch for a model id
+        for model_id in (manifest.get("models") or {}).values():
+            verify(model_id)
+    return manifest
+
+
+def files(model_id: str) -> tuple[Path, dict[str, dict]]:
+    """A local copy of the Logged Model's files, and the digests they must have: those of the
+    output of the task that made it, as that task's manifest records them (the manifest itself
+    checked against the digest its run recorded). The files are not read here."""
     from mlflow.entities import LoggedModelStatus
 
     model = client().get_logged_model(model_id)
@@ -86,28 +123,25 @@ def fetch_verified(model_id: str) -> Path:
     manifest = folder.vouched_manifest()
     if manifest.get("models", {}).get(output) != model_id:
         raise BrokenOutput(f"{folder!r} does not record {uri(model_id)} as its {output}")
-    prefix = f"{output}/"
-    expected = {
-        name.removeprefix(prefix): digest
-        for name, digest in manifest["files"].items()
-        if name.startswith(prefix)
-    }
-    if model_id in _verified:
-        return _verified[model_id]
-    target = local_path(model.artifact_location)
-    if target is None:  # a remote store: a fresh download (an earlier one proves nothing now)
-        target = staging_root() / "models" / model_id
-        partial = Path(tempfile.mkdtemp(dir=staging_root(), prefix="model-"))
-        downloaded = download_artifacts(artifact_uri=model.artifact_location, dst_path=partial)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)
-        Path(downloaded).rename(target)
-        shutil.rmtree(partial, ignore_errors=True)
-    found = file_digests(target)
-    if found != expected:
-        different = sorted(set(found) ^ set(expected)) or sorted(
-            name for name in found if found[name] != expected[name]
-        )
-        raise BrokenOutput(f"{uri(model_id)}: {different[0]} differs from its task's manifest")
-    _verified[model_id] = target
+    expected = formats.folder_digests(manifest["files"], manifest["outputs"][output])
+    return _local_copy(model_id, model.artifact_location), expected
+
+
+def _local_copy(model_id: str, location: str) -> Path:
+    """The Logged Model's folder in place on a local store; on a remote one, downloaded once
+    per process (what is read from it is checked as it is read)."""
+    if (target := local_path(location)) is not None:
+        return target
+    if model_id in _downloaded:
+        return _downloaded[model_id]
+    from mlflow.artifacts import download_artifacts
+
+    target = staging_root() / "models" / model_id
+    partial = Path(tempfile.mkdtemp(dir=staging_root(), prefix="model-"))
+    downloaded = download_artifacts(artifact_uri=location, dst_path=partial)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    Path(downloaded).rename(target)
+    shutil.rmtree(partial, ignore_errors=True)
+    _downloaded[model_id] = target
     return target

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
-from luigiflow import caching, records
+from luigiflow import caching, models, records
 from luigiflow.config import DATASET_SECTION, PATH_SECTION, Config, ConfigError, resolved_config
 from luigiflow.context import (
     COPIED,
@@ -422,7 +422,7 @@ def _check_reusable(family: str, source: str, config: Config, settings: Settings
     if manifest.get("task") != family:
         raise refuse(f"{source} holds outputs of {manifest.get('task')}, not {family}")
     try:
-        folder.verify(recorded, fresh=True)
+        models.verify_outputs(folder, recorded)
     except BrokenOutput as error:
         raise refuse(f"not used: {error}") from None
     return manifest

@@ -8,11 +8,10 @@ instead of adding a duplicate, then points the alias at it.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from luigiflow import models
-from luigiflow.formats import UntrustedModel, check_model, read
+from luigiflow import formats, models
+from luigiflow.formats import UntrustedModel
 from luigiflow.names import MODEL_FINGERPRINT_TAG as FINGERPRINT_TAG
 from luigiflow.targets import TaskFolder, client, run_artifact_uri
 
@@ -105,33 +104,26 @@ def _alias_kept(name: str, alias: str, version, promotion: dict[str, str]) -> st
     return f"version {holder.version} has {metric} {old:.4g}, this one {new:.4g}"
 
 
-def verified_model(uri: str) -> Path:
-    """A local folder holding the registered model `uri` names, after its files were verified
-    against the digests the run that made it recorded, and checked to run no code on load."""
+def load_model(uri: str):
+    """A registered or Logged Model (`models:/name@alias`, `models:/name/3`, `models:/m-...`)
+    as pyfunc, through the project's loader (`formats.load_model`): each file checked, as it
+    is read, against the manifest of the task that made it, and no code run from it."""
     if model_id := models.model_id_of(uri):
-        path = models.fetch_verified(model_id)
-        check_model(path)
-        return path
+        return models.load(model_id)
     match = MODEL_URI.fullmatch(uri)
     version = _version(match["name"], match["alias"], match["version"]) if match else None
     if version is None:
         raise LookupError(f"{uri}: no such registered model version")
-    if model_id := models.model_id_of(version.source):
-        return verified_model(version.source)
+    if models.model_id_of(version.source):
+        return load_model(version.source)
     base = run_artifact_uri(version.run_id).rstrip("/") + "/"
     family, _, filename = version.source.removeprefix(base).partition("/")
     if not version.source.startswith(base) or not filename or ".." in filename.split("/"):
         raise UntrustedModel(f"{uri}: version {version.version} is not a task output of its run")
     folder = TaskFolder(version.run_id, family)
-    folder.verify(folder.recorded_digest(), fresh=True)
-    path = folder.fetch(filename)
-    check_model(path)
-    return path
-
-
-def load_model(uri: str):
-    """A registered model as pyfunc, verified first (see `verified_model`)."""
-    return read(verified_model(uri))
+    manifest = folder.verify(folder.recorded_digest(), fresh=True)
+    digests = formats.folder_digests(manifest["files"], filename)
+    return formats.load_model(folder.fetch(filename), digests, f"{folder!r}/{filename}")
 
 
 def describe(uri: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -24,7 +25,7 @@ from urllib.request import url2pathname
 import luigi
 
 from luigiflow.digests import BrokenOutput, file_digests, sha256_file
-from luigiflow.names import CARD, MANIFEST, recorded_manifest_digest
+from luigiflow.names import BROKEN_TAG, CARD, MANIFEST, recorded_manifest_digest
 
 # Manifests of complete task folders seen by this process. Complete outputs never change, so
 # this is a cache of what the store holds, not state of a run.
@@ -189,6 +190,13 @@ class TaskFolder:
             raise BrokenOutput(f"{self!r}/{MANIFEST} differs from what its run recorded")
         return json.loads(raw)
 
+    def trusted_manifest(self) -> dict:
+        """The manifest as far as it can be trusted now: as its run vouches for it, or, for a
+        plain folder (which no run vouches for), as the folder holds it."""
+        if self.run_id is not None:
+            return self.vouched_manifest()
+        return json.loads(self.fetch(MANIFEST).read_bytes())
+
     def recorded_digest(self) -> str | None:
         """The manifest digest the run that made these outputs recorded in the tracking store
         (None for a plain folder, which has no run)."""
@@ -196,6 +204,18 @@ class TaskFolder:
             return None
         tags = client().get_run(self.run_id).data.tags
         return recorded_manifest_digest(tags, self.name) or ""
+
+    def mark_broken(self, why: str) -> None:
+        """Tag outputs that failed verification on their run, so the cache never offers them
+        again (a plain folder has no run to tag: it is refused each time it is named)."""
+        from mlflow.exceptions import MlflowException
+
+        if self.run_id is None:
+            return
+        try:
+            client().set_tag(self.run_id, BROKEN_TAG.format(self.name), why[:4000])
+        except MlflowException:  # a store that forbids it (permissions): the check repeats
+            logging.warning("could not mark %s of run %s broken", self.name, self.run_id)
 
     def has(self, filename: str) -> bool:
         manifest = self.manifest()

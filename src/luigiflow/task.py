@@ -214,31 +214,18 @@ class PipelineTask(luigi.Task):
 
     def load(self, name: str, of: type[PipelineTask] | str | None = None) -> Any:
         """Read an input by name: a table (Parquet or CSV) as a DataFrame, a model as pyfunc,
-        JSON as Python values. A model is verified against the digests its run recorded, and
-        checked to run no code, before any loader touches it."""
+        JSON as Python values. An upstream output is checked as it is read against the
+        manifest of the task that made it (as its run vouches for it now), so what is read
+        is what was verified; a model loads through the project's own loader, which runs no
+        code from the artifact (`formats.load_model`)."""
         found = self.input_target(name, of)
         if isinstance(found, Path):  # an input file, in its encoding
             return formats.read(found, self.input_files()[name].encoding)
-        model_id = ((found.folder.manifest() or {}).get("models") or {}).get(name)
-        if model_id and found.folder.run_id is not None:
-            # The Logged Model, by its URI, checked against its task's manifest (the id is
-            # taken only from a manifest its run vouches for). A plain folder has no run to
-            # vouch for the id it names: its own files are read.
-            model_id = (found.folder.vouched_manifest().get("models") or {}).get(name)
-            if model_id is None:
-                raise BrokenOutput(f"{found.folder!r} records no Logged Model for {name}")
-            path = models.fetch_verified(model_id)
-            formats.check_model(path)
-            return formats.read(path)
-        path = found.local_path()
-        if path.is_dir():
-            found.folder.verify(found.folder.recorded_digest())
-            formats.check_model(path)
-        return formats.read(path)
+        return read_verified(found, name)
 
     def read_output(self, name: str) -> Any:
         """Read one of this task's own finished outputs (wherever this run took them from)."""
-        return formats.read(self.output()[name].local_path())
+        return read_verified(self.output()[name], name)
 
     def add_to_card(self, title: str, content: Any) -> None:
         """Add a section to the task's card in the run report: a DataFrame or a text."""
@@ -363,3 +350,23 @@ def unqualified_loads(cls: type[PipelineTask]) -> set[str]:
 
 
 __all__ = ["InputFile", "PipelineTask", "requires"]
+
+
+def read_verified(target: ArtifactTarget, name: str) -> Any:
+    """Output `name` of a task, checked as it is read (see `PipelineTask.load`). Outputs that
+    fail the check are tagged broken on their run, so that no later run is offered them."""
+    folder = target.folder
+    try:
+        manifest = folder.trusted_manifest()
+        model_id = (manifest.get("models") or {}).get(name)
+        if model_id and folder.run_id is not None:  # the Logged Model, by the vouched id
+            return models.load(model_id)
+        files, path, label = manifest.get("files") or {}, target.local_path(), repr(target)
+        if path.is_dir():
+            return formats.load_model(path, formats.folder_digests(files, target.filename), label)
+        if target.filename not in files:
+            raise BrokenOutput(f"{label} is not in its manifest")
+        return formats.read_checked(path, files[target.filename], label)
+    except BrokenOutput as error:
+        folder.mark_broken(str(error))
+        raise
