@@ -487,8 +487,9 @@ def wait_for_file(path: Path, timeout: float = 120) -> None:
     assert path.exists(), f"{path} never appeared"
 
 
-def add_secret_parameter(project: Path, variable: str) -> None:
-    """Preprocessor gets an `api_token` parameter, set in luigi.toml as `${variable}`."""
+def add_secret_parameter(project: Path, variable: str = "", literal: str = "") -> None:
+    """Preprocessor gets an `api_token` parameter, set in luigi.toml as `${variable}`, or as
+    the `literal` value itself."""
     edit_task(project, "preprocessor", "import pandas as pd", "import luigi")
     edit_task(
         project,
@@ -497,5 +498,5 @@ def add_secret_parameter(project: Path, variable: str) -> None:
         '    api_token = luigi.Parameter(default="")\n',
     )
     config = project / "luigi.toml"
-    reference = "${" + variable + "}"
-    config.write_text(config.read_text() + f'\n[Preprocessor]\napi_token = "{reference}"\n')
+    value = literal or "${" + variable + "}"
+    config.write_text(config.read_text() + f'\n[Preprocessor]\napi_token = "{value}"\n')

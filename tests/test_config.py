@@ -184,3 +184,36 @@ def test_a_dataset_section_is_kept_for_the_plan_and_its_keys_are_checked(root):
 def test_a_column_key_in_a_task_section_says_it_moved_to_the_dataset(root):
     message = error(root, '[Preprocessor]\nnumeric_columns = ["Age"]\n')
     assert "[Preprocessor] numeric_columns: unknown key: it is a [Dataset] key" in message
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        '[Prediction]\nmodel_uri = "http://u:pw-9911@h/m"\n',
+        '[Dataset]\nid_column = "postgresql://u:pw-9911@h/db"\n',
+        '[core]\nscheduler_host = "x://u:pw-9911@h"\n',
+        '[PathConfig]\nTrainer = "http://u:pw-9911@h/runs"\n',
+    ],
+)
+def test_a_password_inside_a_uri_is_refused_where_tasks_or_luigi_read_it(root, extra):
+    """Tasks read their values from the run context and Luigi writes them into task ids: a
+    password there could not be masked and still work."""
+    message = error(root, extra, base=BASE.replace('[PathConfig]\ninput = "input"\n', ""))
+    assert "a password inside a URI" in message and "${DB_PASSWORD}" in message
+    assert "pw-9911" not in message
+
+
+def test_a_password_inside_a_uri_given_with_set_is_refused_naming_the_option(root):
+    message = error(root, overrides=["Prediction.model_uri=http://u:pw-9911@h/m"])
+    assert message.startswith("--set Prediction.model_uri [Prediction] model_uri: a password")
+    assert "pw-9911" not in message
+
+
+def test_the_run_s_note_and_tags_may_hold_one(root):
+    config = load(
+        root,
+        base=BASE.replace(
+            "[RunConfig]", '[RunConfig]\ndescription = "postgresql://u:pw-9911@h/db"'
+        ),
+    )
+    assert config.run["description"] == "postgresql://u:pw-9911@h/db"

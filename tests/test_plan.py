@@ -93,9 +93,17 @@ class PlAfter(PipelineTask):
     outputs = {"done": "done.json"}
 
 
+class PlDsn(PipelineTask):
+    outputs = {"rows": "rows.json"}
+    dsn = luigi.Parameter(default="postgresql://u:pw-4417@h/db")
+
+
 TASKS = {
     cls.get_task_family(): cls
-    for cls in (PlSource, PlMiddle, PlTop, PlX1, PlX2, PlAmbiguous, PlQualified, PlPublish, PlAfter)
+    for cls in (
+        *(PlSource, PlMiddle, PlTop, PlX1, PlX2, PlAmbiguous, PlQualified, PlPublish, PlAfter),
+        PlDsn,
+    )
 }
 CHAIN = ["PlSource", "PlMiddle", "PlTop"]
 
@@ -233,7 +241,28 @@ def test_the_resolved_config_carries_native_types(settings):
     assert RunContext.from_json(context.to_json()).config == resolved
 
 
+def test_the_run_context_holds_the_run_s_note_and_tags_masked(settings):
+    """Only the runner reads them, from its config: the context and the records mask them."""
+    config = load(
+        settings.project_root,
+        overrides=[
+            'RunConfig.description="x postgresql://u:pw-4417@h/db"',
+            'RunConfig.tags={ deploy_token = "tag-4417", owner = "me" }',
+        ],
+    )
+    resolved = make_plan(PlTop, config, settings).context.config
+    assert resolved["RunConfig"]["description"] == "x postgresql://u:***@h/db"
+    assert resolved["RunConfig"]["tags"] == {"deploy_token": "***", "owner": "me"}
+    assert config.run["description"] == "x postgresql://u:pw-4417@h/db", "the note has it"
+
+
 # problems found before the run --------------------------------------------------------------
+
+
+def test_a_default_with_a_password_inside_a_uri_is_refused(settings):
+    message = plan_error(settings, task="PlDsn")
+    assert message.startswith("the default of PlDsn.dsn in the code: a password inside a URI")
+    assert "pw-4417" not in message
 
 
 def test_force_of_a_task_outside_the_pipeline_is_a_config_error(settings):

@@ -2,7 +2,15 @@
 
 import logging
 
-from luigiflow.redact import MASK, RedactingFilter, Redactor, is_secret_key, redact_uri
+from luigiflow import logs
+from luigiflow.redact import (
+    MASK,
+    RedactingFilter,
+    Redactor,
+    holds_uri_credentials,
+    is_secret_key,
+    redact_uri,
+)
 
 
 def test_secret_key_names():
@@ -90,3 +98,78 @@ def test_logging_filter_masks_messages_and_tracebacks(tmp_path):
         handler.close()
     assert "hunter22secret" not in path.read_text()
     assert "ValueError" in path.read_text()
+
+
+def test_a_secret_is_masked_as_luigi_writes_it_into_task_ids():
+    text = Redactor(["lit-Tok-7319-zq-long-tail"]).text(
+        "Preprocessor_lit_Tok_7319_zq__4_r1_a1b2c3d4e5 and lit_Tok_7319_zq_long_tail"
+    )
+    assert text == f"Preprocessor_{MASK}_4_r1_a1b2c3d4e5 and {MASK}"
+
+
+def test_the_log_masks_from_its_first_record(tmp_path, monkeypatch):
+    """Luigi logs the config it loads as it is imported, before the runner reads the config:
+    the environment's secrets and secret-named keys are masked from the first record on, and
+    the config's own secrets once the runner knows them."""
+    monkeypatch.setenv("SERVICE_PASSWORD", "env-pw-3141")
+    root = logging.getLogger()
+    level = root.level
+    path, handlers = logs.start_logging(tmp_path, verbose=False)
+    try:
+        loaded = {"Trainer": {"api_token": "tok-2718-e"}, "RunConfig": {"x": "env-pw-3141"}}
+        logging.getLogger("luigi-interface").info("Loaded %r", loaded)
+        logs.redact_logs(handlers, Redactor(["cfg-secret-1618"]))
+        logging.getLogger("luigi-interface").info("cfg-secret-1618, env-pw-3141")
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+        logging.captureWarnings(False)
+    text = path.read_text()
+    assert "Loaded" in text and text.count(MASK) == 4
+    for secret in ("tok-2718", "env-pw-3141", "cfg-secret-1618"):
+        assert secret not in text
+
+
+def test_a_table_logged_as_an_argument_is_masked_key_by_key(tmp_path):
+    """Luigi logs the config it loads (`Loaded {...}`), before the runner knows its secrets:
+    a key that names a secret is masked whatever the free-text patterns know."""
+    path = tmp_path / "log.txt"
+    handler = logging.FileHandler(path)
+    handler.addFilter(RedactingFilter(Redactor()))
+    logger = logging.getLogger("test-redact-table")
+    logger.addHandler(handler)
+    try:
+        config = {"Trainer": {"hf_key": "hk-5150-zz", "uri": "s3://u:pw-5150@h/b", "seed": 3}}
+        logger.warning("Loaded %r", config)
+        logger.warning("%(hf_key)s", {"hf_key": "hk-5150-zz"})
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    text = path.read_text()
+    assert "hk-5150" not in text and "pw-5150" not in text
+    assert "'seed': 3" in text and "s3://u:***@h/b" in text
+
+
+def test_a_filter_learns_the_secrets_of_a_config_read_later(tmp_path):
+    path = tmp_path / "log.txt"
+    handler = logging.FileHandler(path)
+    masking = RedactingFilter(Redactor(["first-secret-1"]))
+    handler.addFilter(masking)
+    logger = logging.getLogger("test-redact-learn")
+    logger.addHandler(handler)
+    try:
+        masking.learn(Redactor(["later-secret-2"]))
+        logger.warning("first-secret-1 and later-secret-2")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert path.read_text().strip() == f"{MASK} and {MASK}"
+
+
+def test_credentials_inside_uris_in_config_values():
+    assert holds_uri_credentials(["x", {"dsn": "postgresql://u:pw-1@h/db"}])
+    assert not holds_uri_credentials("postgresql://u@h/db")
+    assert not holds_uri_credentials(f"postgresql://u:{MASK}@h/db"), "already masked"
+    assert not holds_uri_credentials(3)

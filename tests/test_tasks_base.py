@@ -121,6 +121,16 @@ class UtSecret(PipelineTask):
     level = luigi.IntParameter(default=1)
 
 
+class UtCredentials:
+    """A mixin of parameters, shared by several tasks."""
+
+    service_token = luigi.Parameter(default="")
+
+
+class UtMixedIn(UtCredentials, PipelineTask):
+    level = luigi.IntParameter(default=1)
+
+
 class UtBoom(PipelineTask):
     outputs = {"out": "out.json"}
 
@@ -305,6 +315,12 @@ def test_a_secret_named_parameter_is_private():
     other = UtSecret(run_id="r1", api_token="another-secret", level=4)
     assert other.task_id == task.task_id, "the secret is no part of the task's identity"
     assert UtSecret(run_id="r1", level=5).task_id != task.task_id
+
+
+def test_a_secret_named_parameter_from_a_mixin_is_private_too():
+    task = UtMixedIn(run_id="r1", service_token="hunter2-value")
+    assert "hunter2" not in task.task_id
+    assert task.significant_params() == {"level": "1"}
 
 
 def test_a_failing_task_leaves_no_manifest_and_records_why(run, client):

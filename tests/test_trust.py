@@ -3,6 +3,7 @@ bad input files get clear errors, and secrets stay out of the store and the logs
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import re
@@ -197,6 +198,45 @@ def test_a_secret_parameter_never_reaches_the_store_or_the_logs(project):
     for path in [*project.glob("mlartifacts/**/*"), *project.glob(".luigiflow/logs/**/*")]:
         if path.is_file():
             assert value.encode() not in path.read_bytes(), path
+
+
+def test_a_literal_secret_and_a_password_in_a_uri_reach_no_file_log_or_terminal(project):
+    """Every channel: Luigi's own log lines (its task ids turn dashes into underscores), the
+    `-v` output, the run context, the task records, params, tags, cards and the report."""
+    token, password, tagged = "lit-Tok-7319-zq", "Pw-8842-hunter", "Tag-5521-secret"
+    add_secret_parameter(project, literal=token)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    edit_task(
+        project,
+        "preprocessor",
+        '        self.save("train", self.typed(self.load("train.csv")))',
+        "        import hashlib\n"
+        f"        assert hashlib.sha256(self.api_token.encode()).hexdigest() == {digest!r}",
+    )
+    config = project / "luigi.toml"
+    run_config = (
+        f'description = "x postgresql://u:{password}@h/db"\n'
+        f'tags = {{ deploy_token = "{tagged}", owner = "me" }}'
+    )
+    config.write_text(re.sub(r"(?m)^description = .*$", run_config, config.read_text()))
+
+    result = run_runner(project, "-v", "--workers", "2")
+
+    assert result.returncode == 0, result.stderr
+    [run] = runs(project)
+    assert run.data.tags["mlflow.note.content"] == "x postgresql://u:***@h/db"
+    assert run.data.tags["deploy_token"] == "***" and run.data.tags["owner"] == "me"
+    with sqlite3.connect(project / "mlflow.db") as db:
+        dump = "\n".join(db.iterdump())
+    forms = [
+        form for value in (token, password, tagged) for form in (value, re.sub(r"\W", "_", value))
+    ]
+    found = [form for form in forms if form in result.stdout + result.stderr]
+    found += [f"{form} in mlflow.db" for form in forms if form in dump]
+    for path in project.rglob("*"):
+        if path.is_file() and path != config:  # the user's own config holds them
+            found += [f"{form} in {path}" for form in forms if form.encode() in path.read_bytes()]
+    assert not found, "\n".join(found)
 
 
 def test_a_flipped_byte_is_caught_through_a_tracking_server(project, tmp_path):

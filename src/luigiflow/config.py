@@ -22,7 +22,14 @@ from luigi.configuration import LuigiTomlParser, get_config
 from luigi.freezing import recursively_unfreeze
 
 from luigiflow.dataset import KEYS as DATASET_KEYS
-from luigiflow.redact import ENV_REFERENCE, MASK, is_secret_key
+from luigiflow.redact import (
+    ENV_REFERENCE,
+    MASK,
+    Redactor,
+    holds_uri_credentials,
+    is_secret_key,
+    redact_uri,
+)
 from luigiflow.values import native, serialize
 
 RUN_SECTION = "RunConfig"
@@ -53,7 +60,8 @@ class ConfigError(Exception):
         elif name and choices:
             hint = f" Valid names: {', '.join(sorted(choices))}."
         end = "" if not hint or message.endswith((".", "?", ")")) else "."
-        super().__init__(f"{location}: {message}{end}{hint}")
+        # A message may quote the value it refuses: never a password inside a URI.
+        super().__init__(redact_uri(f"{location}: {message}{end}{hint}"))
 
 
 class RunConfig(luigi.Config):
@@ -142,6 +150,7 @@ def parse_config(
     secrets = _resolve_secrets(raw, sources, task_classes)
     serialized = _serialize_sections(raw, sources, path, task_classes)
     _check_task(raw.get(RUN_SECTION, {}), sources, path, task_classes)
+    _refuse_uri_credentials(raw, sources, path)
     paths = {k: str(v) for k, v in raw.get(PATH_SECTION, {}).items()}
     input_dir, reuse = _path_config(
         raw.get(PATH_SECTION, {}), sources, path, project_root, task_classes
@@ -222,6 +231,32 @@ def _check_task(
         )
 
 
+def _refuse_uri_credentials(
+    raw: Mapping[str, Mapping[str, object]],
+    sources: Mapping[tuple[str, str], str],
+    path: Path | str,
+) -> None:
+    """A password inside a URI is masked in the run's note, name and tags ([RunConfig]), which
+    only the runner reads. Any other value reaches tasks through the run context and Luigi's
+    task ids, where it cannot be masked and still work: such a value is refused (a
+    secret-named key takes it from the environment instead). [Sweep]'s values are checked
+    as the --set values they become."""
+    for section, values in raw.items():
+        if section in (RUN_SECTION, SWEEP_SECTION):
+            continue
+        for key, value in values.items():
+            if not is_secret_key(key) and holds_uri_credentials(value):
+                raise ConfigError(
+                    sources.get((section, key), str(path)), _URI_CREDENTIALS_REFUSED, section, key
+                )
+
+
+_URI_CREDENTIALS_REFUSED = (
+    "a password inside a URI would reach the run's records and Luigi's task ids in clear: "
+    'give it through the environment, e.g. a task parameter db_password = "${DB_PASSWORD}"'
+)
+
+
 def _resolve_secrets(
     raw: dict[str, dict[str, object]],
     sources: Mapping[tuple[str, str], str],
@@ -261,23 +296,20 @@ def _resolve_secrets(
 
 
 def resolved_config(config: Config, tasks: Iterable[luigi.Task]) -> dict[str, dict[str, object]]:
-    """Every value the run uses, defaults included, in native TOML types: logged as the run's
-    config (loadable with --config as it is) and as its params. Secrets stay references."""
+    """Every value the run uses, defaults included, in native TOML types: the run context, and
+    logged as the run's config (loadable with --config as it is) and as its params. Secrets
+    stay references; the run's note, name and tags are masked (only the runner reads them,
+    from its config)."""
+    run = {k: v for k, v in config.run.items() if v not in ("", {}, None)}
     resolved: dict[str, dict[str, object]] = {
-        RUN_SECTION: {k: v for k, v in config.run.items() if v not in ("", {}, None)},
+        RUN_SECTION: Redactor().mapping(run),
         PATH_SECTION: dict(config.paths),
     }
     for section, values in config.sections.items():
         if section not in (RUN_SECTION, PATH_SECTION, SWEEP_SECTION):  # a run is one combination
             resolved[section] = dict(values)
     for task in tasks:
-        section = resolved.setdefault(task.task_family, {})
-        for name, param in task.get_params():
-            value = recursively_unfreeze(getattr(task, name))
-            configured = name in config.sections.get(task.task_family, {})
-            # Insignificant ones (retries, timeout_s) only when set: they shape nothing.
-            if name != "run_id" and value is not None and (param.significant or configured):
-                section[name] = native(param, value)
+        resolved.setdefault(task.task_family, {}).update(_task_values(task, config))
     for (section, key), variable in config.secrets.items():
         resolved[section][key] = "${" + variable + "}"
     for section, values in resolved.items():
@@ -285,6 +317,23 @@ def resolved_config(config: Config, tasks: Iterable[luigi.Task]) -> dict[str, di
             if is_secret_key(key) and (section, key) not in config.secrets:
                 values[key] = MASK  # a secret-named value without a reference: never logged
     return resolved
+
+
+def _task_values(task: luigi.Task, config: Config) -> dict[str, object]:
+    """A task's parameter values as the run uses them. A default in the code with a password
+    inside a URI is refused as a configured one is (`_refuse_uri_credentials`)."""
+    values: dict[str, object] = {}
+    configured = config.sections.get(task.task_family, {})
+    for name, param in task.get_params():
+        value = recursively_unfreeze(getattr(task, name))
+        # Insignificant ones (retries, timeout_s) only when set: they shape nothing.
+        if name == "run_id" or value is None or not (param.significant or name in configured):
+            continue
+        if not is_secret_key(name) and holds_uri_credentials(value):
+            source = f"the default of {task.task_family}.{name} in the code"
+            raise ConfigError(source, _URI_CREDENTIALS_REFUSED)
+        values[name] = native(param, value)
+    return values
 
 
 def _luigi_parser(paths: list[Path]) -> LuigiTomlParser:

@@ -1,5 +1,7 @@
 """Where Luigi's and MLflow's own messages go: a log file per invocation, logged with the run,
-and the terminal only with `-v`. Every record passes the secret redaction first."""
+and the terminal only with `-v`. Every record passes the secret redaction first, from the very
+first one: what is logged before the config is read is masked with the environment's secrets
+and the patterns, and the secrets the config holds are added once it is read."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from luigiflow.redact import RedactingFilter, Redactor
 
 
 def start_logging(project_root: Path, verbose: bool) -> tuple[Path, list[logging.Handler]]:
-    """Everything Luigi and MLflow log goes to a file that is logged with the run."""
+    """Everything Luigi and MLflow log goes to a file that is logged with the run, masked."""
     folder = (
         project_root / ".luigiflow" / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     )
@@ -29,14 +31,18 @@ def start_logging(project_root: Path, verbose: bool) -> tuple[Path, list[logging
     root.setLevel(logging.INFO)
     for handler in handlers:
         handler.setFormatter(formatter)
+        handler.addFilter(RedactingFilter(Redactor.from_environment()))
         root.addHandler(handler)
     logging.captureWarnings(True)
     return path, handlers
 
 
 def redact_logs(handlers: list[logging.Handler], redactor: Redactor) -> None:
+    """From now on the handlers also mask what `redactor` knows (the secrets of the config)."""
     for handler in handlers:
-        handler.addFilter(RedactingFilter(redactor))
+        for found in handler.filters:
+            if isinstance(found, RedactingFilter):
+                found.learn(redactor)
 
 
 def quiet_mlflow_logger() -> None:

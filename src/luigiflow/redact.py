@@ -3,7 +3,9 @@
 Two rules, applied everywhere: a value whose key names a secret (password, secret, token, key,
 credential) is masked, and credentials inside URIs (`scheme://user:pass@host`) are masked. The
 secret values found that way (and in the environment) are also masked wherever they appear
-as plain text, so a password echoed in a traceback or a diff does not leak either.
+as plain text, so a password echoed in a traceback or a diff does not leak either, nor in the
+form Luigi's task ids give a parameter's value (cut to 16 characters, other characters than
+letters, digits and `_` turned into `_`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ _SECRET_KEY = re.compile(
     r"(^|[_.\-])(password|passwd|secret|token|key|apikey|credentials?|auth)([_.\-]|$)",
     re.IGNORECASE,
 )
+# How Luigi writes a parameter's value into a task id (luigi.task.task_id_str).
+_TASK_ID_INVALID_CHAR = re.compile(r"[^A-Za-z0-9_]")
+_TASK_ID_TRUNCATE = 16
 _URI_CREDENTIALS = re.compile(
     r"(?P<scheme>[a-zA-Z][\w+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@"
 )
@@ -44,17 +49,43 @@ def redact_uri(text: str) -> str:
     return _URI_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
 
 
+def holds_uri_credentials(value: object) -> bool:
+    """Whether a config value (a string, or one inside a list or table) has a password inside
+    a URI (`scheme://user:password@host`); one already masked (`user:***@`) is none."""
+    if isinstance(value, str):
+        return any(m["pw"] != MASK for m in _URI_CREDENTIALS.finditer(value))
+    if isinstance(value, Mapping):
+        return any(holds_uri_credentials(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(holds_uri_credentials(v) for v in value)
+    return False
+
+
+def _as_in_task_ids(value: str) -> set[str]:
+    """The forms a value takes inside Luigi's task ids: whole, and cut, with its characters
+    other than letters, digits and `_` turned into `_`."""
+    return {
+        _TASK_ID_INVALID_CHAR.sub("_", value),
+        _TASK_ID_INVALID_CHAR.sub("_", value[:_TASK_ID_TRUNCATE]),
+    }
+
+
 class Redactor:
     """Masks known secret values and secret-looking patterns in text and nested config values."""
 
     def __init__(self, secret_values: Iterable[str] = ()) -> None:
         # Longest first, so a secret that contains another is masked whole.
         values = {
-            v
+            form
             for v in secret_values
             if isinstance(v, str) and len(v) >= 4 and v.lower() not in _NOT_SECRETS
+            for form in (v, *_as_in_task_ids(v))
         }
         self._values = sorted(values, key=len, reverse=True)
+
+    def joined(self, other: Redactor) -> Redactor:
+        """A redactor that masks what either one masks."""
+        return Redactor([*self._values, *other._values])
 
     @classmethod
     def from_environment(cls, config: Mapping | None = None) -> Redactor:
@@ -123,13 +154,26 @@ def _secret_values(data: Mapping, key: str = "") -> Iterable[str]:
 
 
 class RedactingFilter(logging.Filter):
-    """A logging filter that masks secrets in every record before a handler writes it."""
+    """A logging filter that masks secrets in every record before a handler writes it. A
+    table among the record's arguments (Luigi logs the whole config it loaded) is masked as a
+    config is, key by key, before it becomes text: a key that names a secret is not always
+    one the free-text patterns know."""
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
         self._redactor = redactor
 
+    def learn(self, redactor: Redactor) -> None:
+        """Mask what `redactor` knows too from now on (the secrets of a config just read)."""
+        self._redactor = self._redactor.joined(redactor)
+
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, Mapping):
+            record.args = self._redactor.mapping(record.args)
+        elif isinstance(record.args, tuple):
+            record.args = tuple(
+                self._redactor.mapping(a) if isinstance(a, Mapping) else a for a in record.args
+            )
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)

@@ -110,10 +110,11 @@ class PipelineTask(luigi.Task):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name, param in cls.__dict__.items():
-            if isinstance(param, luigi.Parameter) and is_secret_key(name):
-                # Out of task ids, the scheduler, fingerprints, manifests and cards.
-                param.visibility = ParameterVisibility.PRIVATE
+        for klass in cls.__mro__:  # inherited ones too: a mixin's `api_token`
+            for name, param in vars(klass).items():
+                if isinstance(param, luigi.Parameter) and is_secret_key(name):
+                    # Out of task ids, the scheduler, fingerprints, manifests and cards.
+                    param.visibility = ParameterVisibility.PRIVATE
         if "run" in cls.__dict__:
             cls.run = tracked(cls.__dict__["run"])
 
