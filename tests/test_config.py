@@ -13,7 +13,7 @@ import luigi
 from luigi.configuration import get_config
 
 from luigiflow.config import ConfigError, load_config, parse_override
-from tasks import Evaluator, Prediction, Preprocessor, Trainer
+from tasks import Evaluator, Prediction, Preprocessor, Register, Trainer
 
 TASKS = {cls.get_task_family(): cls for cls in (Preprocessor, Trainer, Evaluator, Prediction)}
 BASE = """
@@ -184,3 +184,19 @@ def test_a_dataset_section_is_kept_for_the_plan_and_its_keys_are_checked(root):
 def test_a_column_key_in_a_task_section_says_it_moved_to_the_dataset(root):
     message = error(root, '[Preprocessor]\nnumeric_columns = ["Age"]\n')
     assert "[Preprocessor] numeric_columns: unknown key: it is a [Dataset] key" in message
+
+
+def test_the_registered_name_is_the_experiment_s_unless_luigi_toml_names_one(root):
+    tasks = {**TASKS, "Register": Register}
+    path = root / "luigi.toml"
+    path.write_text(BASE)
+    load_config(path, root, tasks)
+    assert Register(run_id="x").model_name == "exp"
+    load_config(path, root, tasks, ["RunConfig.experiment_name=wine"])
+    assert Register(run_id="x").model_name == "wine"
+    path.write_text(BASE + '[Register]\nmodel_name = "titanic"\n')
+    load_config(path, root, tasks, ["RunConfig.experiment_name=wine"])
+    assert Register(run_id="x").model_name == "titanic"
+    path.write_text(BASE + "[Register]\nmodel_name = 3\n")
+    with pytest.raises(ConfigError, match=r"\[Register\] model_name: expected a string, got int"):
+        load_config(path, root, tasks)
