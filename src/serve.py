@@ -27,12 +27,16 @@ def main() -> None:
     args = parser.parse_args()
     settings = load_settings(PROJECT_ROOT, args.config)
 
+    from luigiflow.config import load_config
     from luigiflow.registry import load_model
-    from tasks.register import Register
+    from luigiflow.worker import load_task_classes
 
-    register = Register(run_id="serve")  # its parameters as luigi.toml sets them
-    uri = args.model_uri or f"models:/{register.model_name}@{register.alias}"
     try:
+        # The config checked and installed as a run's is: model_name follows the experiment.
+        task_classes = load_task_classes(["tasks"])
+        load_config(settings.config_path, settings.project_root, task_classes)
+        register = task_classes["Register"](run_id="serve")
+        uri = args.model_uri or f"models:/{register.model_name}@{register.alias}"
         model = load_model(uri)
     except Exception as error:
         sys.exit(f"error: {error}")

@@ -13,7 +13,7 @@ import luigi
 from luigi.configuration import get_config
 
 from luigiflow.config import ConfigError, load_config, parse_override
-from tasks import Evaluator, Prediction, Preprocessor, Trainer
+from tasks import Evaluator, Prediction, Preprocessor, Register, Trainer
 
 TASKS = {cls.get_task_family(): cls for cls in (Preprocessor, Trainer, Evaluator, Prediction)}
 BASE = """
@@ -217,3 +217,19 @@ def test_the_run_s_note_and_tags_may_hold_one(root):
         ),
     )
     assert config.run["description"] == "postgresql://u:pw-9911@h/db"
+
+
+def test_the_registered_name_is_the_experiment_s_unless_luigi_toml_names_one(root):
+    tasks = {**TASKS, "Register": Register}
+    path = root / "luigi.toml"
+    path.write_text(BASE)
+    load_config(path, root, tasks)
+    assert Register(run_id="x").model_name == "exp"
+    load_config(path, root, tasks, ["RunConfig.experiment_name=wine"])
+    assert Register(run_id="x").model_name == "wine"
+    path.write_text(BASE + '[Register]\nmodel_name = "titanic"\n')
+    load_config(path, root, tasks, ["RunConfig.experiment_name=wine"])
+    assert Register(run_id="x").model_name == "titanic"
+    path.write_text(BASE + "[Register]\nmodel_name = 3\n")
+    with pytest.raises(ConfigError, match=r"\[Register\] model_name: expected a string, got int"):
+        load_config(path, root, tasks)

@@ -338,3 +338,90 @@ def test_the_report_holds_every_task_metric_and_plot(project, validated):
     again.feed((artifacts(project, runs(project)[0]) / "report.html").read_text())
     assert again.sections == tasks and len(again.images) == 3, "cards come along when reused"
     assert "reused" in again.cells
+
+
+# a registered name holds one kind of model ---------------------------------------------------
+OTHER_CONFIG = """
+[RunConfig]
+experiment_name = "titanic"
+task = "Prediction"
+
+[PathConfig]
+input = "other"
+
+[Dataset]
+id_column = "Key"
+target_column = "label"
+
+[Evaluator]
+validation_criteria = [{ metric = "accuracy", threshold = 0.75 }]
+"""
+
+
+def other_data(project: Path) -> str:
+    """Another data set in `other/` (a size and a colour tell yes from no), and a config that
+    leaves `[Register] model_name` to follow the experiment, `titanic`, as the example's does."""
+    rng = np.random.default_rng(0)
+    size, colour = rng.normal(size=300).round(3), rng.choice(["red", "blue"], size=300)
+    signal = size + 0.5 * (colour == "red") + rng.normal(scale=0.3, size=300)
+    table = pd.DataFrame(
+        {
+            "Key": range(1, 301),
+            "size": size,
+            "colour": colour,
+            "label": np.where(signal > 0.2, "yes", "no"),
+        }
+    )
+    (project / "other").mkdir()
+    table.head(250).to_csv(project / "other" / "train.csv", index=False)
+    table.tail(50).drop(columns="label").to_csv(project / "other" / "test.csv", index=False)
+    (project / "other.toml").write_text(OTHER_CONFIG)
+    return "other.toml"
+
+
+@pytest.mark.slow
+def test_a_registered_name_holds_one_kind_of_model(project):
+    first = run_runner(project)
+    assert first.returncode == 0, first.stderr
+    [titanic_run] = runs(project)
+    assert titanic_run.data.params["Register.model_name"] == "titanic", "the experiment's name"
+    client = store(project)
+    holder = client.get_model_version_by_alias("titanic", "champion")
+    assert json.loads(holder.tags["luigiflow.schema.inputs"]) == {
+        "Pclass": "long", "Age": "double", "SibSp": "long", "Parch": "long", "Sex": "string",
+    }  # fmt: skip
+    assert holder.tags["luigiflow.schema.problem_type"] == "binary"
+    assert holder.tags["luigiflow.schema.target"] == "Survived"
+
+    other = other_data(project)
+    refused = run_runner(project, "--config", other)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert (
+        "other.toml [Register]: models:/titanic@champion (version 1) is another kind of model "
+        "than this run registers: target Survived (this run: label); columns Pclass, Age, "
+        "SibSp, Parch, Sex not in this run; columns size, colour new in this run."
+    ) in refused.stderr
+    assert (
+        "Register it under another [Register] model_name, or set [Register] replace_schema = "
+        "true to replace the holder all the same"
+    ) in refused.stderr
+    sweep = run_runner(project, "--config", other, "--sweep", "Trainer.seed=0,1")
+    assert sweep.returncode == 2, sweep.stdout + sweep.stderr
+    assert "models:/titanic@champion (version 1) is another kind of model" in sweep.stderr
+    assert len(runs(project)) == 1, "neither made a run"
+
+    renamed = run_runner(project, "--config", other, "--set", "Register.model_name=labels")
+    assert renamed.returncode == 0, renamed.stderr
+    assert "Registration: models:/labels@champion = version 1" in renamed.stdout
+    assert client.get_model_version_by_alias("titanic", "champion").version in (1, "1")
+
+    replacing = run_runner(project, "--config", other, "--set", "Register.replace_schema=true")
+    assert replacing.returncode == 0, replacing.stderr
+    assert "Registration: models:/titanic@champion = version 2" in replacing.stdout
+    replaced = client.get_model_version_by_alias("titanic", "champion")
+    assert replaced.tags["luigiflow.schema.target"] == "label"
+    assert replaced.tags["luigiflow.schema.replaced"].startswith(
+        "replace_schema = true; this model replaced models:/titanic@champion (version 1): "
+        "target Survived (this run: label)"
+    )
+    assert runs(project)[0].data.params["Register.replace_schema"] == "true"

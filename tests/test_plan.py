@@ -20,7 +20,8 @@ from luigiflow.config import ConfigError, load_config
 from luigiflow.context import COPIED, DEFERRED, REUSED, RUN, SHARED, SKIPPED, RunContext
 from luigiflow.names import FINGERPRINT_TAG
 from luigiflow.plan import PENDING_RUN, CacheOptions, SweepChild, _check_target, make_plan
-from luigiflow.task import InputFile, PipelineTask, requires
+from luigiflow.schema import ModelSchema
+from luigiflow.task import InputFile, PipelineTask, RegisteredModel, requires
 
 # Task families start with `Pl`: Luigi registers every task class by name, for the session.
 
@@ -98,13 +99,26 @@ class PlDsn(PipelineTask):
     dsn = luigi.Parameter(default="postgresql://u:pw-4417@h/db")
 
 
+@requires(PlMiddle)
+class PlRegister(PipelineTask):
+    """Registers a model, as the template's Register does."""
+
+    outputs = {"registration": "registration.json"}
+    publishes = True
+    model_name = luigi.Parameter(default="m")
+    replace_schema = luigi.BoolParameter(default=False, significant=False)
+
+    def registers(self):
+        return RegisteredModel(self.model_name, "champion", self.task_family, self.replace_schema)
+
+
 TASKS = {
     cls.get_task_family(): cls
     for cls in (
-        *(PlSource, PlMiddle, PlTop, PlX1, PlX2, PlAmbiguous, PlQualified, PlPublish, PlAfter),
-        PlDsn,
+        PlSource, PlMiddle, PlTop, PlX1, PlX2, PlAmbiguous, PlQualified, PlPublish, PlAfter,
+        PlDsn, PlRegister,
     )
-}
+}  # fmt: skip
 CHAIN = ["PlSource", "PlMiddle", "PlTop"]
 
 
@@ -533,3 +547,71 @@ def test_a_task_that_reads_the_dataset_needs_the_section(settings):
         "[Dataset] id_column: required: PlReadsDataset reads the id and target columns from "
         "[Dataset]"
     )
+
+
+# a registered name holds one kind of model ----------------------------------------------------
+HOLDER = ModelSchema({"Pclass": "long", "Sex": "string"}, "binary", "Survived")
+OTHER_KIND = (
+    "[PlRegister]: models:/m@champion (version 1) is another kind of model than this run "
+    "registers: target Survived (this run: label); columns Pclass, Sex not in this run; columns "
+    "size, colour new in this run. Moving @champion to this run's model would break whoever "
+    "calls models:/m@champion (make serve, batch scoring). Register it under another "
+    "[PlRegister] model_name, or set [PlRegister] replace_schema = true to replace the holder "
+    "all the same"
+)
+
+
+@pytest.fixture
+def registered(settings, client, monkeypatch) -> str:
+    """`models:/m@champion`, a Titanic-like model, and a [Dataset] of other data: the config
+    of a run that would register that data's model as `m`."""
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", settings.tracking_uri)
+    run = client.create_run(client.create_experiment("earlier"))
+    client.create_registered_model("m")
+    client.create_model_version("m", "/nowhere", run_id=run.info.run_id, tags=HOLDER.tags())
+    client.set_registered_model_alias("m", "champion", "1")
+    (settings.project_root / "input").mkdir(exist_ok=True)
+    (settings.project_root / "input" / "train.csv").write_text(
+        "Key,size,colour,label\n1,0.5,red,yes\n2,1.5,blue,no\n3,2.5,red,yes\n"
+    )
+    return '[Dataset]\nid_column = "Key"\ntarget_column = "label"\n'
+
+
+def test_a_model_of_another_kind_than_the_registered_one_is_refused_before_the_run(
+    settings, registered
+):
+    message = plan_error(settings, registered, task="PlRegister")
+    assert message == f"{settings.project_root / 'luigi.toml'} {OTHER_KIND}"
+
+
+def test_another_name_or_replace_schema_lets_it_register(settings, registered):
+    for extra in ('[PlRegister]\nmodel_name = "labels"\n', "[PlRegister]\nreplace_schema = true\n"):
+        config = load(settings.project_root, registered + extra, task="PlRegister")
+        plan = make_plan(PlRegister, config, settings)
+        assert plan.context.tasks["PlRegister"].decision == RUN
+        assert plan.notes == []
+
+
+def test_a_sweep_s_winner_is_refused_too(settings, registered):
+    """Each child defers its registration to the sweep's parent, which plans it again for
+    the winner: both plans refuse another kind of model before any run exists."""
+    config = load(settings.project_root, registered, task="PlRegister")
+    with pytest.raises(ConfigError) as child:
+        make_plan(PlRegister, config, settings, child=SweepChild())
+    assert str(child.value).endswith(OTHER_KIND)
+    winner = CacheOptions(force=frozenset({"PlRegister"}))
+    with pytest.raises(ConfigError) as parent:
+        make_plan(PlRegister, config, settings, winner)
+    assert str(parent.value).endswith(OTHER_KIND)
+
+
+def test_a_holder_that_cannot_be_compared_is_a_note(settings, registered, client):
+    client.create_model_version("m", str(settings.project_root / "nowhere"))  # no MLmodel
+    client.set_registered_model_alias("m", "champion", "2")
+    plan = make_plan(
+        PlRegister, load(settings.project_root, registered, task="PlRegister"), settings
+    )
+    assert plan.notes == [
+        "models:/m@champion (version 2) records no schema and has no readable signature: "
+        "not compared"
+    ]

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import pytest
 from mlflow import MlflowClient
 
 from luigiflow import registry, targets
-from luigiflow.registry import MODEL_URI, alias_version, describe, name_problems, uri_problems
+from luigiflow.dataset import Dataset
+from luigiflow.registry import (
+    MODEL_URI,
+    Comparison,
+    SchemaMismatch,
+    alias_version,
+    compare_with_holder,
+    describe,
+    name_problems,
+    uri_problems,
+)
+from luigiflow.schema import ModelSchema
+from luigiflow.task import RegisteredModel
 
 
 # models:/ URIs and names, without a store -------------------------------------------------------
@@ -84,18 +99,31 @@ def registry_store(settings, monkeypatch) -> None:
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", settings.tracking_uri)
 
 
-def register(client: MlflowClient, tmp_path, name: str, alias: str | None = None):
-    """A new version of `name`, its source a folder of its own, from a run of its own."""
+def register(
+    client: MlflowClient,
+    tmp_path,
+    name: str,
+    alias: str | None = None,
+    tags: dict[str, str] | None = None,
+    mlmodel: str = "flavors: {}\n",
+    params: dict[str, str] | None = None,
+):
+    """A new version of `name`, its source a folder of its own, from a run of its own (with
+    `params`), its MLmodel file `mlmodel`, tagged `tags`."""
     experiment = client.get_experiment_by_name("e") or client.get_experiment(
         client.create_experiment("e", artifact_location=str(tmp_path / "artifacts"))
     )
     run = client.create_run(experiment.experiment_id)
+    for key, value in (params or {}).items():
+        client.log_param(run.info.run_id, key, value)
     source = tmp_path / "models" / run.info.run_id
     source.mkdir(parents=True)
-    (source / "MLmodel").write_text("flavors: {}\n")
+    (source / "MLmodel").write_text(mlmodel)
     if not client.search_registered_models(f"name = '{name}'"):
         client.create_registered_model(name)
-    version = client.create_model_version(name, str(source), run_id=run.info.run_id)
+    version = client.create_model_version(
+        name, str(source), run_id=run.info.run_id, tags=tags or {}
+    )
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
     return version
@@ -156,3 +184,111 @@ def test_a_holder_without_the_metric_gives_way(client, tmp_path):
     rule = {"metric": "auc", "direction": "higher", "promote": "better"}
     assert registry._alias_kept("m", "champion", new, rule) == ""
     assert registry._alias_kept("m", "nobody-yet", new, rule) == ""
+
+
+# a name holds one kind of model -----------------------------------------------------------------
+TITANIC = ModelSchema(
+    {"Pclass": "long", "Age": "double", "SibSp": "long", "Parch": "long", "Sex": "string"},
+    "binary",
+    "Survived",
+)
+WINE = ModelSchema({"alcohol": "double", "color_intensity": "double"}, "multiclass", "cultivar")
+TO_CHAMPION = RegisteredModel("m", "champion", "Register")
+
+
+def signature_mlmodel(schema: ModelSchema) -> str:
+    """An MLmodel file whose signature takes `schema`'s columns, as MLflow writes one."""
+    inputs = [
+        {"type": kind, "name": name, "required": True} for name, kind in schema.inputs.items()
+    ]
+    return f"flavors: {{}}\nsignature:\n  inputs: '{json.dumps(inputs)}'\n  outputs: null\n"
+
+
+def test_a_free_alias_is_compared_with_nothing(client, tmp_path):
+    def never():
+        raise AssertionError("the schema was worked out with no holder to compare it with")
+
+    assert compare_with_holder("m", "champion", never) == Comparison()
+    register(client, tmp_path, "m", tags=TITANIC.tags())  # a version, but not the alias's
+    assert compare_with_holder("m", "champion", never) == Comparison()
+
+
+def test_the_holder_s_recorded_schema_decides(client, tmp_path):
+    register(client, tmp_path, "m", alias="champion", tags=TITANIC.tags())
+    assert compare_with_holder("m", "champion", TITANIC) == Comparison(
+        "models:/m@champion (version 1)"
+    )
+    comparison = compare_with_holder("m", "champion", lambda: WINE)
+    assert comparison.holder == "models:/m@champion (version 1)"
+    assert comparison.differences == [
+        "problem type binary (this run: multiclass)",
+        "target Survived (this run: cultivar)",
+        "columns Pclass, Age, SibSp, Parch, Sex not in this run",
+        "columns alcohol, color_intensity new in this run",
+    ]
+    assert registry.refusal(comparison, TO_CHAMPION) == (
+        "models:/m@champion (version 1) is another kind of model than this run registers: "
+        "problem type binary (this run: multiclass); target Survived (this run: cultivar); "
+        "columns Pclass, Age, SibSp, Parch, Sex not in this run; columns alcohol, "
+        "color_intensity new in this run. Moving @champion to this run's model would break "
+        "whoever calls models:/m@champion (make serve, batch scoring). Register it under "
+        "another [Register] model_name, or set [Register] replace_schema = true to replace "
+        "the holder all the same"
+    )
+
+
+def test_a_holder_registered_before_schemas_were_recorded_is_compared_through_its_signature(
+    client, tmp_path
+):
+    params = {"Dataset.problem_type": "binary", "Dataset.target_column": "Survived"}
+    register(client, tmp_path, "m", "champion", mlmodel=signature_mlmodel(TITANIC), params=params)
+    assert compare_with_holder("m", "champion", TITANIC).differences == []
+    assert "target Survived (this run: cultivar)" in (
+        compare_with_holder("m", "champion", WINE).differences
+    )
+    # A run that logged no [Dataset]: the columns alone are compared.
+    register(client, tmp_path, "m", "champion", mlmodel=signature_mlmodel(TITANIC))
+    assert compare_with_holder("m", "champion", WINE).differences == [
+        "columns Pclass, Age, SibSp, Parch, Sex not in this run",
+        "columns alcohol, color_intensity new in this run",
+    ]
+
+
+def test_a_holder_without_a_readable_signature_is_not_compared_and_says_so(client, tmp_path):
+    register(client, tmp_path, "m", alias="champion")  # its MLmodel has no signature
+    assert compare_with_holder("m", "champion", WINE) == Comparison(
+        "models:/m@champion (version 1)",
+        note="models:/m@champion (version 1) records no schema and has no readable signature: "
+        "not compared",
+    )
+
+
+def saved_model(tmp_path, schema: ModelSchema):
+    """A task as `registry.register` sees it: a model output whose MLmodel has `schema`'s
+    signature, trained on a dataset of `schema`'s problem type and target."""
+    folder = tmp_path / "Trainer" / schema.target
+    (folder / "model").mkdir(parents=True, exist_ok=True)
+    (folder / "model" / "MLmodel").write_text(signature_mlmodel(schema))
+    target = SimpleNamespace(folder=SimpleNamespace(fetch=lambda f: folder / f), filename="model")
+    dataset = Dataset("Id", schema.target, schema.problem_type, tuple(schema.inputs), ())
+    return SimpleNamespace(output=lambda: {"model": target}, dataset=dataset)
+
+
+def test_registering_refuses_another_kind_of_model_whatever_the_plan_said(client, tmp_path):
+    """The plan refused it before the run; the holder may have changed since (another run, by
+    hand, a sweep's winner): the saved model's own signature is compared as it registers."""
+    register(client, tmp_path, "m", alias="champion", tags=TITANIC.tags())
+    with pytest.raises(SchemaMismatch, match=r"models:/m@champion \(version 1\) is another kind"):
+        registry._checked_schema_tags(saved_model(tmp_path, WINE), "model", TO_CHAMPION)
+    assert (
+        registry._checked_schema_tags(saved_model(tmp_path, TITANIC), "model", TO_CHAMPION)
+        == TITANIC.tags()
+    )
+
+    replacing = RegisteredModel("m", "champion", "Register", replace_schema=True)
+    tags = registry._checked_schema_tags(saved_model(tmp_path, WINE), "model", replacing)
+    assert ModelSchema.from_tags(tags) == WINE
+    assert tags["luigiflow.schema.replaced"].startswith(
+        "replace_schema = true; this model replaced models:/m@champion (version 1): problem "
+        "type binary (this run: multiclass)"
+    )

@@ -212,15 +212,15 @@ def test_dry_run_lists_each_task_with_its_verdict():
 def test_what_the_plan_inferred_of_the_dataset_is_said_before_the_run(capsys):
     from luigiflow.dataset import Dataset
     from luigiflow.plan import Plan
-    from luigiflow.report import say_inferred
+    from luigiflow.report import say_before_run
 
     context = RunContext("T", "input", {}, {})
     written = Dataset("Id", "y", "binary", ("a",), ("b",))
-    say_inferred(Plan([], context, written))
-    say_inferred(Plan([], context, None))
+    say_before_run(Plan([], context, written))
+    say_before_run(Plan([], context, None))
     assert capsys.readouterr().out == ""
     inferred = Dataset("Id", "y", "multiclass", ("a", "c"), ("b",), ("problem_type",))
-    say_inferred(Plan([], context, inferred))
+    say_before_run(Plan([], context, inferred))
     assert capsys.readouterr().out == (
         "Dataset: multiclass (inferred) on y, 2 numeric and 1 categorical features\n"
     )

@@ -30,7 +30,7 @@ from luigiflow.redact import (
     is_secret_key,
     redact_uri,
 )
-from luigiflow.values import native, serialize
+from luigiflow.values import FollowsRunConfig, native, serialize
 
 RUN_SECTION = "RunConfig"
 PATH_SECTION = "PathConfig"
@@ -161,9 +161,24 @@ def parse_config(
         name: recursively_unfreeze(getattr(resolved_run, name))
         for name, _ in RunConfig.get_params()
     }
+    _follow_run_config(serialized, raw, run, task_classes)
     sweep = dict(raw.get(SWEEP_SECTION, {}))
     dataset = dict(raw.get(DATASET_SECTION, {}))
     return Config(path, raw, run, input_dir, reuse, paths, secrets, sweep, dataset)
+
+
+def _follow_run_config(
+    serialized: dict[str, dict[str, str]],
+    raw: Mapping[str, Mapping[str, object]],
+    run: Mapping[str, object],
+    task_classes: Mapping[str, type[luigi.Task]],
+) -> None:
+    """A parameter that follows a `[RunConfig]` value (`values.FollowsRunConfig`) takes it,
+    for Luigi, where its section leaves it out."""
+    for family, cls in task_classes.items():
+        for name, param in cls.get_params():
+            if isinstance(param, FollowsRunConfig) and name not in raw.get(family, {}):
+                serialized.setdefault(family, {})[name] = str(run[param.run_key])
 
 
 def _serialize_sections(

@@ -43,7 +43,7 @@ from luigiflow.names import (
 )
 from luigiflow.plan import PENDING_RUN, CacheOptions, Plan, make_plan
 from luigiflow.redact import Redactor, is_secret_key, redact_uri
-from luigiflow.report import dry_run, say_inferred
+from luigiflow.report import dry_run, say_before_run
 from luigiflow.settings import Settings
 from luigiflow.targets import read_run_text
 
@@ -85,7 +85,7 @@ def new_run(args, settings: Settings, task_classes, log_path: Path, handlers) ->
                 log_path,
             )
         plan = make_plan(task_classes[config.task], config, settings, options)
-        say_inferred(plan)
+        say_before_run(plan)
         if args.from_run:
             for note in tracking.differences_from(
                 args.from_run, settings.project_root, task_classes

@@ -38,6 +38,14 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 
 # Tag on a registered model version: the fingerprint of the task that made the model.
 MODEL_FINGERPRINT_TAG = "luigiflow.fingerprint"
+# Tags on a registered model version: the kind of model it is (`schema.ModelSchema`), which
+# the version taking its alias must share. The inputs are JSON, {column: MLflow type}.
+SCHEMA_INPUTS_TAG = "luigiflow.schema.inputs"
+SCHEMA_PROBLEM_TAG = "luigiflow.schema.problem_type"
+SCHEMA_TARGET_TAG = "luigiflow.schema.target"
+# On a version that took the alias from another kind of model ([Register] replace_schema):
+# which version it replaced, and what differed.
+SCHEMA_REPLACED_TAG = "luigiflow.schema.replaced"
 
 # Artifacts of a run.
 CONFIG_ARTIFACT = "config/luigi.toml"  # the resolved config, loadable with --config

@@ -5,7 +5,8 @@ output can be reused, named in `[PathConfig]` or found in the tracking store by 
 fingerprint, counts as complete, so what lies below it is not needed. The result is the run
 context (`context.RunContext`): written with the run, it is all any process needs to know.
 Every problem found here (a missing input file or column, a bad parameter value, an output
-that cannot be reused, an ambiguous input name) is a ConfigError: exit status 2 and no run.
+that cannot be reused, an ambiguous input name, a model of another kind than the registered
+one it would replace) is a ConfigError: exit status 2 and no run.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow.exceptions import MlflowException
 
-from luigiflow import caching, models, records
+from luigiflow import caching, models, records, registry, schema
 from luigiflow.config import DATASET_SECTION, PATH_SECTION, Config, ConfigError, resolved_config
 from luigiflow.context import (
     COPIED,
@@ -45,6 +47,9 @@ from luigiflow.task import (
     unqualified_loads,
 )  # fmt: skip
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 @dataclass(frozen=True)
 class CacheOptions:
@@ -59,6 +64,7 @@ class Plan:
     tasks: list[PipelineTask]  # upstream first, with a placeholder run id
     context: RunContext
     dataset: Dataset | None = None  # [Dataset] as resolved, when the config has one
+    notes: list[str] = field(default_factory=list)  # to say before the run, none fatal
 
     @property
     def root(self) -> str:
@@ -83,7 +89,7 @@ def make_plan(
     """Check every task of the pipeline, fingerprint it, and decide what runs and what is
     reused; in a sweep's child (`child`), also what another child makes and what is left to
     the sweep's parent."""
-    dataset = _resolve_dataset(config)
+    dataset, train = _resolve_dataset(config)
     tasks = _upstream_first(task_class(run_id=PENDING_RUN))
     families = [t.task_family for t in tasks]
     for name in options.force:
@@ -105,6 +111,7 @@ def make_plan(
     _decide(tasks, entries, fingerprints, options, child)
     _complete_entries(tasks, entries, fingerprints, config, options)
     _locate_skipped(tasks, entries)
+    notes = _check_registrations(tasks, entries, config, dataset, train)
     resolved = resolved_config(config, tasks)
     if dataset is not None:  # as resolved: inferred values written out
         resolved[DATASET_SECTION] = dataset.as_config()
@@ -115,7 +122,7 @@ def make_plan(
         tasks=entries,
         scheduler=redact_uri(settings.scheduler_url),
     )
-    return Plan(tasks, context, dataset)
+    return Plan(tasks, context, dataset, notes)
 
 
 def _complete_entries(tasks, entries, fingerprints, config: Config, options) -> None:
@@ -136,23 +143,46 @@ def _complete_entries(tasks, entries, fingerprints, config: Config, options) -> 
             entry.decision = COPIED
 
 
-def _resolve_dataset(config: Config) -> Dataset | None:
+def _check_registrations(tasks, entries, config: Config, dataset, train) -> list[str]:
+    """A task that will register a model (in this run, or for a sweep's winner) must give its
+    registered name the kind of model that name holds: what the Trainer would make of this
+    `[Dataset]` and train.csv is compared with the alias's holder. Returns the notes."""
+    notes: list[str] = []
+    if dataset is None:  # no columns to tell the model from before the run: registering checks
+        return notes
+    for task in tasks:
+        destination = task.registers()
+        if destination is None or entries[task.task_family].decision not in (RUN, DEFERRED):
+            continue
+        comparison = registry.compare_with_holder(
+            destination.name, destination.alias, lambda: schema.expected(dataset, train)
+        )
+        notes += [comparison.note] if comparison.note else []
+        if comparison.differences and not destination.replace_schema:
+            refusal = registry.refusal(comparison, destination)
+            raise ConfigError(config.path, refusal, destination.section)
+    return notes
+
+
+def _resolve_dataset(config: Config) -> tuple[Dataset | None, pd.DataFrame | None]:
     """`[Dataset]` completed from train.csv, and installed for the tasks planned before the
-    run exists (a task of a run reads its run's, from the run context)."""
+    run exists (a task of a run reads its run's, from the run context); with train.csv as
+    read for it."""
     if not config.dataset:
         install_for_planning(None)
-        return None
+        return None, None
     path = config.input_dir / TRAIN_FILE
     if not path.is_file():
         message = f"{TRAIN_FILE} not found in {config.input_dir}"
         raise ConfigError(config.path, message, PATH_SECTION, "input")
     _header(_decoded(path, "utf-8", config), path, config)  # readable, with rows
+    train = read_train(path)
     try:
-        dataset = resolve(config.dataset, read_train(path))
+        dataset = resolve(config.dataset, train)
     except DatasetError as error:
         raise ConfigError(config.path, str(error), DATASET_SECTION, error.key) from None
     install_for_planning(dataset)
-    return dataset
+    return dataset, train
 
 
 def _explicit_reuse(tasks, entries, fingerprints, config, settings, options) -> None:

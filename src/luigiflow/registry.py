@@ -1,38 +1,64 @@
 """The Model Registry: one version per trained model, found again by its fingerprint.
 
 A model is registered from the artifact folder its task wrote (no copy, no pickle), tagged with
-that task's fingerprint. Registering the same fingerprint again finds the existing version
-instead of adding a duplicate, then points the alias at it.
+that task's fingerprint and its schema (`schema.ModelSchema`). Registering the same fingerprint
+again finds the existing version instead of adding a duplicate, then points the alias at it.
+A name holds one kind of model: a model whose schema differs from the alias's holder's is
+refused, before the run (`compare_with_holder`, asked by the plan) and as it registers, unless
+the configuration says to replace it (`RegisteredModel.replace_schema`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from luigiflow import formats, models
+from luigiflow.dataset import SECTION as DATASET_SECTION
+from luigiflow.dataset import DatasetError
 from luigiflow.formats import UntrustedModel
 from luigiflow.names import MODEL_FINGERPRINT_TAG as FINGERPRINT_TAG
+from luigiflow.names import SCHEMA_REPLACED_TAG
+from luigiflow.schema import ModelSchema, from_signature
 from luigiflow.targets import TaskFolder, client, run_artifact_uri
 
 if TYPE_CHECKING:
-    from luigiflow.task import PipelineTask
+    from luigiflow.task import PipelineTask, RegisteredModel
+
 
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 NAME = re.compile(r"^[A-Za-z0-9][\w.\- ]*$")
 
 
+class SchemaMismatch(Exception):
+    """The model is another kind of model than the one the alias's holder is."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A model about to be registered, against the holder of the alias it would take."""
+
+    holder: str = ""  # `models:/titanic@champion (version 3)`; empty when the alias is free
+    differences: list[str] = field(default_factory=list)  # empty: the same kind of model
+    note: str = ""  # why the holder could not be compared, when it could not
+
+
 def register(
     task: PipelineTask,
     output: str,
-    name: str,
-    alias: str,
+    destination: RegisteredModel,
     description: str,
     tags: dict[str, str],
 ) -> dict:
-    """Register `task`'s model output under `name` (once per fingerprint) and set `alias`."""
+    """Register `task`'s model output under `destination.name` (once per fingerprint) and set
+    its alias; raise SchemaMismatch for another kind of model than the alias's holder (the
+    plan refused it before the run, unless the holder changed since)."""
     from mlflow.exceptions import MlflowException
 
+    name, alias = destination.name, destination.alias
+    schema_tags = _checked_schema_tags(task, output, destination)
     fingerprint = task.fingerprint()["digest"]
     target = task.output()[output]
     model_id = ((target.folder.manifest() or {}).get("models") or {}).get(output)
@@ -56,7 +82,11 @@ def register(
             source=source,
             run_id=target.folder.run_id,
             model_id=model_id,
-            tags={FINGERPRINT_TAG: fingerprint, **{f"luigiflow.{k}": v for k, v in tags.items()}},
+            tags={
+                FINGERPRINT_TAG: fingerprint,
+                **schema_tags,
+                **{f"luigiflow.{k}": v for k, v in tags.items()},
+            },
             description=description,
         )
         # Another runner may have registered the same model meanwhile: the oldest version
@@ -78,6 +108,91 @@ def register(
         "alias_moved": not kept,
         "alias_kept_because": kept,
     }
+
+
+def _checked_schema_tags(
+    task: PipelineTask, output: str, destination: RegisteredModel
+) -> dict[str, str]:
+    """The version tags of the model's schema, once it is found to be the kind of model the
+    alias's holder is, or allowed to replace it (which is recorded too)."""
+    schema = model_schema(task, output)
+    comparison = compare_with_holder(destination.name, destination.alias, schema)
+    if comparison.differences and not destination.replace_schema:
+        raise SchemaMismatch(refusal(comparison, destination))
+    tags = schema.tags()
+    if comparison.differences:
+        replaced = f"{comparison.holder}: {'; '.join(comparison.differences)}"
+        tags[SCHEMA_REPLACED_TAG] = f"replace_schema = true; this model replaced {replaced}"
+    return tags
+
+
+def compare_with_holder(
+    name: str, alias: str, schema: ModelSchema | Callable[[], ModelSchema]
+) -> Comparison:
+    """Compare `schema` (or what the callable makes, only when there is a holder to compare
+    with) with that of the version `alias` points at. A holder registered before schemas were
+    recorded is compared through its model's signature and the `[Dataset]` its run logged;
+    one whose signature cannot be read is not compared, and the note says so."""
+    version = _version(name, alias)
+    if version is None:
+        return Comparison()
+    holder = f"models:/{name}@{alias} (version {version.version})"
+    old = ModelSchema.from_tags(version.tags) or _unrecorded_schema(version)
+    if old is None:
+        note = f"{holder} records no schema and has no readable signature: not compared"
+        return Comparison(holder, note=note)
+    new = schema() if callable(schema) else schema
+    return Comparison(holder, old.differences(new))
+
+
+def refusal(comparison: Comparison, destination: RegisteredModel) -> str:
+    """Why the model is refused, and the two ways on."""
+    section = destination.section
+    return (
+        f"{comparison.holder} is another kind of model than this run registers: "
+        f"{'; '.join(comparison.differences)}. Moving @{destination.alias} to this run's model "
+        f"would break whoever calls models:/{destination.name}@{destination.alias} (make "
+        f"serve, batch scoring). Register it under another [{section}] model_name, or set "
+        f"[{section}] replace_schema = true to replace the holder all the same"
+    )
+
+
+def _unrecorded_schema(version) -> ModelSchema | None:
+    """The schema of a version that recorded none: its model's signature, with the problem
+    type and target its run logged as `[Dataset]` params (None where not logged)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    try:
+        signature = Model.load(f"models:/{version.name}/{version.version}").signature
+    except Exception:  # no MLmodel where the version points, or no store behind it
+        return None
+    if signature is None or signature.inputs is None:
+        return None
+    try:
+        params = client().get_run(version.run_id).data.params if version.run_id else {}
+    except MlflowException:  # the run is gone: the columns alone are compared
+        params = {}
+    return from_signature(
+        signature.inputs.to_dict(),
+        params.get(f"{DATASET_SECTION}.problem_type"),
+        params.get(f"{DATASET_SECTION}.target_column"),
+    )
+
+
+def model_schema(task: PipelineTask, output: str) -> ModelSchema:
+    """The schema of `task`'s model output as saved: its signature's inputs, and the problem
+    type and target of the dataset it was trained on (None without `[Dataset]`)."""
+    from mlflow.models import Model
+
+    target = task.output()[output]
+    signature = Model.load(str(target.folder.fetch(f"{target.filename}/MLmodel"))).signature
+    inputs = signature.inputs.to_dict() if signature and signature.inputs else []
+    try:
+        dataset = task.dataset
+    except DatasetError:
+        return from_signature(inputs, None, None)
+    return from_signature(inputs, dataset.problem_type, dataset.target_column)
 
 
 def _alias_kept(name: str, alias: str, version, promotion: dict[str, str]) -> str:

@@ -218,11 +218,13 @@ def covering(context: RunContext, family: str) -> str:
     return " and ".join(sorted(names)) or "a downstream task"
 
 
-def say_inferred(plan: Plan) -> None:
-    """What the plan inferred of `[Dataset]`, before anything runs (the dry run shows it too):
-    the run records it among its params."""
+def say_before_run(plan: Plan) -> None:
+    """What the plan found worth saying before anything runs (the dry run says it too): what
+    it inferred of `[Dataset]`, which the run records among its params, and its notes."""
     if plan.dataset is not None and plan.dataset.inferred:
         print(f"Dataset: {plan.dataset.describe()}", flush=True)
+    for note in plan.notes:
+        print(f"note: {note}", flush=True)
 
 
 def dry_run(plan: Plan) -> str:

@@ -52,7 +52,7 @@ from luigiflow.names import (
 )
 from luigiflow.plan import CacheOptions, Plan, SweepChild, make_plan
 from luigiflow.redact import Redactor
-from luigiflow.report import dry_run, say_inferred
+from luigiflow.report import dry_run, say_before_run
 from luigiflow.settings import Settings
 from luigiflow.sweep import Sweep
 from luigiflow.targets import TaskFolder
@@ -98,7 +98,7 @@ def run(
     """Plan every child, then create the parent and the children, build, compare, register."""
     try:
         children = plan_children(grid, child_config, task_classes, settings, options)
-        say_inferred(children[0].plan)
+        say_before_run(children[0].plan)
         if args.dry_run:
             print(describe_dry_run(grid, children))
             return EXIT_OK

@@ -47,6 +47,19 @@ class InputFile:
     problem: str = "binary"  # a problem type of [Dataset], which the target's values must suit
 
 
+@dataclass(frozen=True)
+class RegisteredModel:
+    """Where a task that publishes adds a model version: `models:/<name>@<alias>`, set in
+    the task's section `section` of luigi.toml (which messages name). Before the run, and
+    again as it registers, the model is compared with the alias's holder: another kind of
+    model (other input columns, target or problem type) is refused unless `replace_schema`."""
+
+    name: str
+    alias: str
+    section: str
+    replace_schema: bool = False
+
+
 class AmbiguousInput(Exception):
     """Two upstream tasks make an output of the same name, and `load` did not say which."""
 
@@ -148,6 +161,11 @@ class PipelineTask(luigi.Task):
         """What the task reads from outside the pipeline besides input files (a registered
         model, say), described so that a change invalidates its cached outputs."""
         return {}
+
+    def registers(self) -> RegisteredModel | None:
+        """The registered model this task adds a version to, if it does: checked before the
+        run (see `RegisteredModel`)."""
+        return None
 
     def conclusions(self) -> dict[str, str]:
         """What the run should say about this task's outputs (a verdict, a registration):

@@ -16,6 +16,17 @@ from collections.abc import Mapping
 import luigi
 
 
+class FollowsRunConfig(luigi.Parameter):
+    """A text parameter that takes a `[RunConfig]` value when its section leaves it out:
+    `[Register] model_name` is the experiment's name unless luigi.toml names another. The
+    value is filled in when the config is checked (`config.parse_config`), so the run
+    records, fingerprints and shows the name it uses, as if it had been written."""
+
+    def __init__(self, run_key: str, **kwargs) -> None:
+        super().__init__(default="", **kwargs)
+        self.run_key = run_key
+
+
 def _expected(param: luigi.Parameter) -> tuple[tuple[type, ...], str] | None:
     """The TOML types a parameter accepts, and how to name them in an error."""
     if isinstance(param, luigi.BoolParameter):
@@ -28,7 +39,8 @@ def _expected(param: luigi.Parameter) -> tuple[tuple[type, ...], str] | None:
         return (list, str), "an array"
     if isinstance(param, luigi.DictParameter):
         return (dict, str), "a table"
-    if type(param) in (luigi.Parameter, luigi.OptionalParameter, luigi.OptionalStrParameter):
+    plain = (luigi.Parameter, luigi.OptionalParameter, luigi.OptionalStrParameter, FollowsRunConfig)
+    if type(param) in plain:
         return (str,), "a string"
     if isinstance(param, luigi.NumericalParameter | luigi.ChoiceParameter) and not isinstance(
         param, luigi.ChoiceListParameter

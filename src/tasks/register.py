@@ -2,7 +2,7 @@
 
 import luigi
 
-from luigiflow import PipelineTask, registry, requires
+from luigiflow import FollowsRunConfig, PipelineTask, RegisteredModel, registry, requires
 from tasks.evaluator import VALIDATED, Evaluator, failed
 from tasks.trainer import Trainer
 
@@ -12,18 +12,30 @@ class Register(PipelineTask):
     """Register the Trainer's model under `model_name` and set `alias`, if it was VALIDATED.
 
     A REJECTED model is not registered (unless `allow_unvalidated`, which is written on the
-    version); the task still finishes and says why in registration.json.
+    version); the task still finishes and says why in registration.json. A name holds one
+    kind of model: another kind than the alias's holder (other columns, target or problem
+    type) is refused before the run, unless `replace_schema` (written on the version).
     """
 
-    model_name = luigi.Parameter(default="titanic")
+    model_name = FollowsRunConfig(
+        "experiment_name", description="the registered model (left out: the experiment's name)"
+    )
     alias = luigi.Parameter(default="champion")
     allow_unvalidated = luigi.BoolParameter(default=False, description="register REJECTED too")
+    replace_schema = luigi.BoolParameter(
+        default=False,
+        significant=False,  # it changes whether a model may be registered, not the model
+        description="let the alias move to another kind of model than its holder",
+    )
 
     outputs = {"registration": "registration.json"}
     publishes = True  # in a sweep, the parent registers the winner only
 
     def validate(self) -> dict[str, str]:
         return registry.name_problems(model_name=self.model_name, alias=self.alias)
+
+    def registers(self) -> RegisteredModel:
+        return RegisteredModel(self.model_name, self.alias, self.task_family, self.replace_schema)
 
     def run(self) -> None:
         evaluation = self.load("evaluation")
@@ -40,8 +52,7 @@ class Register(PipelineTask):
         version = registry.register(
             self.requires()["Trainer"],
             "model",
-            self.model_name,
-            self.alias,
+            self.registers(),
             description,
             tags={"validation": verdict, "registered_by_run": self.run_id},
         )
