@@ -224,3 +224,16 @@ def test_what_the_plan_inferred_of_the_dataset_is_said_before_the_run(capsys):
     assert capsys.readouterr().out == (
         "Dataset: multiclass (inferred) on y, 2 numeric and 1 categorical features\n"
     )
+
+
+def test_tasks_the_store_could_not_say_are_finished_when_known_here_else_unknown():
+    context = context_of(
+        plan_entry("Prep"), plan_entry("Train", ["Prep"]), plan_entry("Score", ["Train"])
+    )
+    here = {"Prep": record("Prep", FINISHED, 0.5), "Train": record("Train", FAILED, 3.0, "E")}
+    found = by_task(outcomes(context, here, unknown={"Prep", "Train", "Score"}))
+    assert found["Prep"] == TaskOutcome(
+        "Prep", "finished", 0.5, "recorded here; the store did not say"
+    )
+    assert found["Train"].outcome == "failed"
+    assert found["Score"] == TaskOutcome("Score", "unknown", None, "the store did not say")

@@ -15,12 +15,14 @@ from conftest import (
     TRAINER_TOP,
     artifacts,
     edit_task,
+    gate_trainer,
     run_file,
     run_runner,
     runner_env,
     runs,
     stall_trainer_when_asked,
     start_runner,
+    task_statuses,
     wait_until_asleep,
 )
 
@@ -167,3 +169,33 @@ def test_ctrl_c_with_two_workers_ends_quietly_and_task_statuses_agree(project):
     [run] = runs(project)
     assert run.info.status == "KILLED"
     assert record(project, run, "Trainer")["status"] == "KILLED"
+
+
+def test_kill_9_of_the_runner_stops_its_workers_and_resume_succeeds_at_once(project):
+    """The Trainer waits at a gate in a forked Luigi worker; the runner is killed outright.
+    Its worker must not outlive it (nor commit once the gate opens), and a --resume started
+    right away finishes the run with records that agree with its status."""
+    import psutil
+
+    gate = project / "go"
+    gate_trainer(project, gate)
+    runner = start_runner(project, "--workers", "2")
+    wait_until_asleep(project, runner)
+    workers = psutil.Process(runner.pid).children(recursive=True)
+    assert workers, "the Trainer runs in a worker process"
+    runner.kill()
+    runner.wait(timeout=60)  # not communicate(): an orphaned worker would hold its pipes
+    gate.touch()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    for orphan in alive:  # the test's own processes: none are left behind, pass or fail
+        orphan.kill()
+    assert not alive, f"workers outlived their runner: {[p.pid for p in alive]}"
+    [killed] = runs(project)
+    assert not (artifacts(project, killed) / "Trainer/_manifest.json").exists()
+    assert task_statuses(killed).get("Trainer") != "FINISHED"
+
+    result = run_runner(project, "--resume", killed.info.run_id)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [done] = runs(project)
+    assert done.info.status == "FINISHED"
+    assert set(task_statuses(done).values()) == {"FINISHED"}, task_statuses(done)

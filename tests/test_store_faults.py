@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import subprocess
 import time
@@ -17,6 +18,7 @@ from conftest import (
     signal_server,
     start_runner,
     start_server,
+    wait_for_line,
     wait_until_asleep,
 )
 from mlflow import MlflowClient
@@ -116,3 +118,66 @@ def test_a_tracking_server_that_is_down_at_start_is_one_line_and_exit_2(project)
         "(is it running? is the URI right?)"
     ), result.stderr
     assert " started" not in result.stdout
+
+
+def start_gated_on_a_server(project, tmp_path, **env):
+    """A runner whose Trainer waits at a gate, on a tracking server of its own: the test
+    fails the server while the Trainer runs, then opens the gate."""
+    gate = project / "go"
+    gate_trainer(project, gate)
+    server, url = start_server(tmp_path)
+    runner = start_runner(project, env=runner_env(MLFLOW_TRACKING_URI=url, **env))
+    wait_until_asleep(project, runner)
+    return server, runner, gate
+
+
+def outcome_of(stdout: str, family: str) -> str:
+    """A task's outcome in the summary (its row after "Run ..."): "ran", "not run", ..."""
+    rows = stdout.split("\nRun ", 1)[-1].splitlines()
+    row = next(line for line in rows if line.strip().startswith(family + " "))
+    return re.split(r"\s{2,}", row.strip())[1]
+
+
+def test_a_frozen_server_ends_the_run_within_its_deadline_with_unknown_tasks(project, tmp_path):
+    """The ending's store calls share one deadline (LUIGIFLOW_ENDING_TIMEOUT_S), so requests
+    that each wait their timeout cannot add up; what the runner cannot know is "unknown".
+    The ending begins once the Trainer's failure is reported (its own requests, each with
+    its retries, come before)."""
+    request_timeout, ending = 5, 20
+    server, runner, gate = start_gated_on_a_server(
+        project, tmp_path,
+        MLFLOW_HTTP_REQUEST_TIMEOUT=str(request_timeout),
+        LUIGIFLOW_ENDING_TIMEOUT_S=str(ending),
+    )  # fmt: skip
+    try:
+        signal_server(server, signal.SIGSTOP)
+        gate.touch()
+        seen = wait_for_line(runner, "Trainer        FAILED", timeout=600)
+        began = time.monotonic()
+        stdout, stderr = runner.communicate(timeout=600)
+        seconds, stdout = time.monotonic() - began, seen + stdout
+    finally:
+        signal_server(server, signal.SIGCONT)
+        signal_server(server, signal.SIGKILL)
+        server.wait()
+    assert runner.returncode == 1, stdout + stderr
+    assert seconds < ending + request_timeout + 10, f"the ending took {seconds:.0f} s"
+    assert "Run FAILED" in stdout
+    assert outcome_of(stdout, "Evaluator") == "unknown", stdout
+    assert "not run" not in stdout.split("\nRun ", 1)[-1], stdout
+
+
+def test_a_killed_server_leaves_the_tasks_that_finished_before_it_finished(project, tmp_path):
+    server, runner, gate = start_gated_on_a_server(
+        project, tmp_path, MLFLOW_HTTP_REQUEST_TIMEOUT="5", LUIGIFLOW_ENDING_TIMEOUT_S="20"
+    )
+    try:
+        signal_server(server, signal.SIGKILL)
+        server.wait()
+        gate.touch()
+        stdout, stderr = runner.communicate(timeout=600)
+    finally:
+        signal_server(server, signal.SIGKILL)
+    assert runner.returncode == 1, stdout + stderr
+    for family in ("Preprocessor", "Splitter"):
+        assert outcome_of(stdout, family) == "finished", stdout

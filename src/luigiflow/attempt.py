@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from luigiflow import cards, models, records
+from luigiflow import cards, lifetime, models, records
 from luigiflow.names import (
     CARD,
     ERRORS_FOLDER,
@@ -289,6 +289,7 @@ def tracked(user_run: Callable[[Any], None]) -> Callable[[Any], None]:
         if self._attempt is not None:  # super().run() inside a tracked run
             user_run(self)
             return
+        lifetime.die_with_parent()  # an orphaned task must not commit: see `lifetime`
         if not _still_to_run(self):
             return
         books = TaskBookkeeping(self)
@@ -299,6 +300,7 @@ def tracked(user_run: Callable[[Any], None]) -> Callable[[Any], None]:
                 if _superseded(attempt):
                     best_effort(attempt.abandon)  # its Logged Model, if any: FAILED
                     return
+                lifetime.check_parent()
                 attempt.commit()
             except KeyboardInterrupt:
                 best_effort(attempt.abandon)

@@ -322,11 +322,17 @@ def _run(
         heartbeat.start()
         return _build(settings, args, opened["run_id"], task_classes)
 
-    status, code = guarded(open_and_build, client, redactor, lambda: list(opened.values())[:1])
+    ending = tracking.Ending()
+    status, code = guarded(
+        open_and_build, client, redactor, lambda: list(opened.values())[:1], ending
+    )
     if heartbeat is not None:
         heartbeat.stop()
     if opened:
-        found = finish(client, opened["run_id"], status, plan, log_path, opened["url"], earlier)
+        found = finish(
+            client, opened["run_id"], status, plan, log_path, opened["url"], earlier,
+            ending=ending,
+        )  # fmt: skip
         if found.get("problems"):
             code = EXIT_FAILED if code == EXIT_OK else code
         elif code == EXIT_OK and args.require_validated and found.get("validation") != "VALIDATED":

@@ -5,9 +5,8 @@ and report, the log, the status) that nothing may interrupt.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
-import os
 import shutil
 import signal
 import sys
@@ -52,11 +51,16 @@ def open_experiment(client: MlflowClient, settings: Settings, config: Config, ad
 
 
 def guarded(
-    work: Callable[[], bool], client, redactor: Redactor, run_ids: Callable[[], list[str]]
+    work: Callable[[], bool],
+    client,
+    redactor: Redactor,
+    run_ids: Callable[[], list[str]],
+    ending: tracking.Ending,
 ) -> tuple[str, int]:
     """Do `work` (True: it succeeded) with Ctrl-C and SIGTERM raised as exceptions; the status
     the runs it opened (`run_ids`) end with, and the exit code. Afterwards the signals are
-    ignored: nothing may interrupt the bookkeeping that ends the runs."""
+    ignored: nothing may interrupt the bookkeeping that ends the runs. The runner's own error
+    is uploaded as the first step of their `ending`, within its deadline."""
     logs.take_over_luigi_logging()
     signal.signal(signal.SIGTERM, _raise_terminated)
     # Ctrl-C ends the run KILLED even if the runner was started with SIGINT ignored, as a
@@ -73,8 +77,8 @@ def guarded(
         logging.error("runner failed:\n%s", text)  # the traceback goes to the log only
         print(f"error: {redactor.text(str(error)) or type(error).__name__}", file=sys.stderr)
         for run_id in run_ids():
-            with contextlib.suppress(Exception):
-                client.log_text(run_id, text, "errors/runner.txt")
+            upload = functools.partial(client.log_text, run_id, text, "errors/runner.txt")
+            ending.step("upload the runner's error", upload)
         return "FAILED", EXIT_FAILED
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -91,24 +95,28 @@ def finish(
     earlier=frozenset(),
     extra: str = "",
     say: bool = True,
+    ending: tracking.Ending | None = None,
 ) -> dict:
     """End the run: records settled, conclusions and report (`extra`: HTML for it), the log,
     the status; print the summary (unless `say` is False), and a paragraph when the store
     failed on the way. Returns the conclusions (`validation`, `registration`, ...), under
-    "problems" what failed in the store, and under "failed" the tasks that failed."""
-    ending = tracking.Ending(float(os.environ.get("LUIGIFLOW_ENDING_TIMEOUT_S", "60")))
+    "problems" what failed in the store, and under "failed" the tasks that failed. Runs
+    ended together (a sweep's) share one `ending`, and so its deadline."""
+    ending = ending or tracking.Ending()
+    problems_before = len(ending.problems)
     shared = plan.context.decided(SHARED)  # made by another child of a sweep: its records
     families = [family for family in plan.context.tasks if family not in shared]
-    done = ending.step("read the task records", lambda: records.read_all(run_id, families)) or {}
+    done, unread = _task_records(ending, run_id, families)
     if status != "FINISHED":
-        ending.step("settle interrupted tasks", lambda: records.settle(run_id, done, status))
+        stored = {family: record for family, record in done.items() if family not in unread}
+        ending.step("settle interrupted tasks", lambda: records.settle(run_id, stored, status))
     for family in shared:
         maker = plan.context.made_by(family, run_id)
         record = ending.step(
             "read a shared task's record", lambda m=maker, f=family: records.read(m, f)
         )
         done.update({family: record} if record else {})
-    task_outcomes = outcomes(plan.context, done, earlier)
+    task_outcomes = outcomes(plan.context, done, earlier, unread)
     found = (
         ending.step(
             "write the report",
@@ -123,16 +131,28 @@ def finish(
     seconds = time.monotonic() - STARTED
     if say:
         print(summary(task_outcomes, f"{status} in {seconds:.1f}s", url, f"Log: {log_path}", found))
-    if ending.problems:
+    problems = ending.problems[problems_before:]
+    if problems:
         state = f"is {status}" if ended else "may be left RUNNING (the next runner marks it KILLED)"
         print(
-            f"\nThe store failed while the run was ending: {'; '.join(ending.problems)}."
+            f"\nThe store failed while the run was ending: {'; '.join(problems)}."
             f" The run {state}; what the tasks wrote before stays as it is."
             f" Details: {log_path}",
             file=sys.stderr,
         )
     failed = [f"{o.task}: {o.detail}" for o in task_outcomes if o.outcome == "failed"]
-    return {**found, "problems": "; ".join(ending.problems), "failed": "; ".join(failed)}
+    return {**found, "problems": "; ".join(problems), "failed": "; ".join(failed)}
+
+
+def _task_records(ending: tracking.Ending, run_id: str, families: list[str]):
+    """The tasks' records, and the tasks whose record the store could not give. For those,
+    what this process recorded itself stands in (a task it ran and saw finish); the others
+    are unknown."""
+    read = ending.step("read the task records", lambda: records.read_listed(run_id, families))
+    done, unread = read if read is not None else ({}, set(families))
+    here = records.written_here(run_id)
+    done.update({family: here[family] for family in unread if family in here})
+    return done, unread
 
 
 def _raise_terminated(signum, frame) -> None:

@@ -15,8 +15,8 @@ import socket
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from luigiflow.names import record_path
-from luigiflow.targets import read_run_text, write_run_text
+from luigiflow.names import RECORDS_FOLDER, record_path
+from luigiflow.targets import list_run_files, read_run_text, write_run_text
 
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 
@@ -44,8 +44,20 @@ class TaskRecord:
         self.duration_s, self.user_code_s = round(seconds, 3), round(user_seconds, 3)
 
 
+# What this process itself recorded of its tasks, by run and task: when the store fails at
+# the end of a run, the summary still says what the tasks that ran here did.
+_written_here: dict[tuple[str, str], TaskRecord] = {}
+
+
 def write(run_id: str, record: TaskRecord) -> None:
+    _written_here[(run_id, record.task)] = TaskRecord(**asdict(record))
     write_run_text(run_id, record_path(record.task), json.dumps(asdict(record), indent=2))
+
+
+def written_here(run_id: str) -> dict[str, TaskRecord]:
+    """The last record this process wrote of each of the run's tasks (whether or not the
+    store took it). A forked worker's records are its own: the runner does not see them."""
+    return {task: record for (run, task), record in _written_here.items() if run == run_id}
 
 
 def read(run_id: str, family: str) -> TaskRecord | None:
@@ -57,6 +69,24 @@ def read_all(run_id: str, families: list[str]) -> dict[str, TaskRecord]:
     """The records of these tasks that exist (a task that never started has none)."""
     found = {family: read(run_id, family) for family in families}
     return {family: record for family, record in found.items() if record is not None}
+
+
+def read_listed(run_id: str, families: list[str]) -> tuple[dict[str, TaskRecord], set[str]]:
+    """The records of these tasks in the store, and the tasks whose record the store could
+    not give (it failed, or the record was listed but could not be read): a task without a
+    record never started, one without an answer may have. Raises when the store cannot
+    list the records at all."""
+    listed = set(list_run_files(run_id, RECORDS_FOLDER))
+    found, unread = {}, set()
+    for family in families:
+        if f"{family}.json" not in listed:
+            continue
+        record = read(run_id, family)
+        if record is None:
+            unread.add(family)
+        else:
+            found[family] = record
+    return found, unread
 
 
 def now() -> str:

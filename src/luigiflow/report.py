@@ -112,7 +112,8 @@ def follow(task_class: Any) -> None:
 @dataclass
 class TaskOutcome:
     task: str
-    outcome: str  # ran, reused, copied, skipped, failed, interrupted, not run
+    outcome: str  # ran, reused, copied, skipped, failed, interrupted, not run; finished,
+    # unknown (the store could not say)
     seconds: float | None = None
     detail: str = ""
     attempts: int = 1
@@ -151,19 +152,35 @@ def outcomes(
     context: RunContext,
     records: Mapping[str, TaskRecord],
     earlier: Collection[str] = frozenset(),
+    unknown: Collection[str] = frozenset(),
 ) -> list[TaskOutcome]:
     """What became of each task: the plan's decision, and the record of a task that ran
-    (`earlier`: tasks that finished in an earlier attempt of a resumed run)."""
+    (`earlier`: tasks that finished in an earlier attempt of a resumed run). `unknown`: tasks
+    whose record the store could not give; among them, those in `records` are known from
+    this process's own records, and the others are "unknown", never "not run"."""
     found, done = [], set()
     for family, entry in context.tasks.items():
         outcome = _decided(context, entry) or _ran(entry, records.get(family), family in earlier)
+        if family in unknown and (outcome is None or outcome.outcome == "ran"):
+            outcome = _unread(family, outcome, family in earlier)
         if outcome is None:
             detail = "" if set(entry.upstream) <= done else "an upstream task failed"
             outcome = TaskOutcome(family, "not run", None, detail)
-        if outcome.outcome in ("reused", "copied", "ran", "kept", "shared", "deferred"):
+        if outcome.outcome in ("reused", "copied", "ran", "kept", "shared", "deferred", "finished"):
             done.add(family)
         found.append(outcome)
     return found
+
+
+def _unread(family: str, known: TaskOutcome | None, earlier: bool) -> TaskOutcome:
+    """A task whose record the store could not give: "finished" when this process recorded
+    it finished (or "kept", finished in an earlier attempt), else "unknown": it may have run
+    elsewhere, or not at all."""
+    if earlier:
+        return TaskOutcome(family, "kept", None, "finished in an earlier attempt")
+    if known is None:
+        return TaskOutcome(family, "unknown", None, "the store did not say")
+    return TaskOutcome(family, "finished", known.seconds, "recorded here; the store did not say")
 
 
 def _decided(context: RunContext, entry: TaskPlan) -> TaskOutcome | None:

@@ -140,7 +140,10 @@ class SweepInvocation:
     heartbeat: owner.Heartbeat | None = None
 
     def run(self) -> int:
-        status, code = guarded(self._open_and_build, self.client, self.redactor, self._opened)
+        ending = tracking.Ending()  # the sweep's runs end together, by one deadline
+        status, code = guarded(
+            self._open_and_build, self.client, self.redactor, self._opened, ending
+        )
         if not self.parent_id:
             return code
         for child in self.children:
@@ -148,12 +151,12 @@ class SweepInvocation:
             if child.run_id:
                 child.found = finish(
                     self.client, child.run_id, child.status, child.plan, self.log_path,
-                    child.url, say=False,
+                    child.url, say=False, ending=ending,
                 )  # fmt: skip
         if any(child.found.get("problems") for child in self.children):
             code = EXIT_FAILED if code == EXIT_OK else code
         try:
-            return self._end_parent(status, code)
+            return self._end_parent(status, code, ending)
         finally:
             if self.heartbeat is not None:
                 self.heartbeat.stop()
@@ -221,7 +224,7 @@ class SweepInvocation:
         child.url = self._url(child.run_id)
         print(f"  child {child.number}: run {child.run_id} ({child.label})", flush=True)
 
-    def _end_parent(self, status: str, code: int) -> int:
+    def _end_parent(self, status: str, code: int, ending: tracking.Ending) -> int:
         """Compare the children; register the winner if every child finished; end the
         parent."""
         client, grid, children = self.client, self.grid, self.children
@@ -254,7 +257,7 @@ class SweepInvocation:
         extra = _comparison_html(grid, table, best, best_validated, plots, why_not)
         found = finish(
             client, self.parent_id, status, plan, self.log_path, self.parent_url, extra=extra,
-            say=False,
+            say=False, ending=ending,
         )  # fmt: skip
         print(sweep_summary(grid, children, table, best, best_validated, status, found, why_not))
         print(f"  MLflow: {self.parent_url}\n  Log: {self.log_path}")

@@ -103,6 +103,16 @@ def read_run_text(run_id: str, path: str) -> str | None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def list_run_files(run_id: str, folder: str) -> list[str]:
+    """The names of the files in a folder of a run's artifacts (none when it has no such
+    folder). Unlike `read_run_text`, a store that fails raises: an empty folder and a store
+    that cannot say are not the same."""
+    root = local_path(run_artifact_uri(run_id))
+    if root is not None:
+        return sorted(p.name for p in (root / folder).glob("*") if p.is_file())
+    return sorted(Path(f.path).name for f in repository(run_id).list_artifacts(folder))
+
+
 def staging_root() -> Path:
     """Local scratch space for outputs on their way to (or from) a remote artifact store."""
     root = Path(os.environ.get("PROJECT_ROOT", ".")) / ".luigiflow"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -281,18 +282,25 @@ def run_url(
 
 class Ending:
     """The steps that end a run, bounded together by one deadline, so that a store that fails
-    or hangs cannot keep the runner from ending. After a step timed out, only the steps that
-    must be tried (the run's status) are, with what time is left."""
+    or hangs cannot keep the runner from ending: requests that each wait their timeout cannot
+    add up. The clock starts at the first step (the build is not the ending's). After a step
+    timed out, only the steps that must be tried (the run's status) are, with what time is
+    left and, past the deadline, one request timeout more between them all: the whole ending
+    takes at most `seconds` plus one request timeout."""
 
-    def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds
+    def __init__(self, seconds: float | None = None) -> None:
+        self.seconds = ending_seconds() if seconds is None else seconds
+        self.grace = float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or "30")
+        self.deadline: float | None = None
         self.problems: list[str] = []
         self.timed_out = False
 
     def step(self, what: str, call: Callable[[], object], always: bool = False) -> object:
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.seconds
         if self.timed_out and not always:
             return None
-        remaining = max(self.deadline - time.monotonic(), 5.0 if always else 0.0)
+        end = self.deadline + (self.grace if always else 0.0)
         result: list[object] = []
         failure: list[BaseException] = []
 
@@ -304,7 +312,7 @@ class Ending:
 
         thread = threading.Thread(target=work, name=f"ending: {what}", daemon=True)
         thread.start()
-        thread.join(remaining)
+        thread.join(max(end - time.monotonic(), 0.0))
         if thread.is_alive():
             self.timed_out = True
             self.problems.append(f"could not {what} within the deadline")
@@ -313,6 +321,12 @@ class Ending:
             self.problems.append(f"could not {what} ({_briefly(failure[0])})")
             logging.error("could not %s", what, exc_info=failure[0])
         return result[0] if result else None
+
+
+def ending_seconds() -> float:
+    """How long the ending of a run (or of a sweep, all its runs) may take:
+    LUIGIFLOW_ENDING_TIMEOUT_S, 60 s by default."""
+    return float(os.environ.get("LUIGIFLOW_ENDING_TIMEOUT_S", "60"))
 
 
 def _briefly(error: BaseException) -> str:

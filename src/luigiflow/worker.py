@@ -135,13 +135,14 @@ def _build_once(roots: PipelineTask | list[PipelineTask], workers: int, schedule
             workers=workers,
         )
     logging.debug("%s", result.summary_text)
-    complete = all(root.complete() for root in roots)
-    if result.status.name in ("SUCCESS", "SUCCESS_WITH_RETRY") and complete:
-        logging.info("%s", result.summary_text)
-        return "done"
     if result.status.name in ("FAILED", "FAILED_AND_SCHEDULING_FAILED", "SCHEDULING_FAILED"):
         logging.info("%s", result.summary_text)
-        return "failed"
+        return "failed"  # asking the store whether the roots are complete would add nothing
+    if result.status.name in ("SUCCESS", "SUCCESS_WITH_RETRY") and all(
+        root.complete() for root in roots
+    ):
+        logging.info("%s", result.summary_text)
+        return "done"
     return "waiting" if scheduler_url else "failed"
 
 
