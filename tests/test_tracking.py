@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from luigiflow import owner, store, tracking
 from luigiflow.config import Config
 from luigiflow.context import REUSED, RunContext, TaskPlan, load
+from luigiflow.ending import Ending
 from luigiflow.redact import MASK, Redactor
 
 
@@ -133,7 +134,7 @@ def test_run_url():
 
 
 def test_the_ending_is_bounded_and_goes_on_after_a_failure():
-    ending = tracking.Ending(seconds=0.5)
+    ending = Ending(seconds=0.5)
     began = time.monotonic()
     assert ending.step("read the records", lambda: {"a": 1}) == {"a": 1}
     assert ending.step("write the report", lambda: 1 / 0) is None

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from luigiflow import cards, lifetime, models, records
+from luigiflow.ending import Ending, request_timeout
 from luigiflow.names import (
     CARD,
     ERRORS_FOLDER,
@@ -238,6 +239,22 @@ def best_effort(call: Callable[..., Any], *args: Any) -> Any:
         return None
 
 
+def _after_failure(books: TaskBookkeeping, attempt: Attempt, text: str, last: bool) -> bool:
+    """Record a failed attempt (its Logged Model FAILED, its traceback, on the last one the
+    task's record) within one request timeout in all: a store that hangs, often the very
+    cause of the failure, would otherwise hold the task for a timeout and its retries per
+    call, minutes before the run could even begin to end. Returns whether a newer attempt
+    superseded this one (then nothing is recorded)."""
+    bounded = Ending(request_timeout())
+    bounded.step("mark the attempt's Logged Model FAILED", attempt.abandon)
+    if bounded.step("check for a newer attempt", lambda: _superseded(attempt)):
+        return True
+    error = bounded.step("record the failure", lambda: books.failed(attempt, text)) or ""
+    if last:
+        bounded.step("record the task FAILED", lambda: books.end(attempt, records.FAILED, error))
+    return False
+
+
 def _attempt_entry(attempt: Attempt, status: str, error: str) -> dict:
     seconds = round(time.monotonic() - attempt.began, 3)
     return {"attempt": attempt.number, "status": status, "duration_s": seconds, "error": error}
@@ -307,12 +324,10 @@ def tracked(user_run: Callable[[Any], None]) -> Callable[[Any], None]:
                 _interrupted(books, attempt)
                 raise
             except BaseException:
-                best_effort(attempt.abandon)
-                if _superseded(attempt):  # e.g. its timeout ran on while paused
-                    return
-                error = best_effort(books.failed, attempt, traceback.format_exc()) or ""
-                if number > int(self.retries):
-                    best_effort(books.end, attempt, records.FAILED, error)
+                last = number > int(self.retries)
+                if _after_failure(books, attempt, traceback.format_exc(), last):
+                    return  # superseded, e.g. its timeout ran on while paused
+                if last:
                     raise
                 continue
             finally:

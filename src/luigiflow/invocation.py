@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 from luigiflow import logs, owner, records, scheduler, store, sweep, targets, tracking, worker
 from luigiflow.config import Config, ConfigError, load_config, parse_config
 from luigiflow.context import load as load_context
+from luigiflow.ending import Ending
 from luigiflow.lifecycle import (
     UI_ADDRESS,
     USAGE_ERRORS,
@@ -322,7 +323,7 @@ def _run(
         heartbeat.start()
         return _build(settings, args, opened["run_id"], task_classes)
 
-    ending = tracking.Ending()
+    ending = Ending()
     status, code = guarded(
         open_and_build, client, redactor, lambda: list(opened.values())[:1], ending
     )

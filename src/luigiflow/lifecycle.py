@@ -18,9 +18,10 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from luigiflow import logs, owner, records, store, tracking
+from luigiflow import logs, owner, records, store
 from luigiflow.config import Config, ConfigError
 from luigiflow.context import SHARED, NoContext
+from luigiflow.ending import Ending
 from luigiflow.names import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED
 from luigiflow.plan import Plan
 from luigiflow.redact import Redactor
@@ -55,7 +56,7 @@ def guarded(
     client,
     redactor: Redactor,
     run_ids: Callable[[], list[str]],
-    ending: tracking.Ending,
+    ending: Ending,
 ) -> tuple[str, int]:
     """Do `work` (True: it succeeded) with Ctrl-C and SIGTERM raised as exceptions; the status
     the runs it opened (`run_ids`) end with, and the exit code. Afterwards the signals are
@@ -95,14 +96,14 @@ def finish(
     earlier=frozenset(),
     extra: str = "",
     say: bool = True,
-    ending: tracking.Ending | None = None,
+    ending: Ending | None = None,
 ) -> dict:
     """End the run: records settled, conclusions and report (`extra`: HTML for it), the log,
     the status; print the summary (unless `say` is False), and a paragraph when the store
     failed on the way. Returns the conclusions (`validation`, `registration`, ...), under
     "problems" what failed in the store, and under "failed" the tasks that failed. Runs
     ended together (a sweep's) share one `ending`, and so its deadline."""
-    ending = ending or tracking.Ending()
+    ending = ending or Ending()
     problems_before = len(ending.problems)
     shared = plan.context.decided(SHARED)  # made by another child of a sweep: its records
     families = [family for family in plan.context.tasks if family not in shared]
@@ -144,7 +145,7 @@ def finish(
     return {**found, "problems": "; ".join(problems), "failed": "; ".join(failed)}
 
 
-def _task_records(ending: tracking.Ending, run_id: str, families: list[str]):
+def _task_records(ending: Ending, run_id: str, families: list[str]):
     """The tasks' records, and the tasks whose record the store could not give. For those,
     what this process recorded itself stands in (a task it ran and saw finish); the others
     are unknown."""

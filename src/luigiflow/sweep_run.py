@@ -34,6 +34,7 @@ from typing import Any
 from luigiflow import owner, sweep, tracking, worker
 from luigiflow.config import SWEEP_SECTION, Config, ConfigError
 from luigiflow.context import DEFERRED, RUN, SHARED, RunContext
+from luigiflow.ending import Ending
 from luigiflow.lifecycle import (
     STARTED,
     UI_ADDRESS,
@@ -140,7 +141,7 @@ class SweepInvocation:
     heartbeat: owner.Heartbeat | None = None
 
     def run(self) -> int:
-        ending = tracking.Ending()  # the sweep's runs end together, by one deadline
+        ending = Ending()  # the sweep's runs end together, by one deadline
         status, code = guarded(
             self._open_and_build, self.client, self.redactor, self._opened, ending
         )
@@ -224,7 +225,7 @@ class SweepInvocation:
         child.url = self._url(child.run_id)
         print(f"  child {child.number}: run {child.run_id} ({child.label})", flush=True)
 
-    def _end_parent(self, status: str, code: int, ending: tracking.Ending) -> int:
+    def _end_parent(self, status: str, code: int, ending: Ending) -> int:
         """Compare the children; register the winner if every child finished; end the
         parent."""
         client, grid, children = self.client, self.grid, self.children

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import getpass
 import json
-import logging
-import os
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -278,58 +275,3 @@ def run_url(
     base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else ui_address
     page = f"{redact_uri(base).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
     return f"{page}{path}?workflowType=machine_learning"
-
-
-class Ending:
-    """The steps that end a run, bounded together by one deadline, so that a store that fails
-    or hangs cannot keep the runner from ending: requests that each wait their timeout cannot
-    add up. The clock starts at the first step (the build is not the ending's). After a step
-    timed out, only the steps that must be tried (the run's status) are, with what time is
-    left and, past the deadline, one request timeout more between them all: the whole ending
-    takes at most `seconds` plus one request timeout."""
-
-    def __init__(self, seconds: float | None = None) -> None:
-        self.seconds = ending_seconds() if seconds is None else seconds
-        self.grace = float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or "30")
-        self.deadline: float | None = None
-        self.problems: list[str] = []
-        self.timed_out = False
-
-    def step(self, what: str, call: Callable[[], object], always: bool = False) -> object:
-        if self.deadline is None:
-            self.deadline = time.monotonic() + self.seconds
-        if self.timed_out and not always:
-            return None
-        end = self.deadline + (self.grace if always else 0.0)
-        result: list[object] = []
-        failure: list[BaseException] = []
-
-        def work() -> None:
-            try:
-                result.append(call())
-            except BaseException as error:
-                failure.append(error)
-
-        thread = threading.Thread(target=work, name=f"ending: {what}", daemon=True)
-        thread.start()
-        thread.join(max(end - time.monotonic(), 0.0))
-        if thread.is_alive():
-            self.timed_out = True
-            self.problems.append(f"could not {what} within the deadline")
-            logging.error("could not %s within the deadline", what)
-        elif failure:
-            self.problems.append(f"could not {what} ({_briefly(failure[0])})")
-            logging.error("could not %s", what, exc_info=failure[0])
-        return result[0] if result else None
-
-
-def ending_seconds() -> float:
-    """How long the ending of a run (or of a sweep, all its runs) may take:
-    LUIGIFLOW_ENDING_TIMEOUT_S, 60 s by default."""
-    return float(os.environ.get("LUIGIFLOW_ENDING_TIMEOUT_S", "60"))
-
-
-def _briefly(error: BaseException) -> str:
-    """An error's type and the first line of its message, short enough for one paragraph."""
-    first = next(iter(str(error).strip().splitlines()), "")
-    return f"{type(error).__name__}: {first[:100]}" if first else type(error).__name__
