@@ -41,16 +41,17 @@ def test_a_model_saved_with_other_library_versions_is_loaded_with_a_warning(tmp_
     each fresh process): the pinned versions are compared here instead."""
     from importlib.metadata import version
 
-    from luigiflow.formats import _warn_of_other_versions
+    from luigiflow.loader import _warn_of_other_versions
 
-    (tmp_path / "requirements.txt").write_text(
+    requirements = (
         f"pandas=={version('pandas')}\nscikit-learn==0.0.1\nno-such-package==1.0\nmlflow\n"
     )
     with caplog.at_level("WARNING", logger="luigiflow"):
-        _warn_of_other_versions(tmp_path)
+        _warn_of_other_versions("runs:/r/Trainer/model", requirements.encode())
     warned = [r.getMessage() for r in caplog.records]
     assert warned == [
-        f"the model in {tmp_path} was saved with scikit-learn 0.0.1; "
+        "the model runs:/r/Trainer/model was saved with scikit-learn 0.0.1; "
         f"{version('scikit-learn')} is installed here",
-        f"the model in {tmp_path} was saved with no-such-package 1.0; nothing is installed here",
+        "the model runs:/r/Trainer/model was saved with no-such-package 1.0; "
+        "nothing is installed here",
     ]

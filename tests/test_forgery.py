@@ -148,7 +148,7 @@ def test_a_forged_logged_model_run_and_version_give_no_command_anywhere(project,
     assert "evil.skops" in tags["luigiflow.task.Trainer.broken"]
 
     sys.path.insert(0, str(project / "src"))
-    from luigiflow.formats import UntrustedModel
+    from luigiflow.loader import UntrustedModel
     from luigiflow.registry import load_model
 
     with pytest.MonkeyPatch.context() as patch:

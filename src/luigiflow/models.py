@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from luigiflow import formats
+from luigiflow import loader
 from luigiflow.digests import BrokenOutput, file_digests
 from luigiflow.naming import estimator_class
 from luigiflow.targets import TaskFolder, client, local_path, staging_root
@@ -73,9 +73,9 @@ def model_id_of(model_uri: str) -> str | None:
 
 def load(model_id: str):
     """The Logged Model as pyfunc, through the project's loader: each file checked as it is
-    read against the manifest of the task that made it (see `formats.load_model`)."""
+    read against the manifest of the task that made it (see `loader.load_model`)."""
     folder, expected = files(model_id)
-    return formats.load_model(folder, expected, uri(model_id))
+    return loader.load_model(folder, expected, uri(model_id))
 
 
 def verify(model_id: str) -> None:
@@ -99,8 +99,8 @@ def verify_outputs(folder: TaskFolder, manifest_digest: str | None) -> dict:
     files = manifest["files"]
     for output in manifest.get("outputs", {}).values():
         if f"{output}/MLmodel" in files:
-            digests = formats.folder_digests(files, output)
-            formats.check_model(folder.fetch(output), digests, f"{folder!r}/{output}")
+            digests = loader.folder_digests(files, output)
+            loader.check_model(folder.fetch(output), digests, f"{folder!r}/{output}")
     if folder.run_id is not None:  # a plain folder has no run to vouch for a model id
         for model_id in (manifest.get("models") or {}).values():
             verify(model_id)
@@ -123,7 +123,7 @@ def files(model_id: str) -> tuple[Path, dict[str, dict]]:
     manifest = folder.vouched_manifest()
     if manifest.get("models", {}).get(output) != model_id:
         raise BrokenOutput(f"{folder!r} does not record {uri(model_id)} as its {output}")
-    expected = formats.folder_digests(manifest["files"], manifest["outputs"][output])
+    expected = loader.folder_digests(manifest["files"], manifest["outputs"][output])
     return _local_copy(model_id, model.artifact_location), expected
 
 

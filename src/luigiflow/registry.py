@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from luigiflow import formats, models
+from luigiflow import loader, models
 from luigiflow.dataset import SECTION as DATASET_SECTION
 from luigiflow.dataset import DatasetError
-from luigiflow.formats import UntrustedModel
+from luigiflow.loader import UntrustedModel
 from luigiflow.names import MODEL_FINGERPRINT_TAG as FINGERPRINT_TAG
 from luigiflow.names import SCHEMA_REPLACED_TAG
 from luigiflow.schema import ModelSchema, from_signature
@@ -221,7 +221,7 @@ def _alias_kept(name: str, alias: str, version, promotion: dict[str, str]) -> st
 
 def load_model(uri: str):
     """A registered or Logged Model (`models:/name@alias`, `models:/name/3`, `models:/m-...`)
-    as pyfunc, through the project's loader (`formats.load_model`): each file checked, as it
+    as pyfunc, through the project's loader (`loader.load_model`): each file checked, as it
     is read, against the manifest of the task that made it, and no code run from it."""
     if model_id := models.model_id_of(uri):
         return models.load(model_id)
@@ -231,14 +231,17 @@ def load_model(uri: str):
         raise LookupError(f"{uri}: no such registered model version")
     if models.model_id_of(version.source):
         return load_model(version.source)
+    if not version.run_id:
+        raise UntrustedModel(f"{uri}: version {version.version} was made by no run")
     base = run_artifact_uri(version.run_id).rstrip("/") + "/"
     family, _, filename = version.source.removeprefix(base).partition("/")
-    if not version.source.startswith(base) or not filename or ".." in filename.split("/"):
+    parts = [family, *filename.split("/")]
+    if not version.source.startswith(base) or not filename or {"", ".", ".."} & set(parts):
         raise UntrustedModel(f"{uri}: version {version.version} is not a task output of its run")
     folder = TaskFolder(version.run_id, family)
     manifest = folder.verify(folder.recorded_digest(), fresh=True)
-    digests = formats.folder_digests(manifest["files"], filename)
-    return formats.load_model(folder.fetch(filename), digests, f"{folder!r}/{filename}")
+    digests = loader.folder_digests(manifest["files"], filename)
+    return loader.load_model(folder.fetch(filename), digests, f"{folder!r}/{filename}")
 
 
 def describe(uri: str) -> str:

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import luigi
 from luigi.parameter import ParameterVisibility
 
-from luigiflow import cards, formats, models
+from luigiflow import cards, formats, loader, models
 from luigiflow.attempt import Attempt, tracked
 from luigiflow.config import DATASET_SECTION
 from luigiflow.context import DEFERRED, RunContext, find, load
@@ -236,7 +236,7 @@ class PipelineTask(luigi.Task):
         JSON as Python values. An upstream output is checked as it is read against the
         manifest of the task that made it (as its run vouches for it now), so what is read
         is what was verified; a model loads through the project's own loader, which runs no
-        code from the artifact (`formats.load_model`)."""
+        code from the artifact (`loader.load_model`)."""
         found = self.input_target(name, of)
         if isinstance(found, Path):  # an input file, in its encoding
             return formats.read(found, self.input_files()[name].encoding)
@@ -382,7 +382,7 @@ def read_verified(target: ArtifactTarget, name: str) -> Any:
             return models.load(model_id)
         files, path, label = manifest.get("files") or {}, target.local_path(), repr(target)
         if path.is_dir():
-            return formats.load_model(path, formats.folder_digests(files, target.filename), label)
+            return loader.load_model(path, loader.folder_digests(files, target.filename), label)
         if target.filename not in files:
             raise BrokenOutput(f"{label} is not in its manifest")
         return formats.read_checked(path, files[target.filename], label)
