@@ -10,7 +10,7 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from luigiflow import owner, store
+from luigiflow import owner, records, store
 from luigiflow.owner import RunnerRecord
 from luigiflow.settings import Settings
 
@@ -36,8 +36,14 @@ def test_abandoned_runs_are_marked_killed_live_ones_are_not(client: MlflowClient
     gone = RunnerRecord(socket.gethostname(), dead_process.pid, "12345", time.time(), 60)
     dead = owned_run(client, exp_id, gone)
     not_a_runners = client.create_run(exp_id).info.run_id  # no record: left alone
+    running, finished = records.TaskRecord.begin("Trainer", ""), records.TaskRecord.begin("A", "")
+    finished.status = records.FINISHED
+    for record in (running, finished):
+        records.write(dead, record)
     assert owner.mark_abandoned_runs(client, [exp_id]) == [dead]
     assert client.get_run(dead).info.status == "KILLED"
+    assert records.read(dead, "Trainer").status == "KILLED", "records agree with the run"
+    assert records.read(dead, "A").status == "FINISHED"
     assert client.get_run(live).info.status == "RUNNING"
     assert client.get_run(not_a_runners).info.status == "RUNNING"
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from luigiflow import records
 from luigiflow.names import RUNNER_ARTIFACT
 from luigiflow.targets import read_run_text, write_run_text
 
@@ -120,6 +121,10 @@ def mark_abandoned_runs(client: MlflowClient, experiment_ids: list[str] | None =
             logging.warning("could not mark run %s KILLED", run.info.run_id, exc_info=True)
             continue
         killed.append(run.info.run_id)
+        try:
+            records.settle_abandoned(run.info.run_id)
+        except Exception:  # the run's status is what counts; its records say so where they can
+            logging.warning("could not settle the records of run %s", run.info.run_id)
     return killed
 
 

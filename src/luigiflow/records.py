@@ -14,6 +14,7 @@ import os
 import socket
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from luigiflow.names import RECORDS_FOLDER, record_path
 from luigiflow.targets import list_run_files, read_run_text, write_run_text
@@ -101,3 +102,10 @@ def settle(run_id: str, found: dict[str, TaskRecord], run_status: str) -> None:
         if record.status == RUNNING:
             record.status = status
             write(run_id, record)
+
+
+def settle_abandoned(run_id: str) -> None:
+    """A run marked KILLED because its runner died outright: its records still RUNNING (the
+    runner could not end them) say KILLED too, so that records agree with the run's status."""
+    families = [Path(name).stem for name in list_run_files(run_id, RECORDS_FOLDER)]
+    settle(run_id, read_all(run_id, families), KILLED)
