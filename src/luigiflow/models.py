@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from luigiflow import loader
-from luigiflow.digests import BrokenOutput, file_digests
+from luigiflow.digests import BrokenOutput
 from luigiflow.naming import estimator_class
 from luigiflow.targets import TaskFolder, client, local_path, staging_root
 
@@ -79,15 +79,11 @@ def load(model_id: str):
 
 
 def verify(model_id: str) -> None:
-    """Check every file of the Logged Model against its task's manifest without loading it
-    (as reuse does before a run); raise BrokenOutput naming the first that differs."""
+    """Check the Logged Model as the loader would, without loading it (as reuse does before a
+    run): every file against its task's manifest, and the MLmodel and skops file fit to load;
+    raise BrokenOutput (UntrustedModel) naming what is wrong."""
     folder, expected = files(model_id)
-    found = file_digests(folder)
-    if found != expected:
-        different = sorted(set(found) ^ set(expected)) or sorted(
-            name for name in found if found[name] != expected[name]
-        )
-        raise BrokenOutput(f"{uri(model_id)}: {different[0]} differs from its task's manifest")
+    loader.check_model(folder, expected, uri(model_id))
 
 
 def verify_outputs(folder: TaskFolder, manifest_digest: str | None) -> dict:
