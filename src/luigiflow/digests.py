@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from luigiflow.names import MANIFEST
@@ -68,3 +69,13 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def checked_bytes(path: Path, digest: Mapping, label: str) -> bytes:
+    """The bytes of `path`, if they are the ones `digest` (size, sha256) records."""
+    if not path.is_file():
+        raise BrokenOutput(f"{label} is missing")
+    data = path.read_bytes()
+    if len(data) != digest["size"] or hashlib.sha256(data).hexdigest() != digest["sha256"]:
+        raise BrokenOutput(f"{label} differs from its manifest")
+    return data

@@ -8,14 +8,13 @@ at all.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from luigiflow.digests import BrokenOutput, DigestingFile, written_digest
+from luigiflow.digests import DigestingFile, checked_bytes, written_digest
 
 
 def write(path: Path, value: Any) -> dict:
@@ -63,16 +62,6 @@ def parse(name: str, data: bytes, encoding: str = "utf-8") -> Any:
     if name.endswith(".csv"):
         return pd.read_csv(io.BytesIO(data), encoding=encoding)
     raise ValueError(f"{name}: no reader for '{Path(name).suffix}' files; use input_path()")
-
-
-def checked_bytes(path: Path, digest: Mapping, label: str) -> bytes:
-    """The bytes of `path`, if they are the ones `digest` (size, sha256) records."""
-    if not path.is_file():
-        raise BrokenOutput(f"{label} is missing")
-    data = path.read_bytes()
-    if len(data) != digest["size"] or hashlib.sha256(data).hexdigest() != digest["sha256"]:
-        raise BrokenOutput(f"{label} differs from its manifest")
-    return data
 
 
 def warm_up() -> None:

@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from luigiflow.digests import BrokenOutput
-from luigiflow.formats import checked_bytes
+from luigiflow.digests import BrokenOutput, checked_bytes
 
 # Types a skops model may need beyond those skops trusts itself (scikit-learn's estimators and
 # the like). The project decides; the list a model folder carries is never believed.
