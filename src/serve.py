@@ -28,14 +28,15 @@ def main() -> None:
     settings = load_settings(PROJECT_ROOT, args.config)
 
     from luigiflow.config import load_config
+    from luigiflow.context import draft
     from luigiflow.registry import load_model
     from luigiflow.worker import load_task_classes
 
     try:
-        # The config checked and installed as a run's is: model_name follows the experiment.
+        # Register's values as a run's plan reads them: model_name follows the experiment.
         task_classes = load_task_classes(["tasks"])
-        load_config(settings.config_path, settings.project_root, task_classes)
-        register = task_classes["Register"](run_id="serve")
+        config = load_config(settings.config_path, settings.project_root, task_classes)
+        register = task_classes["Register"](run_id=draft(config.task_sections(), "Register", ""))
         uri = args.model_uri or f"models:/{register.model_name}@{register.alias}"
         model = load_model(uri)
     except Exception as error:

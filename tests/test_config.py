@@ -12,7 +12,8 @@ os.environ["LUIGI_CONFIG_PARSER"] = "toml"
 import luigi
 from luigi.configuration import get_config
 
-from luigiflow.config import ConfigError, load_config, parse_override
+from luigiflow.config import Config, ConfigError, load_config, parse_override
+from luigiflow.context import draft
 from tasks import Evaluator, Prediction, Preprocessor, Register, Trainer
 
 TASKS = {cls.get_task_family(): cls for cls in (Preprocessor, Trainer, Evaluator, Prediction)}
@@ -44,6 +45,11 @@ def error(root: Path, extra: str = "", overrides=(), base: str = BASE) -> str:
     return str(caught.value)
 
 
+def built(config: Config) -> str:
+    """The run id under which tasks are built as the plan builds them, from `config`."""
+    return draft(config.task_sections(), config.task, "input")
+
+
 def test_values_reach_luigi_parameters(root):
     config = load(
         root,
@@ -52,14 +58,14 @@ def test_values_reach_luigi_parameters(root):
     )
     assert config.task == "Prediction"
     assert config.input_dir == (root / "input").resolve()
-    trainer = Trainer(run_id="x")
+    trainer = Trainer(run_id=built(config))
     assert trainer.seed == 7
     assert dict(trainer.estimator_params) == {"C": 0.5}
-    assert list(Evaluator(run_id="x").custom_metrics) == ["balanced_accuracy"]  # a TOML array
+    assert list(Evaluator(run_id=built(config)).custom_metrics) == ["balanced_accuracy"]
 
 
 def test_overrides_win_and_are_typed(root):
-    load(
+    config = load(
         root,
         "[Trainer]\nseed = 7\n",
         [
@@ -68,9 +74,9 @@ def test_overrides_win_and_are_typed(root):
             'Evaluator.custom_metrics=["a", "b"]',
         ],
     )
-    trainer = Trainer(run_id="x")
+    trainer = Trainer(run_id=built(config))
     assert (trainer.seed, trainer.estimator) == (3, "sklearn.svm.SVC")
-    assert list(Evaluator(run_id="x").custom_metrics) == ["a", "b"]
+    assert list(Evaluator(run_id=built(config)).custom_metrics) == ["a", "b"]
 
 
 def test_unknown_key_names_file_section_key_and_the_closest_name(root):
@@ -150,7 +156,18 @@ def test_only_the_given_file_is_read(root, monkeypatch, tmp_path):
 
 def test_luigi_sections_stay_available(root):
     load(root, "[worker]\nkeep_alive = true\n")
+    assert get_config().get("worker", "keep_alive") == "True"
     assert "[worker] keep_alive" in error(root, "[worker]\nkeep_alive = 3\n")
+
+
+def test_luigi_keeps_only_its_own_sections_and_tasks_read_theirs_from_the_run_context(root):
+    """One channel: a task built outside a run's (or a plan's) context gets its defaults,
+    whatever luigi.toml says; Luigi's configuration holds none of the task sections."""
+    config = load(root, "[worker]\nkeep_alive = true\n[Trainer]\nseed = 7\n")
+    assert set(get_config().data) == {"worker"}
+    assert Trainer(run_id="x").seed == 0
+    assert Trainer(run_id=built(config)).seed == 7
+    assert config.sections["Trainer"] == {"seed": 7}
 
 
 def test_run_id_is_not_configurable(root):
@@ -223,13 +240,13 @@ def test_the_registered_name_is_the_experiment_s_unless_luigi_toml_names_one(roo
     tasks = {**TASKS, "Register": Register}
     path = root / "luigi.toml"
     path.write_text(BASE)
-    load_config(path, root, tasks)
-    assert Register(run_id="x").model_name == "exp"
-    load_config(path, root, tasks, ["RunConfig.experiment_name=wine"])
-    assert Register(run_id="x").model_name == "wine"
+    config = load_config(path, root, tasks)
+    assert Register(run_id=built(config)).model_name == "exp"
+    config = load_config(path, root, tasks, ["RunConfig.experiment_name=wine"])
+    assert Register(run_id=built(config)).model_name == "wine"
     path.write_text(BASE + '[Register]\nmodel_name = "titanic"\n')
-    load_config(path, root, tasks, ["RunConfig.experiment_name=wine"])
-    assert Register(run_id="x").model_name == "titanic"
+    config = load_config(path, root, tasks, ["RunConfig.experiment_name=wine"])
+    assert Register(run_id=built(config)).model_name == "titanic"
     path.write_text(BASE + "[Register]\nmodel_name = 3\n")
     with pytest.raises(ConfigError, match=r"\[Register\] model_name: expected a string, got int"):
         load_config(path, root, tasks)

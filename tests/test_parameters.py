@@ -14,6 +14,8 @@ import luigi
 
 import tasks
 from luigiflow.config import ConfigError, load_config
+from luigiflow.context import draft
+from luigiflow.inputs import Dataset
 from luigiflow.values import serialize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +40,17 @@ def config_path(tmp_path: Path) -> Path:
 
 def load(path: Path, *overrides: str):
     return load_config(path, path.parent, TASKS, overrides=list(overrides))
+
+
+def planned(dataset: Dataset, **sections: dict) -> str:
+    """The run id of tasks built as a plan builds them, before their run exists: they read
+    their values and `[Dataset]` from the draft context."""
+    return draft({"Dataset": dataset.as_config(), **sections}, "Prediction", "input")
+
+
+# What the plan resolves from the example's [Dataset], and from a regression's.
+BINARY = planned(Dataset("PassengerId", "Survived", "binary", ("Pclass", "Age"), ("Sex",)))
+REGRESSION = planned(Dataset("Id", "Price", "regression", ("Area",), ()))
 
 
 def error(path: Path, *overrides: str) -> str:
@@ -97,7 +110,7 @@ def test_wrong_types_are_refused(config_path, override, message):
 
 
 def test_boundary_values_pass_and_reach_the_tasks(config_path):
-    load(
+    config = load(
         config_path,
         "Splitter.validation_fraction=0.5",
         "Splitter.seed=0",
@@ -106,11 +119,13 @@ def test_boundary_values_pass_and_reach_the_tasks(config_path):
         "Evaluator.worst_rows=0",
         "Prediction.batch_size=1",
     )
-    splitter, trainer = tasks.Splitter(run_id="x"), tasks.Trainer(run_id="x")
+    dataset = Dataset("PassengerId", "Survived", "binary", ("Pclass", "Age"), ("Sex",))
+    run = planned(dataset, **config.task_sections())
+    splitter, trainer = tasks.Splitter(run_id=run), tasks.Trainer(run_id=run)
     assert (splitter.validation_fraction, splitter.seed) == (0.5, 0)
     assert (trainer.seed, trainer.cv_folds) == (4294967295, 2)
-    assert tasks.Evaluator(run_id="x").worst_rows == 0
-    assert tasks.Prediction(run_id="x").batch_size == 1
+    assert tasks.Evaluator(run_id=run).worst_rows == 0
+    assert tasks.Prediction(run_id=run).batch_size == 1
     assert trainer.validate() == {}
 
 
@@ -129,59 +144,46 @@ def test_choice_parameters_check_type_and_membership():
 
 @pytest.mark.parametrize("path", ["os.path.join", "collections.OrderedDict", "luigi.Task"])
 def test_estimator_must_be_a_scikit_learn_estimator(path):
-    problems = tasks.Trainer(run_id="x", estimator=path).validate()
+    problems = tasks.Trainer(run_id=BINARY, estimator=path).validate()
     assert problems == {"estimator": f"'{path}' is not a scikit-learn estimator class"}
 
 
 def test_estimator_that_does_not_import_is_reported():
-    problems = tasks.Trainer(run_id="x", estimator="sklearn.linear_model.Nope").validate()
+    problems = tasks.Trainer(run_id=BINARY, estimator="sklearn.linear_model.Nope").validate()
     assert set(problems) == {"estimator"}
 
 
-@pytest.fixture(autouse=True)
-def binary_dataset():
-    """What the plan resolves from the example's [Dataset], for tasks made before a run."""
-    from luigiflow.dataset import Dataset
-    from luigiflow.task import install_for_planning
-
-    install_for_planning(Dataset("PassengerId", "Survived", "binary", ("Pclass", "Age"), ("Sex",)))
-
-
 def test_the_estimator_must_suit_the_problem_type():
-    from luigiflow.dataset import Dataset
-    from luigiflow.task import install_for_planning
-
     ridge = "sklearn.linear_model.Ridge"
-    problems = tasks.Trainer(run_id="x", estimator=ridge).validate()
+    problems = tasks.Trainer(run_id=BINARY, estimator=ridge).validate()
     assert problems == {
         "estimator": f"'{ridge}' does not fit a binary target: name a classifier (or leave "
         "estimator out for sklearn.linear_model.LogisticRegression)"
     }
-    install_for_planning(Dataset("Id", "Price", "regression", ("Area",), ()))
-    assert tasks.Trainer(run_id="x", estimator="").estimator_path == ridge
-    assert tasks.Trainer(run_id="x", estimator="").validate() == {}
+    assert tasks.Trainer(run_id=REGRESSION, estimator="").estimator_path == ridge
+    assert tasks.Trainer(run_id=REGRESSION, estimator="").validate() == {}
     forest = "sklearn.ensemble.RandomForestClassifier"
     assert (
         "does not fit a regression target: name a regressor"
-        in (tasks.Trainer(run_id="x", estimator=forest).validate()["estimator"])
+        in (tasks.Trainer(run_id=REGRESSION, estimator=forest).validate()["estimator"])
     )
 
 
 def test_default_and_other_estimators_pass():
-    assert tasks.Trainer(run_id="x").validate() == {}
+    assert tasks.Trainer(run_id=BINARY).validate() == {}
     estimator = "sklearn.ensemble.RandomForestClassifier"
-    assert tasks.Trainer(run_id="x", estimator=estimator).validate() == {}
+    assert tasks.Trainer(run_id=BINARY, estimator=estimator).validate() == {}
 
 
 def test_a_criterion_on_probabilities_needs_an_estimator_that_gives_them(monkeypatch):
     svc = "sklearn.svm.SVC"
-    assert tasks.Trainer(run_id="x", estimator=svc).gives_probabilities() is False
+    assert tasks.Trainer(run_id=BINARY, estimator=svc).gives_probabilities() is False
     given = {"probability": True}
-    assert tasks.Trainer(run_id="x", estimator=svc, estimator_params=given).gives_probabilities()
-    assert tasks.Trainer(run_id="x", estimator_params={"nope": 1}).gives_probabilities() is None
+    assert tasks.Trainer(run_id=BINARY, estimator=svc, estimator_params=given).gives_probabilities()
+    assert tasks.Trainer(run_id=BINARY, estimator_params={"nope": 1}).gives_probabilities() is None
 
     criteria = [{"metric": "accuracy", "threshold": 0.7}, {"metric": "roc_auc", "threshold": 0.8}]
-    evaluator = tasks.Evaluator(run_id="x", validation_criteria=criteria)
+    evaluator = tasks.Evaluator(run_id=BINARY, validation_criteria=criteria)
     monkeypatch.setattr(tasks.Trainer, "estimator_path", svc)
     monkeypatch.setattr(tasks.Trainer, "gives_probabilities", lambda self: False)
     assert evaluator.validate() == {

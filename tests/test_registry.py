@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from luigiflow import registry, targets
-from luigiflow.dataset import Dataset
+from luigiflow.inputs import Dataset
 from luigiflow.registry import (
     MODEL_URI,
     Comparison,

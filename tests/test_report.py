@@ -210,7 +210,7 @@ def test_dry_run_lists_each_task_with_its_verdict():
 
 
 def test_what_the_plan_inferred_of_the_dataset_is_said_before_the_run(capsys):
-    from luigiflow.dataset import Dataset
+    from luigiflow.inputs import Dataset
     from luigiflow.plan import Plan
     from luigiflow.report import say_before_run
 

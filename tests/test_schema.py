@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
-from luigiflow.dataset import Dataset, read_train, resolve
+from luigiflow.inputs import Dataset, read_train, resolve
 from luigiflow.schema import ModelSchema, expected, from_signature
 from tasks.preprocessor import Preprocessor
 

@@ -31,12 +31,15 @@ from typing import TYPE_CHECKING
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from luigiflow import models
+from luigiflow import models, records
+from luigiflow.config import PATH_SECTION, Config, ConfigError
 from luigiflow.digests import BrokenOutput
 from luigiflow.names import BROKEN_TAG, FINGERPRINT_TAG, recorded_manifest_digest
 from luigiflow.provenance import version
+from luigiflow.settings import Settings
 from luigiflow.sourcecode import code_digest, module_digests
-from luigiflow.targets import TaskFolder
+from luigiflow.store import check_location
+from luigiflow.targets import TaskFolder, client, run_artifact_uri
 
 if TYPE_CHECKING:
     from luigiflow.context import RunContext
@@ -257,3 +260,52 @@ def _content_digest(path: Path, mtime_ns: int, size: int) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def check_reusable(family: str, source: str, config: Config, settings: Settings) -> dict:
+    """A `[PathConfig]` source must hold complete, verified outputs of that task; returns its
+    manifest. Outputs of a run are verified against the digest that run recorded; a plain
+    folder only against its own manifest (nobody else vouches for it)."""
+    folder = TaskFolder.from_source(source)
+
+    def refuse(message: str) -> ConfigError:
+        return ConfigError(config.path, message, PATH_SECTION, family)
+
+    recorded = None
+    if folder.run_id is not None:
+        recorded = _recorded_digest(folder, settings, refuse)
+    elif settings.embedded_store and folder.folder.resolve().is_relative_to(
+        settings.artifact_root.resolve()
+    ):  # a run's folder: only its run can vouch for it, so name the run
+        raise refuse(f"{source} is a run's artifact folder: give runs:/<run_id>/{family}")
+    manifest = folder.manifest()
+    if manifest is None:
+        raise refuse(f"{source} holds no complete outputs (the task did not finish there)")
+    if manifest.get("task") != family:
+        raise refuse(f"{source} holds outputs of {manifest.get('task')}, not {family}")
+    try:
+        models.verify_outputs(folder, recorded)
+    except BrokenOutput as error:
+        raise refuse(f"not used: {error}") from None
+    return manifest
+
+
+def _recorded_digest(folder: TaskFolder, settings: Settings, refuse) -> str:
+    """The manifest digest a source run recorded, once the run is found fit to reuse from."""
+    try:
+        run = client().get_run(folder.run_id)
+    except MlflowException:
+        raise refuse(f"run {folder.run_id} not found in the tracking store") from None
+    if run.info.lifecycle_stage != "active":
+        raise refuse(f"run {folder.run_id} is deleted")
+    check_location(run_artifact_uri(folder.run_id), settings)
+    recorded = recorded_manifest_digest(run.data.tags, folder.name)
+    if recorded is None:
+        record = records.read(folder.run_id, folder.name)
+        if record is not None and record.status != records.FINISHED:
+            raise refuse(
+                f"{folder.name} {record.status} in run {folder.run_id}: "
+                "its outputs cannot be reused"
+            )
+        raise refuse(f"runs:/{folder.run_id}/{folder.name} has no recorded manifest digest")
+    return recorded

@@ -1,10 +1,11 @@
-"""Read `luigi.toml` through Luigi's own TOML parser and check it against the task classes.
+"""Read `luigi.toml` and check it against the task classes, before any MLflow run exists.
 
-Luigi applies a section to the task family of the same name, but under its TOML parser an
-unknown key is ignored without a word, `IntParameter` accepts `1.5` and `true`, and a native
-TOML array breaks `ListParameter`. So every section, key and value is checked here against the
-parameters the classes declare, before any MLflow run exists, and values are handed to Luigi
-in the serialized form its parameters parse.
+Every section, key and value is checked here against the parameters the classes declare (under
+Luigi's own TOML handling an unknown key is ignored without a word, `IntParameter` accepts
+`1.5` and a native array breaks `ListParameter`). A task's values then reach it by one channel:
+the plan writes them into the run context, and every task instance takes its parameters from
+its run's context (`PipelineTask.get_param_values`). Luigi's global configuration holds only
+Luigi's own sections ([core], [worker], [scheduler], ...).
 """
 
 from __future__ import annotations
@@ -21,21 +22,21 @@ import toml
 from luigi.configuration import LuigiTomlParser, get_config
 from luigi.freezing import recursively_unfreeze
 
-from luigiflow.dataset import KEYS as DATASET_KEYS
+from luigiflow.inputs import KEYS as DATASET_KEYS
 from luigiflow.redact import (
-    ENV_REFERENCE,
-    MASK,
-    Redactor,
+    UnsetSecret,
     holds_uri_credentials,
     is_secret_key,
     redact_uri,
+    secret_references,
+    unset_references,
 )
-from luigiflow.values import FollowsRunConfig, native, serialize
+from luigiflow.values import checked, implied_by_run_config, serialize
 
 RUN_SECTION = "RunConfig"
 PATH_SECTION = "PathConfig"
 SWEEP_SECTION = "Sweep"  # read by luigiflow.sweep; never a Luigi section
-DATASET_SECTION = "Dataset"  # read by luigiflow.dataset; never a Luigi section
+DATASET_SECTION = "Dataset"  # read by luigiflow.inputs; never a Luigi section
 RUNS_URI = re.compile(r"^runs:/(?P<run_id>[0-9a-fA-F]{32})/(?P<path>[^\s]+?)/?$")
 
 
@@ -79,7 +80,8 @@ class Config:
     """A validated configuration: raw values per section, plus what the runner needs at once."""
 
     path: Path | str  # the file, or where the values came from (a run's context)
-    sections: dict[str, dict[str, object]]  # as written (after --set); secrets resolved
+    # As written (after --set), each value checked and native; secrets as `${VAR}` references.
+    sections: dict[str, dict[str, object]]
     run: dict[str, object]  # [RunConfig] with its defaults filled in
     input_dir: Path
     reuse: dict[str, str] = field(default_factory=dict)  # task -> runs:/ URI or absolute folder
@@ -87,13 +89,21 @@ class Config:
     secrets: dict[tuple[str, str], str] = field(default_factory=dict)  # (section, key) -> VAR
     sweep: dict[str, object] = field(default_factory=dict)  # [Sweep] as written
     dataset: dict[str, object] = field(default_factory=dict)  # [Dataset] as written
+    # A task's value its section leaves out but [RunConfig] gives (`values.FollowsRunConfig`).
+    implied: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @property
     def task(self) -> str:
         return str(self.run["task"])
 
-    def secret_values(self) -> list[str]:
-        return [str(self.sections[s][k]) for s, k in self.secrets]
+    def task_sections(self) -> dict[str, dict[str, object]]:
+        """The values tasks are built with before their run exists: the sections that are not
+        the runner's, with what [RunConfig] implies."""
+        own = (RUN_SECTION, PATH_SECTION, SWEEP_SECTION, DATASET_SECTION)
+        found = {s: dict(v) for s, v in self.sections.items() if s not in own}
+        for section, values in self.implied.items():
+            found[section] = {**values, **found.get(section, {})}
+        return found
 
 
 def parse_override(text: str) -> tuple[str, str, object]:
@@ -117,11 +127,11 @@ def load_config(
     overrides: Iterable[str] = (),
     task: str | None = None,
 ) -> Config:
-    """Load a TOML file, apply overrides, validate it and install it for Luigi."""
+    """Load a TOML file, apply overrides and check it (see `parse_config`)."""
     if not path.is_file():
         raise ConfigError(path, "config file not found")
     try:
-        raw = recursively_unfreeze(_luigi_parser([path]).read([str(path)]))
+        raw = toml.loads(path.read_text(encoding="utf-8"))
     except toml.TomlDecodeError as error:
         raise ConfigError(path, f"not valid TOML: {error}") from None
     return parse_config(raw, path, project_root, task_classes, overrides, task)
@@ -135,8 +145,9 @@ def parse_config(
     overrides: Iterable[str] = (),
     task: str | None = None,
 ) -> Config:
-    """Validate config values (from a file, or a run's context) and install them for Luigi:
-    each task's section becomes its parameters. Raise ConfigError naming the key."""
+    """Check config values (from a file, or a logged config), once: each value against the
+    parameter it sets, kept native from then on. Luigi's own sections are installed for
+    Luigi; nothing else is. Raise ConfigError naming the key."""
     raw = {section: dict(values) for section, values in raw.items()}
     sources = {(s, k): str(path) for s, values in raw.items() for k in values}
     for text in overrides:
@@ -147,48 +158,55 @@ def parse_config(
         raw.setdefault(RUN_SECTION, {})["task"] = task
         sources[(RUN_SECTION, "task")] = "--task"
 
-    secrets = _resolve_secrets(raw, sources, task_classes)
-    serialized = _serialize_sections(raw, sources, path, task_classes)
+    secrets = _secret_references(raw, sources, task_classes)
+    luigi_sections = _check_sections(raw, sources, path, task_classes, secrets)
     _check_task(raw.get(RUN_SECTION, {}), sources, path, task_classes)
     _refuse_uri_credentials(raw, sources, path)
     paths = {k: str(v) for k, v in raw.get(PATH_SECTION, {}).items()}
     input_dir, reuse = _path_config(
         raw.get(PATH_SECTION, {}), sources, path, project_root, task_classes
     )
-    _luigi_parser([]).data = serialized
-    resolved_run = RunConfig()
+    install_luigi_sections(luigi_sections)
+    given = raw.get(RUN_SECTION, {})
     run = {
-        name: recursively_unfreeze(getattr(resolved_run, name))
-        for name, _ in RunConfig.get_params()
+        name: recursively_unfreeze(given.get(name, param._default))
+        for name, param in RunConfig.get_params()
     }
-    _follow_run_config(serialized, raw, run, task_classes)
+    implied = implied_by_run_config(raw, run, task_classes)
     sweep = dict(raw.get(SWEEP_SECTION, {}))
     dataset = dict(raw.get(DATASET_SECTION, {}))
-    return Config(path, raw, run, input_dir, reuse, paths, secrets, sweep, dataset)
+    return Config(path, raw, run, input_dir, reuse, paths, secrets, sweep, dataset, implied)
 
 
-def _follow_run_config(
-    serialized: dict[str, dict[str, str]],
-    raw: Mapping[str, Mapping[str, object]],
-    run: Mapping[str, object],
-    task_classes: Mapping[str, type[luigi.Task]],
-) -> None:
-    """A parameter that follows a `[RunConfig]` value (`values.FollowsRunConfig`) takes it,
-    for Luigi, where its section leaves it out."""
-    for family, cls in task_classes.items():
-        for name, param in cls.get_params():
-            if isinstance(param, FollowsRunConfig) and name not in raw.get(family, {}):
-                serialized.setdefault(family, {})[name] = str(run[param.run_key])
+def install_luigi_sections(sections: Mapping[str, Mapping[str, str]]) -> None:
+    """Luigi's own sections ([core], [worker], ...), for Luigi, which reads its configuration
+    itself; only these (a task's values reach it through its run's context)."""
+    _luigi_parser().data = {section: dict(values) for section, values in sections.items()}
 
 
-def _serialize_sections(
-    raw: Mapping[str, Mapping[str, object]],
+def luigi_sections(sections: Mapping[str, Mapping[str, object]]) -> dict[str, dict[str, str]]:
+    """The sections of a checked config (a run's context) that are Luigi's own, in the
+    strings Luigi parses."""
+    known = _luigi_config_classes()
+    return {
+        section: {k: serialize(dict(known[section].get_params())[k], v) for k, v in values.items()}
+        for section, values in sections.items()
+        if section in known
+    }
+
+
+def _check_sections(
+    raw: dict[str, dict[str, object]],
     sources: Mapping[tuple[str, str], str],
     path: Path | str,
     task_classes: Mapping[str, type[luigi.Task]],
+    secrets: Mapping[tuple[str, str], str],
 ) -> dict[str, dict[str, str]]:
-    """Every section checked against the class it configures, in the strings Luigi parses."""
-    known = {RUN_SECTION: RunConfig, **_luigi_config_classes(), **task_classes}
+    """Every section checked against the class it configures; each value replaced by its
+    checked, native form (a secret by its reference, its value checked). Returns Luigi's own
+    sections in the strings Luigi parses."""
+    luigi_classes = _luigi_config_classes()
+    known = {RUN_SECTION: RunConfig, **luigi_classes, **task_classes}
     serialized: dict[str, dict[str, str]] = {}
     for section, values in raw.items():
         if not isinstance(values, dict):
@@ -202,21 +220,35 @@ def _serialize_sections(
             source = sources.get((section, next(iter(values), None)), str(path))
             choices = [RUN_SECTION, PATH_SECTION, DATASET_SECTION, SWEEP_SECTION, *task_classes]
             raise ConfigError(source, "unknown section", section, choices=choices, name=section)
-        params = dict(known[section].get_params())
-        params.pop("run_id", None)  # set by the runner, never by the config
-        for key, value in values.items():
-            source = sources.get((section, key), str(path))
-            if key not in params:
-                moved = (
-                    f"unknown key: it is a [{DATASET_SECTION}] key" if key in DATASET_KEYS else ""
-                )
-                raise ConfigError(
-                    source, moved or "unknown key", section, key, choices=params, name=key
-                )
-            try:
-                serialized.setdefault(section, {})[key] = serialize(params[key], value)
-            except ValueError as error:
-                raise ConfigError(source, str(error), section, key) from None
+        checked_section = _check_section(
+            section, values, known[section], sources, path, secrets, section in luigi_classes
+        )
+        if section in luigi_classes:
+            serialized[section] = checked_section
+    return serialized
+
+
+def _check_section(section, values, cls, sources, path, secrets, for_luigi) -> dict[str, str]:
+    """One section's values against `cls`'s parameters, each replaced by its native form;
+    for Luigi's own sections, returned as the strings Luigi parses."""
+    params = dict(cls.get_params())
+    params.pop("run_id", None)  # set by the runner, never by the config
+    serialized: dict[str, str] = {}
+    for key, value in values.items():
+        source = sources.get((section, key), str(path))
+        if key not in params:
+            moved = f"unknown key: it is a [{DATASET_SECTION}] key" if key in DATASET_KEYS else ""
+            raise ConfigError(source, moved or "unknown key", section, key, params, name=key)
+        variable = secrets.get((section, key))
+        try:
+            if for_luigi:
+                serialized[key] = serialize(params[key], value)
+            elif variable:  # the secret's value is checked; its reference travels
+                checked(params[key], os.environ[variable])
+            else:
+                values[key] = checked(params[key], value)
+        except ValueError as error:
+            raise ConfigError(source, str(error), section, key) from None
     return serialized
 
 
@@ -262,99 +294,47 @@ def _refuse_uri_credentials(
         for key, value in values.items():
             if not is_secret_key(key) and holds_uri_credentials(value):
                 raise ConfigError(
-                    sources.get((section, key), str(path)), _URI_CREDENTIALS_REFUSED, section, key
+                    sources.get((section, key), str(path)), URI_CREDENTIALS_REFUSED, section, key
                 )
 
 
-_URI_CREDENTIALS_REFUSED = (
+URI_CREDENTIALS_REFUSED = (
     "a password inside a URI would reach the run's records and Luigi's task ids in clear: "
     'give it through the environment, e.g. a task parameter db_password = "${DB_PASSWORD}"'
 )
 
 
-def _resolve_secrets(
-    raw: dict[str, dict[str, object]],
-    sources: Mapping[tuple[str, str], str],
-    task_classes: Mapping[str, type[luigi.Task]],
-) -> dict[tuple[str, str], str]:
-    """Secret-named task parameters travel as references to environment variables, never as
-    values: `api_token = "${API_TOKEN}"` names the variable; a literal value is put in the
-    environment under LUIGIFLOW_SECRET_<TASK>_<KEY>, where this process's workers find it.
-    Each reference is resolved in place from this process's environment."""
-    secrets: dict[tuple[str, str], str] = {}
-    for section, values in raw.items():
-        if section not in task_classes or not isinstance(values, dict):
-            continue
-        for key, value in values.items():
-            if not is_secret_key(key) or not isinstance(value, str):
-                continue
-            match = ENV_REFERENCE.match(value)
-            variable = match["name"] if match else f"LUIGIFLOW_SECRET_{section}_{key}".upper()
-            if match is None:
-                os.environ[variable] = value
-            elif variable not in os.environ:
-                how = (
-                    "the run was given this secret as a literal value, which lives only in its "
-                    f'runner\'s environment: set {variable}, or write {key} = "${{VAR}}"'
-                    if variable.startswith("LUIGIFLOW_SECRET_")
-                    else "a secret is read from this process's environment, or from .env.local"
-                )
-                raise ConfigError(
-                    sources.get((section, key), ""),
-                    f"the environment variable {variable} is not set ({how})",
-                    section,
-                    key,
-                )
-            values[key] = os.environ[variable]
-            secrets[(section, key)] = variable
-    return secrets
+def _secret_references(raw, sources, task_classes) -> dict[tuple[str, str], str]:
+    """Secrets as references (`redact.secret_references`); each variable must be set."""
+    try:
+        return secret_references(raw, task_classes)
+    except UnsetSecret as unset:
+        source = sources.get((unset.section, unset.key), "")
+        raise _unset(unset.variable, source, unset.section, unset.key) from None
 
 
-def resolved_config(config: Config, tasks: Iterable[luigi.Task]) -> dict[str, dict[str, object]]:
-    """Every value the run uses, defaults included, in native TOML types: the run context, and
-    logged as the run's config (loadable with --config as it is) and as its params. Secrets
-    stay references; the run's note, name and tags are masked (only the runner reads them,
-    from its config)."""
-    run = {k: v for k, v in config.run.items() if v not in ("", {}, None)}
-    resolved: dict[str, dict[str, object]] = {
-        RUN_SECTION: Redactor().mapping(run),
-        PATH_SECTION: dict(config.paths),
-    }
-    for section, values in config.sections.items():
-        if section not in (RUN_SECTION, PATH_SECTION, SWEEP_SECTION):  # a run is one combination
-            resolved[section] = dict(values)
-    for task in tasks:
-        resolved.setdefault(task.task_family, {}).update(_task_values(task, config))
-    for (section, key), variable in config.secrets.items():
-        resolved[section][key] = "${" + variable + "}"
-    for section, values in resolved.items():
-        for key in values:
-            if is_secret_key(key) and (section, key) not in config.secrets:
-                values[key] = MASK  # a secret-named value without a reference: never logged
-    return resolved
+def check_secrets(sections: Mapping[str, Mapping[str, object]], source: str) -> None:
+    """Every secret a run's tasks read must be in this process's environment (a worker on
+    another machine brings its own); ConfigError naming the variable."""
+    for section, key, variable in unset_references(sections):
+        raise _unset(variable, source, section, key)
 
 
-def _task_values(task: luigi.Task, config: Config) -> dict[str, object]:
-    """A task's parameter values as the run uses them. A default in the code with a password
-    inside a URI is refused as a configured one is (`_refuse_uri_credentials`)."""
-    values: dict[str, object] = {}
-    configured = config.sections.get(task.task_family, {})
-    for name, param in task.get_params():
-        value = recursively_unfreeze(getattr(task, name))
-        # Insignificant ones (retries, timeout_s) only when set: they shape nothing.
-        if name == "run_id" or value is None or not (param.significant or name in configured):
-            continue
-        if not is_secret_key(name) and holds_uri_credentials(value):
-            source = f"the default of {task.task_family}.{name} in the code"
-            raise ConfigError(source, _URI_CREDENTIALS_REFUSED)
-        values[name] = native(param, value)
-    return values
+def _unset(variable: str, source: str, section: str, key: str) -> ConfigError:
+    how = (
+        "the run was given this secret as a literal value, which lives only in its "
+        f'runner\'s environment: set {variable}, or write {key} = "${{VAR}}"'
+        if variable.startswith("LUIGIFLOW_SECRET_")
+        else "a secret is read from this process's environment, or from .env.local"
+    )
+    message = f"the environment variable {variable} is not set ({how})"
+    return ConfigError(source, message, section, key)
 
 
-def _luigi_parser(paths: list[Path]) -> LuigiTomlParser:
-    """Luigi's TOML parser reading only these files: not ./luigi.toml nor /etc/luigi/luigi.toml
-    too, so `--config other.toml` never inherits keys silently."""
-    LuigiTomlParser._config_paths = [str(path) for path in paths]
+def _luigi_parser() -> LuigiTomlParser:
+    """Luigi's TOML parser, reading no file of its own (not ./luigi.toml nor
+    /etc/luigi/luigi.toml), so `--config other.toml` never inherits keys silently."""
+    LuigiTomlParser._config_paths = []
     return get_config("toml")
 
 

@@ -5,7 +5,9 @@ where, each task's fingerprint and the code it was computed from, the input fold
 resolved config. That decision is one value, written with the run (`luigiflow/context.json`)
 before any task starts. Every process that works on the run reads it back from the store by
 the run id: the runner itself, a forked Luigi worker, or a process started elsewhere that
-knows only the run id and the tracking URI. Nothing about a run lives in a module global.
+knows only the run id and the tracking URI. It is also how a task gets its parameter values:
+while the plan is made, before the run exists, its tasks are built under a draft id whose
+context (`draft`) holds the checked config, so they read their values as a run's tasks do.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import uuid
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from pathlib import Path
 
 from luigiflow.names import CONTEXT_ARTIFACT
@@ -25,7 +27,6 @@ RUN, REUSED, COPIED, SKIPPED = "run", "reused", "copied", "skipped"
 # for; or a task that publishes outside the run (the registry), left to the sweep's parent.
 SHARED, DEFERRED = "shared", "deferred"
 FORMAT = 1
-PENDING_RUN = "0" * 32  # run id of the tasks planned before the run exists
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -102,27 +103,44 @@ class RunContext:
 
     def save(self, run_id: str) -> None:
         write_run_text(run_id, CONTEXT_ARTIFACT, self.to_json())
+        _known[run_id] = self
 
 
 class NoContext(Exception):
     """The run has no run context: not made by this version, or not a pipeline run."""
 
 
-@cache
+# The contexts this process knows, by run id: read from the store once (a saved context
+# never changes), or drafted by a plan.
+_known: dict[str, RunContext] = {}
+
+
+def draft(config: dict[str, dict[str, object]], root: str, input_folder: str) -> str:
+    """A new id under which the plan builds its tasks before the run exists: they read
+    `config` (checked, native) from this draft context as a run's tasks read their run's."""
+    run_id = uuid.uuid4().hex
+    _known[run_id] = RunContext(root, input_folder, config, {})
+    return run_id
+
+
 def load(run_id: str) -> RunContext:
     """The context of a run, read from the store once per process (it never changes)."""
-    text = read_run_text(run_id, CONTEXT_ARTIFACT)
-    if text is None:
-        raise NoContext(f"run {run_id} has no {CONTEXT_ARTIFACT}")
-    return RunContext.from_json(text)
+    if run_id not in _known:
+        text = read_run_text(run_id, CONTEXT_ARTIFACT)
+        if text is None:
+            raise NoContext(f"run {run_id} has no {CONTEXT_ARTIFACT}")
+        _known[run_id] = RunContext.from_json(text)
+    return _known[run_id]
 
 
 def find(run_id: str) -> RunContext | None:
-    """The context of a run, or None when `run_id` is not a run with one (a plan's placeholder,
-    a made-up id in a test, a run this runner did not make)."""
+    """The context of a run, or None when `run_id` is not a run with one (a made-up id in a
+    test, a run this runner did not make)."""
     from mlflow.exceptions import MlflowException
 
-    if not RUN_ID.fullmatch(run_id) or run_id == PENDING_RUN:
+    if run_id in _known:
+        return _known[run_id]
+    if not RUN_ID.fullmatch(run_id):
         return None
     try:
         return load(run_id)

@@ -42,7 +42,7 @@ from luigiflow.names import (
     EXIT_USAGE,
     SWEEP_TAG,
 )
-from luigiflow.plan import PENDING_RUN, CacheOptions, Plan, make_plan
+from luigiflow.plan import CacheOptions, Plan, make_plan
 from luigiflow.redact import Redactor, is_secret_key, redact_uri
 from luigiflow.report import dry_run, say_before_run
 from luigiflow.settings import Settings
@@ -136,13 +136,13 @@ def resume(args, settings: Settings, task_classes, log_path: Path, handlers) -> 
         problem = tracking.resumable(client, run_id)
         if problem:
             raise ConfigError("--resume", problem)
-        context, config = worker.attach(run_id, settings.project_root, task_classes)
+        context = worker.attach(run_id, task_classes)
     except USAGE_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    redactor = Redactor.from_environment(config.sections)
+    redactor = Redactor.from_environment(context.config)
     logs.redact_logs(handlers, redactor)
-    plan = Plan([task_classes[family](run_id=PENDING_RUN) for family in context.tasks], context)
+    plan = Plan([task_classes[family](run_id=run_id) for family in context.tasks], context)
     done = records.read_all(run_id, list(context.tasks))
     earlier = frozenset(f for f, record in done.items() if record.status == records.FINISHED)
 
@@ -187,11 +187,11 @@ def join(args, settings: Settings, task_classes, log_path: Path, handlers) -> in
         joined = _sweep_children(client, run) if SWEEP_TAG in run.data.tags else [run_id]
         for child in joined:
             _check_joinable(child, load_context(child).scheduler, settings.scheduler_url)
-            context, config = worker.attach(child, settings.project_root, task_classes)
+            context = worker.attach(child, task_classes)
     except USAGE_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    logs.redact_logs(handlers, Redactor.from_environment(config.sections))
+    logs.redact_logs(handlers, Redactor.from_environment(context.config))
     logs.take_over_luigi_logging()
     what = context.root if joined == [run_id] else f"a sweep of {len(joined)} runs"
     print(f"Joined run {run_id}: {what} through {redact_uri(settings.scheduler_url)}")
@@ -344,7 +344,7 @@ def _run(
 def _build(settings: Settings, args, run_id: str, task_classes) -> bool:
     """Build the run through the worker path; when it failed with other processes on it, let
     what they are running finish before the run is ended."""
-    context, _ = worker.attach(run_id, settings.project_root, task_classes)
+    context = worker.attach(run_id, task_classes)
     built = worker.build(run_id, context, task_classes, args.workers, settings.scheduler_url)
     if not built and settings.scheduler_url:
         scheduler.wait_for_others(settings.scheduler_url, run_id)

@@ -18,11 +18,12 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from luigiflow import loader
+from luigiflow import formats, loader
 from luigiflow.digests import BrokenOutput
 from luigiflow.naming import estimator_class
-from luigiflow.targets import TaskFolder, client, local_path, staging_root
+from luigiflow.targets import ArtifactTarget, TaskFolder, client, local_path, staging_root
 
 LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]+)$")
 TASK_TAG, OUTPUT_TAG = "luigiflow.task", "luigiflow.output"  # where the model's files are
@@ -141,3 +142,23 @@ def _local_copy(model_id: str, location: str) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     _downloaded[model_id] = target
     return target
+
+
+def read_verified(target: ArtifactTarget, name: str) -> Any:
+    """Output `name` of a task, checked as it is read (see `PipelineTask.load`). Outputs that
+    fail the check are tagged broken on their run, so that no later run is offered them."""
+    folder = target.folder
+    try:
+        manifest = folder.trusted_manifest()
+        model_id = (manifest.get("models") or {}).get(name)
+        if model_id and folder.run_id is not None:  # the Logged Model, by the vouched id
+            return load(model_id)
+        files, path, label = manifest.get("files") or {}, target.local_path(), repr(target)
+        if path.is_dir():
+            return loader.load_model(path, loader.folder_digests(files, target.filename), label)
+        if target.filename not in files:
+            raise BrokenOutput(f"{label} is not in its manifest")
+        return formats.read_checked(path, files[target.filename], label)
+    except BrokenOutput as error:
+        folder.mark_broken(str(error))
+        raise

@@ -11,44 +11,38 @@ one it would replace) is a ConfigError: exit status 2 and no run.
 
 from __future__ import annotations
 
-import csv
-import io
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from mlflow.exceptions import MlflowException
+from luigi.freezing import recursively_unfreeze
 
-from luigiflow import caching, models, records, registry, schema
-from luigiflow.config import DATASET_SECTION, PATH_SECTION, Config, ConfigError, resolved_config
+from luigiflow import caching, registry, schema
+from luigiflow.config import (
+    DATASET_SECTION,
+    PATH_SECTION,
+    RUN_SECTION,
+    SWEEP_SECTION,
+    URI_CREDENTIALS_REFUSED,
+    Config,
+    ConfigError,
+)
 from luigiflow.context import (
     COPIED,
     DEFERRED,
-    PENDING_RUN,
     REUSED,
     RUN,
     SHARED,
     SKIPPED,
     RunContext,
     TaskPlan,
+    draft,
 )  # fmt: skip
-from luigiflow.dataset import TRAIN_FILE, Dataset, DatasetError, read_train, resolve
-from luigiflow.digests import BrokenOutput
-from luigiflow.names import recorded_manifest_digest
-from luigiflow.redact import redact_uri
+from luigiflow.inputs import Dataset, InputError, check_files, resolve_dataset
+from luigiflow.redact import MASK, Redactor, holds_uri_credentials, is_secret_key, redact_uri
 from luigiflow.settings import Settings
-from luigiflow.store import check_location
-from luigiflow.targets import TaskFolder, client, run_artifact_uri
-from luigiflow.task import (
-    InputFile,
-    PipelineTask,
-    ambiguity,
-    install_for_planning,
-    unqualified_loads,
-)  # fmt: skip
-
-if TYPE_CHECKING:
-    import pandas as pd
+from luigiflow.targets import TaskFolder, client
+from luigiflow.task import PipelineTask, ambiguity, unqualified_loads
+from luigiflow.values import native
 
 
 @dataclass(frozen=True)
@@ -61,7 +55,7 @@ class CacheOptions:
 
 @dataclass
 class Plan:
-    tasks: list[PipelineTask]  # upstream first, with a placeholder run id
+    tasks: list[PipelineTask]  # upstream first, built under the plan's draft run id
     context: RunContext
     dataset: Dataset | None = None  # [Dataset] as resolved, when the config has one
     notes: list[str] = field(default_factory=list)  # to say before the run, none fatal
@@ -89,18 +83,25 @@ def make_plan(
     """Check every task of the pipeline, fingerprint it, and decide what runs and what is
     reused; in a sweep's child (`child`), also what another child makes and what is left to
     the sweep's parent."""
-    dataset, train = _resolve_dataset(config)
-    tasks = _upstream_first(task_class(run_id=PENDING_RUN))
+    try:
+        dataset, train = resolve_dataset(config.dataset, config.input_dir)
+    except InputError as error:
+        raise _located(error, config) from None
+    values = config.task_sections()
+    if dataset is not None:  # as resolved: inferred values written out
+        values[DATASET_SECTION] = dataset.as_config()
+    draft_id = draft(values, task_class.get_task_family(), config.paths.get("input", "input"))
+    tasks = _upstream_first(task_class(run_id=draft_id))
     families = [t.task_family for t in tasks]
     for name in options.force:
         if name not in families:
             message = f"{name} is not part of this pipeline"
             raise ConfigError("--force", message, choices=families, name=name)
     for task in tasks:
-        try:
-            _check_inputs(task, config)
-        except DatasetError as error:  # a task reads [Dataset], and luigi.toml has none
-            raise ConfigError(config.path, str(error), DATASET_SECTION, error.key) from None
+        try:  # a DatasetError here: a task reads [Dataset], and luigi.toml has none
+            check_files(task, config.input_dir)
+        except InputError as error:
+            raise _located(error, config) from None
         _check_loads(task, config)
 
     fingerprints = caching.Fingerprints(config.input_dir, dataset and dataset.as_config())
@@ -123,6 +124,54 @@ def make_plan(
         scheduler=redact_uri(settings.scheduler_url),
     )
     return Plan(tasks, context, dataset, notes)
+
+
+def _located(error: InputError, config: Config) -> ConfigError:
+    """An input's problem, as a mistake of the config file to change."""
+    return ConfigError(
+        config.path, str(error), error.section, error.key, error.choices, name=error.name
+    )
+
+
+def resolved_config(config: Config, tasks: Iterable[PipelineTask]) -> dict[str, dict[str, object]]:
+    """Every value the run uses, defaults included, in native TOML types: the run context, and
+    logged as the run's config (loadable with --config as it is) and as its params. Secrets
+    stay references; the run's note, name and tags are masked (only the runner reads them,
+    from its config)."""
+    run = {k: v for k, v in config.run.items() if v not in ("", {}, None)}
+    resolved: dict[str, dict[str, object]] = {
+        RUN_SECTION: Redactor().mapping(run),
+        PATH_SECTION: dict(config.paths),
+    }
+    for section, values in config.sections.items():
+        if section not in (RUN_SECTION, PATH_SECTION, SWEEP_SECTION):  # a run is one combination
+            resolved[section] = dict(values)
+    for task in tasks:
+        resolved.setdefault(task.task_family, {}).update(_task_values(task, config))
+    for (section, key), variable in config.secrets.items():
+        resolved[section][key] = "${" + variable + "}"
+    for section, values in resolved.items():
+        for key in values:
+            if is_secret_key(key) and (section, key) not in config.secrets:
+                values[key] = MASK  # a secret-named value without a reference: never logged
+    return resolved
+
+
+def _task_values(task: PipelineTask, config: Config) -> dict[str, object]:
+    """A task's parameter values as the run uses them. A default in the code with a password
+    inside a URI is refused as a configured one is (`_refuse_uri_credentials`)."""
+    values: dict[str, object] = {}
+    configured = config.sections.get(task.task_family, {})
+    for name, param in task.get_params():
+        value = recursively_unfreeze(getattr(task, name))
+        # Insignificant ones (retries, timeout_s) only when set: they shape nothing.
+        if name == "run_id" or value is None or not (param.significant or name in configured):
+            continue
+        if not is_secret_key(name) and holds_uri_credentials(value):
+            source = f"the default of {task.task_family}.{name} in the code"
+            raise ConfigError(source, URI_CREDENTIALS_REFUSED)
+        values[name] = native(param, value)
+    return values
 
 
 def _complete_entries(tasks, entries, fingerprints, config: Config, options) -> None:
@@ -164,27 +213,6 @@ def _check_registrations(tasks, entries, config: Config, dataset, train) -> list
     return notes
 
 
-def _resolve_dataset(config: Config) -> tuple[Dataset | None, pd.DataFrame | None]:
-    """`[Dataset]` completed from train.csv, and installed for the tasks planned before the
-    run exists (a task of a run reads its run's, from the run context); with train.csv as
-    read for it."""
-    if not config.dataset:
-        install_for_planning(None)
-        return None, None
-    path = config.input_dir / TRAIN_FILE
-    if not path.is_file():
-        message = f"{TRAIN_FILE} not found in {config.input_dir}"
-        raise ConfigError(config.path, message, PATH_SECTION, "input")
-    _header(_decoded(path, "utf-8", config), path, config)  # readable, with rows
-    train = read_train(path)
-    try:
-        dataset = resolve(config.dataset, train)
-    except DatasetError as error:
-        raise ConfigError(config.path, str(error), DATASET_SECTION, error.key) from None
-    install_for_planning(dataset)
-    return dataset, train
-
-
 def _explicit_reuse(tasks, entries, fingerprints, config, settings, options) -> None:
     """`[PathConfig]` sources: complete outputs of the right task, made with this config."""
     explicit = {
@@ -195,7 +223,8 @@ def _explicit_reuse(tasks, entries, fingerprints, config, settings, options) -> 
     for family, source in explicit.items():
         if family in forced:  # the plan decides: a forced task ignores its [PathConfig] entry
             continue
-        recorded[family] = _check_reusable(family, source, config, settings).get("fingerprint", {})
+        manifest = caching.check_reusable(family, source, config, settings)
+        recorded[family] = manifest.get("fingerprint", {})
         fingerprints.sources[family] = recorded[family].get("digest", "")
         entries[family].decision, entries[family].source = REUSED, source
         entries[family].fingerprint = recorded[family]
@@ -328,152 +357,3 @@ def _check_loads(task: PipelineTask, config: Config) -> None:
             raise ConfigError(
                 config.path, ambiguity(task.task_family, name, makers), task.task_family
             )
-
-
-def _check_inputs(task: PipelineTask, config: Config) -> None:
-    """The input files of one task: present, readable in their encoding, with a header, rows
-    and the columns the task needs."""
-    for input_file in task.input_files().values():
-        path = config.input_dir / input_file.filename
-        if not path.is_file():
-            message = f"{input_file.filename} not found in {config.input_dir}"
-            raise ConfigError(config.path, message, PATH_SECTION, "input")
-        text = _decoded(path, input_file.encoding, config)
-        header = _header(text, path, config)
-        for column in input_file.columns:
-            if column not in header:
-                params = task.significant_params()
-                key = next(
-                    (k for k, v in params.items() if f'"{column}"' in v or v == column), None
-                )
-                raise ConfigError(
-                    config.path,
-                    f"{path} has no column '{column}'",
-                    task.task_family,
-                    key,
-                    choices=header,
-                    name=column,
-                )
-        if input_file.target:
-            _check_target(text, path, input_file, config)
-
-
-def _check_target(text: str, path: Path, input_file: InputFile, config: Config) -> None:
-    """The target column's values must suit the problem type: present on every row; two
-    values for a binary target and at least two for a multiclass one (a split stratifies by
-    them, a classifier needs two classes); numbers for a regression."""
-    import pandas as pd
-
-    column, problem = input_file.target, input_file.problem
-    raw = pd.read_csv(io.StringIO(text), usecols=[column], dtype=str, keep_default_na=False)
-    values = raw[column].str.strip()
-    # What pandas reads as missing (NA, null, nan...) is missing here too, as the tasks see it.
-    missing = pd.read_csv(io.StringIO(text), usecols=[column], dtype=str)[column].isna()
-    missing |= values == ""
-    where = f"{path} column '{column}': a {problem} target"
-
-    def refuse(message: str) -> ConfigError:
-        return ConfigError(config.path, f"{where} {message}", PATH_SECTION, "input")
-
-    def first(bad: pd.Series, what: str) -> str:
-        line, value = int(bad.index[0]) + 2, bad.iloc[0]
-        found = f"line {line} has no value" if value == "" else f"line {line} has '{value}'"
-        found += " (read as missing)" if value != "" and what.endswith("row") else ""
-        return f"{what}; {found}" + (f" ({len(bad)} such rows)" if len(bad) > 1 else "")
-
-    if missing.any():
-        raise refuse(first(values[missing], "needs a value on every row"))
-    if problem == "regression":
-        bad = values[pd.to_numeric(values, errors="coerce").isna()]
-        if len(bad):
-            raise refuse(first(bad, "is a number"))
-        return
-    counts = values.value_counts()
-    if len(counts) < 2:
-        raise refuse(f"needs at least two classes; all rows are {counts.index[0]}")
-    if problem == "multiclass" and len(counts) == 2:
-        raise refuse('has only two classes: set [Dataset] problem_type = "binary"')
-    if problem == "binary" and len(counts) > 2:
-        found = ", ".join(
-            f"'{value}' ({n} row{'s' * (n != 1)})" for value, n in counts.head(5).items()
-        )
-        more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
-        raise refuse(
-            f"takes two values, not {len(counts)}: {found}{more} "
-            '(or set [Dataset] problem_type = "multiclass")'
-        )
-
-
-def _decoded(path: Path, encoding: str, config: Config) -> str:
-    """The whole file as text (read once for every check): it must decode in its encoding,
-    or the line of the first bad byte is named. A byte-order mark is dropped."""
-    data = path.read_bytes()
-    try:
-        return data.decode(encoding).lstrip("\ufeff")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        message = (
-            f"{path} line {line}: not valid {encoding} ({error.reason}); save it as UTF-8, "
-            "or name its encoding in the task's InputFile(encoding=...)"
-        )
-        raise ConfigError(config.path, message, PATH_SECTION, "input") from None
-
-
-def _header(text: str, path: Path, config: Config) -> list[str]:
-    """The column names of a CSV file's text, which must hold at least one row."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise ConfigError(config.path, f"{path} is empty", PATH_SECTION, "input")
-    if len(lines) == 1:
-        message = f"{path} has a header but no rows"
-        raise ConfigError(config.path, message, PATH_SECTION, "input")
-    return next(csv.reader(lines[:1]))
-
-
-def _check_reusable(family: str, source: str, config: Config, settings: Settings) -> dict:
-    """A `[PathConfig]` source must hold complete, verified outputs of that task; returns its
-    manifest. Outputs of a run are verified against the digest that run recorded; a plain
-    folder only against its own manifest (nobody else vouches for it)."""
-    folder = TaskFolder.from_source(source)
-
-    def refuse(message: str) -> ConfigError:
-        return ConfigError(config.path, message, PATH_SECTION, family)
-
-    recorded = None
-    if folder.run_id is not None:
-        recorded = _recorded_digest(folder, settings, refuse)
-    elif settings.embedded_store and folder.folder.resolve().is_relative_to(
-        settings.artifact_root.resolve()
-    ):  # a run's folder: only its run can vouch for it, so name the run
-        raise refuse(f"{source} is a run's artifact folder: give runs:/<run_id>/{family}")
-    manifest = folder.manifest()
-    if manifest is None:
-        raise refuse(f"{source} holds no complete outputs (the task did not finish there)")
-    if manifest.get("task") != family:
-        raise refuse(f"{source} holds outputs of {manifest.get('task')}, not {family}")
-    try:
-        models.verify_outputs(folder, recorded)
-    except BrokenOutput as error:
-        raise refuse(f"not used: {error}") from None
-    return manifest
-
-
-def _recorded_digest(folder: TaskFolder, settings: Settings, refuse) -> str:
-    """The manifest digest a source run recorded, once the run is found fit to reuse from."""
-    try:
-        run = client().get_run(folder.run_id)
-    except MlflowException:
-        raise refuse(f"run {folder.run_id} not found in the tracking store") from None
-    if run.info.lifecycle_stage != "active":
-        raise refuse(f"run {folder.run_id} is deleted")
-    check_location(run_artifact_uri(folder.run_id), settings)
-    recorded = recorded_manifest_digest(run.data.tags, folder.name)
-    if recorded is None:
-        record = records.read(folder.run_id, folder.name)
-        if record is not None and record.status != records.FINISHED:
-            raise refuse(
-                f"{folder.name} {record.status} in run {folder.run_id}: "
-                "its outputs cannot be reused"
-            )
-        raise refuse(f"runs:/{folder.run_id}/{folder.name} has no recorded manifest digest")
-    return recorded

@@ -153,6 +153,54 @@ def _secret_values(data: Mapping, key: str = "") -> Iterable[str]:
             yield from (m["pw"] for m in _URI_CREDENTIALS.finditer(v))
 
 
+class UnsetSecret(KeyError):
+    """A secret's reference names a variable this process's environment does not hold."""
+
+    def __init__(self, variable: str, section: str, key: str) -> None:
+        super().__init__(variable)
+        self.variable, self.section, self.key = variable, section, key
+
+
+def secret_references(
+    sections: dict[str, dict[str, object]], families: Iterable[str]
+) -> dict[tuple[str, str], str]:
+    """Secret-named task parameters travel as references to environment variables, never as
+    values: `api_token = "${API_TOKEN}"` names the variable; a literal value is put in the
+    environment under LUIGIFLOW_SECRET_<TASK>_<KEY>, where this process's workers find it,
+    and replaced by its reference (in place). A task resolves the reference when it is
+    built. Returns (section, key) -> variable; UnsetSecret when a variable is not set."""
+    secrets: dict[tuple[str, str], str] = {}
+    families = set(families)
+    for section, values in sections.items():
+        if section not in families or not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            if not is_secret_key(key) or not isinstance(value, str):
+                continue
+            match = ENV_REFERENCE.match(value)
+            variable = match["name"] if match else f"LUIGIFLOW_SECRET_{section}_{key}".upper()
+            if match is None:
+                os.environ[variable] = value
+            elif variable not in os.environ:
+                raise UnsetSecret(variable, section, key)
+            values[key] = "${" + variable + "}"
+            secrets[(section, key)] = variable
+    return secrets
+
+
+def unset_references(sections: Mapping[str, Mapping[str, object]]) -> list[tuple[str, str, str]]:
+    """The secrets of a run's config whose variables this process's environment lacks:
+    (section, key, variable)."""
+    return [
+        (section, key, found["name"])
+        for section, values in sections.items()
+        for key, value in values.items()
+        if is_secret_key(key)
+        and (found := ENV_REFERENCE.match(value) if isinstance(value, str) else None)
+        and found["name"] not in os.environ
+    ]
+
+
 class RedactingFilter(logging.Filter):
     """A logging filter that masks secrets in every record before a handler writes it. A
     table among the record's arguments (Luigi logs the whole config it loaded) is masked as a

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from luigiflow import loader, models
-from luigiflow.dataset import SECTION as DATASET_SECTION
-from luigiflow.dataset import DatasetError
+from luigiflow.inputs import SECTION as DATASET_SECTION
+from luigiflow.inputs import DatasetError
 from luigiflow.loader import UntrustedModel
 from luigiflow.names import MODEL_FINGERPRINT_TAG as FINGERPRINT_TAG
 from luigiflow.names import SCHEMA_REPLACED_TAG

@@ -25,7 +25,7 @@ from luigiflow.names import SCHEMA_INPUTS_TAG, SCHEMA_PROBLEM_TAG, SCHEMA_TARGET
 if TYPE_CHECKING:
     import pandas as pd
 
-    from luigiflow.dataset import Dataset
+    from luigiflow.inputs import Dataset
 
 ANY = "any"  # a column whose example rows held no value: MLflow says nothing of its type
 KINDS = {

@@ -180,7 +180,7 @@ class SweepInvocation:
         self.heartbeat = owner.Heartbeat(*self._opened())
         self.heartbeat.start()
         for child in children:
-            worker.attach(child.run_id, settings.project_root, self.task_classes)
+            worker.attach(child.run_id, self.task_classes)
         built = worker.build_sweep(
             [c.run_id for c in children], self.task_classes, self.args.workers,
             settings.scheduler_url,
@@ -271,7 +271,7 @@ class SweepInvocation:
     def _register(self, winner: Child, value: float) -> tuple[Plan, bool]:
         """The deferred tasks, run in the parent for the winner, on the winner's outputs
         (found by fingerprint like any cached output); True when they finished."""
-        config = self.child_config(sweep.overrides(winner.values))  # the winner's, for Luigi
+        config = self.child_config(sweep.overrides(winner.values))  # the winner's
         family = _deferred([winner])[-1]
         options = replace(self.options, enabled=True, force=frozenset({family}), copy=False)
         plan = make_plan(self.task_classes[family], config, self.settings, options)
@@ -281,7 +281,7 @@ class SweepInvocation:
         }  # fmt: skip
         plan.context.label = f"winner: {winner.label}"
         plan.context.save(self.parent_id)
-        worker.attach(self.parent_id, self.settings.project_root, self.task_classes)
+        worker.attach(self.parent_id, self.task_classes)
         return plan, worker.build(self.parent_id, plan.context, self.task_classes)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
 import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,28 +24,14 @@ from typing import Any, ClassVar
 import luigi
 from luigi.parameter import ParameterVisibility
 
-from luigiflow import cards, formats, loader, models
+from luigiflow import cards, formats, models
 from luigiflow.attempt import Attempt, tracked
 from luigiflow.config import DATASET_SECTION
 from luigiflow.context import DEFERRED, RunContext, find, load
-from luigiflow.dataset import Dataset, DatasetError
-from luigiflow.digests import BrokenOutput
-from luigiflow.redact import Redactor, is_secret_key
+from luigiflow.inputs import Dataset, DatasetError, InputFile
+from luigiflow.redact import ENV_REFERENCE, Redactor, is_secret_key
 from luigiflow.targets import ArtifactTarget, TaskFolder, client
-from luigiflow.values import serialize
-
-
-@dataclass(frozen=True)
-class InputFile:
-    """An external file a task reads from the input folder, with the columns it must have
-    and, for training data, the target column and the problem type its values must suit
-    (checked before the run, see `plan`)."""
-
-    filename: str
-    columns: tuple[str, ...] = ()
-    encoding: str = "utf-8"
-    target: str = ""
-    problem: str = "binary"  # a problem type of [Dataset], which the target's values must suit
+from luigiflow.values import argument
 
 
 @dataclass(frozen=True)
@@ -133,12 +120,12 @@ class PipelineTask(luigi.Task):
 
     @classmethod
     def get_param_values(cls, params, args, kwargs):
-        """A task's parameters are those of its run: the values in the run's context, whatever
-        config this process installed for Luigi (a sweep builds runs of several configs in one
-        process). Before the run exists, and for secrets, Luigi's config gives them."""
+        """A task's parameters are those of its run: the values in the run's context (a
+        draft one while the plan is made), the one channel by which config reaches a task,
+        in the runner as in a worker on another machine. Luigi's config gives none."""
         run_id = kwargs.get("run_id", args[0] if args else None)
-        configured = _run_values(cls, str(run_id)) if run_id else {}
-        return super().get_param_values(params, args, {**configured, **kwargs})
+        given = _run_values(cls, str(run_id)) if run_id else {}
+        return super().get_param_values(params, args, {**given, **kwargs})
 
     def complete(self) -> bool:
         """Complete when its outputs are; a task deferred to a sweep's parent counts as
@@ -185,7 +172,7 @@ class PipelineTask(luigi.Task):
         """What the data is: `[Dataset]`, completed from train.csv before the run (id and
         target columns, problem type, feature columns)."""
         context = find(self.run_id)
-        values = context.config.get(DATASET_SECTION) if context else _planning.get("dataset")
+        values = context.config.get(DATASET_SECTION) if context else None
         if not values:
             raise DatasetError(
                 "id_column",
@@ -240,11 +227,11 @@ class PipelineTask(luigi.Task):
         found = self.input_target(name, of)
         if isinstance(found, Path):  # an input file, in its encoding
             return formats.read(found, self.input_files()[name].encoding)
-        return read_verified(found, name)
+        return models.read_verified(found, name)
 
     def read_output(self, name: str) -> Any:
         """Read one of this task's own finished outputs (wherever this run took them from)."""
-        return read_verified(self.output()[name], name)
+        return models.read_verified(self.output()[name], name)
 
     def add_to_card(self, title: str, content: Any) -> None:
         """Add a section to the task's card in the run report: a DataFrame or a text."""
@@ -309,30 +296,26 @@ class PipelineTask(luigi.Task):
         return self._attempt
 
 
-_planning: dict[str, dict] = {}  # what tasks planned before their run exists read
-
-
-def install_for_planning(dataset: Dataset | None) -> None:
-    """The resolved `[Dataset]`, for the tasks the plan makes before the run exists (a run's
-    tasks read their run's own, from its context), as Luigi's config serves their parameters.
-    None: this config has none (not the one an earlier plan of this process had)."""
-    _planning["dataset"] = dataset.as_config() if dataset else None
-
-
 @cache
 def _run_values(cls: type[PipelineTask], run_id: str) -> dict[str, Any]:
-    """The parameter values a run's context gives a task class, parsed as Luigi would parse
-    them from its config; {} for a run without a context. Secrets are left to Luigi's config,
-    where they were resolved from this process's environment."""
+    """The arguments a run's context gives a task class ({} for a run without a context); a
+    secret is resolved from its `${VAR}` reference in this process's environment, and one
+    the context only masks is left to its default."""
     context = find(run_id)
     if context is None:
         return {}
     params = dict(cls.get_params())
-    return {
-        name: params[name].parse(serialize(params[name], value))
-        for name, value in context.config.get(cls.get_task_family(), {}).items()
-        if name in params and name != "run_id" and not is_secret_key(name)
-    }
+    found: dict[str, Any] = {}
+    for name, value in context.config.get(cls.get_task_family(), {}).items():
+        if name not in params or name == "run_id":
+            continue
+        if is_secret_key(name):
+            reference = ENV_REFERENCE.match(value) if isinstance(value, str) else None
+            if reference is None:
+                continue
+            value = os.environ[reference["name"]]  # present: checked as the run was attached
+        found[name] = argument(params[name], value)
+    return found
 
 
 def ambiguity(family: str, name: str, makers: list[PipelineTask]) -> str:
@@ -369,23 +352,3 @@ def unqualified_loads(cls: type[PipelineTask]) -> set[str]:
 
 
 __all__ = ["InputFile", "PipelineTask", "requires"]
-
-
-def read_verified(target: ArtifactTarget, name: str) -> Any:
-    """Output `name` of a task, checked as it is read (see `PipelineTask.load`). Outputs that
-    fail the check are tagged broken on their run, so that no later run is offered them."""
-    folder = target.folder
-    try:
-        manifest = folder.trusted_manifest()
-        model_id = (manifest.get("models") or {}).get(name)
-        if model_id and folder.run_id is not None:  # the Logged Model, by the vouched id
-            return models.load(model_id)
-        files, path, label = manifest.get("files") or {}, target.local_path(), repr(target)
-        if path.is_dir():
-            return loader.load_model(path, loader.folder_digests(files, target.filename), label)
-        if target.filename not in files:
-            raise BrokenOutput(f"{label} is not in its manifest")
-        return formats.read_checked(path, files[target.filename], label)
-    except BrokenOutput as error:
-        folder.mark_broken(str(error))
-        raise

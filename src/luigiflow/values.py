@@ -3,7 +3,9 @@ written back as TOML.
 
 Luigi's TOML parser accepts `1.5` and `true` for an `IntParameter`, breaks on native arrays for
 `ListParameter`, and checks a `NumericalParameter`'s range only when it parses a string; so
-each value is checked here, in native TOML types, and handed to Luigi as the string it parses.
+each value is checked here, once, where it enters (luigi.toml, `--set`, a logged config), and
+kept in native TOML types from then on: in the run context, and as the arguments a task is
+built with (`PipelineTask.get_param_values`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 from collections.abc import Mapping
 
 import luigi
+from luigi.freezing import recursively_unfreeze
 
 
 class FollowsRunConfig(luigi.Parameter):
@@ -25,6 +28,21 @@ class FollowsRunConfig(luigi.Parameter):
     def __init__(self, run_key: str, **kwargs) -> None:
         super().__init__(default="", **kwargs)
         self.run_key = run_key
+
+
+def implied_by_run_config(
+    raw: Mapping[str, Mapping[str, object]],
+    run: Mapping[str, object],
+    task_classes: Mapping[str, type[luigi.Task]],
+) -> dict[str, dict[str, object]]:
+    """A parameter that follows a `[RunConfig]` value (`values.FollowsRunConfig`) takes it
+    where its section leaves it out."""
+    implied: dict[str, dict[str, object]] = {}
+    for family, cls in task_classes.items():
+        for name, param in cls.get_params():
+            if isinstance(param, FollowsRunConfig) and name not in raw.get(family, {}):
+                implied.setdefault(family, {})[name] = str(run[param.run_key])
+    return implied
 
 
 def _expected(param: luigi.Parameter) -> tuple[tuple[type, ...], str] | None:
@@ -53,9 +71,18 @@ def _expected(param: luigi.Parameter) -> tuple[tuple[type, ...], str] | None:
     return None
 
 
+def checked(param: luigi.Parameter, value: object) -> object:
+    """`value` checked strictly against `param`, in the native TOML types the parameter holds
+    it as from now on (`3` for a float parameter is 3.0, a JSON string for a list parameter is
+    a list): the one check a value gets, where it enters. ValueError saying what is wrong."""
+    parsed = param.normalize(param.parse(serialize(param, value)))
+    return native(param, recursively_unfreeze(parsed))
+
+
 def serialize(param: luigi.Parameter, value: object) -> str:
-    """Check `value` strictly against `param` and return the string Luigi will parse back;
-    ValueError saying what is wrong."""
+    """Check `value` strictly against `param` and return the string Luigi parses back (for
+    Luigi's own sections, which Luigi reads from its configuration); ValueError saying what
+    is wrong."""
     expected = _expected(param)
     if expected:
         types, wanted = expected
@@ -70,6 +97,14 @@ def serialize(param: luigi.Parameter, value: object) -> str:
         return param.serialize(parsed)
     except Exception as error:  # luigi raises ValueError, TypeError, JSONDecodeError...
         raise ValueError(f"invalid value {value!r}: {_allowed(param) or error}") from None
+
+
+def argument(param: luigi.Parameter, value: object) -> object:
+    """A checked value (`checked`) as the argument a task is built with: as it is, except the
+    text of a parameter TOML has no type for (a date), which the parameter parses."""
+    if _expected(param) is None and isinstance(value, str):
+        return param.parse(value)
+    return value
 
 
 def _allowed(param: luigi.Parameter) -> str | None:

@@ -1,8 +1,8 @@
 """Work on a run that exists, knowing only its id and the tracking URI.
 
-`attach` rebuilds everything a process needs from the run's context in the store: it installs
-the run's config for Luigi (secrets resolved from this process's own environment) and checks
-that this checkout's code is the code the run was planned with. `build` then lets Luigi run
+`attach` finds everything a process needs in the run's context in the store (the tasks take
+their values from it, secrets from this process's own environment) and checks that this
+checkout's code and input files are those the run was planned with. `build` then lets Luigi run
 whatever of the run is pending. The runner takes this path for its own build, right after it
 creates the run, so every run exercises it; a process started elsewhere with the run id takes
 the same one.
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from luigiflow import caching, formats, logs, scheduler, sourcecode
-from luigiflow.config import Config, ConfigError, parse_config
+from luigiflow.config import ConfigError, check_secrets, install_luigi_sections, luigi_sections
 from luigiflow.context import DEFERRED, RUN, NoContext, RunContext, load
 from luigiflow.names import CONTEXT_ARTIFACT, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from luigiflow.redact import Redactor
@@ -28,22 +28,22 @@ from luigiflow.settings import load_settings
 from luigiflow.task import PipelineTask
 
 
-def attach(
-    run_id: str, project_root: Path, task_classes: Mapping[str, type[PipelineTask]]
-) -> tuple[RunContext, Config]:
-    """The run's context, and its config installed for Luigi in this process; ConfigError
-    when a secret's variable is missing here or this code differs from the run's."""
+def attach(run_id: str, task_classes: Mapping[str, type[PipelineTask]]) -> RunContext:
+    """The run's context, once this process is found fit to work on the run: ConfigError
+    when a secret's variable is missing here, or this code or these input files differ from
+    the run's. Luigi's own sections of the run's config are installed for Luigi."""
     context = load(run_id)
     source = f"run {run_id} {CONTEXT_ARTIFACT}"
     missing = [family for family in context.tasks if family not in task_classes]
     if missing:
         raise ConfigError(source, f"this checkout has no task {', '.join(missing)}")
-    config = parse_config(context.config, source, project_root, task_classes)
+    check_secrets(context.config, source)
     differences = caching.code_differences(context, task_classes)
     if differences:
         raise ConfigError(source, "this checkout's code differs from the run's: " + differences)
     _check_inputs(run_id, context, task_classes, source)
-    return context, config
+    install_luigi_sections(luigi_sections(context.config))
+    return context
 
 
 def _check_inputs(
@@ -202,11 +202,11 @@ def main(
     logs.take_over_luigi_logging()
     task_classes = load_task_classes(task_modules)
     try:
-        context, config = attach(run_id, settings.project_root, task_classes)
+        context = attach(run_id, task_classes)
     except (ConfigError, NoContext, MlflowException) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    logs.redact_logs(handlers, Redactor.from_environment(config.sections))
+    logs.redact_logs(handlers, Redactor.from_environment(context.config))
     built = build(run_id, context, task_classes, workers, scheduler_url)
     return EXIT_OK if built else EXIT_FAILED
 

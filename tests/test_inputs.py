@@ -1,11 +1,21 @@
-"""`[Dataset]`: what the data is, as written or inferred from train.csv."""
+"""What the run reads from outside: `[Dataset]` and the input files, as written or inferred from train.csv, checked before the run."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from luigiflow.dataset import Dataset, DatasetError, problem_type_of, resolve
+from luigiflow.inputs import (
+    Dataset,
+    DatasetError,
+    InputError,
+    InputFile,
+    check_target,
+    problem_type_of,
+    resolve,
+)
 
 
 @pytest.mark.parametrize(
@@ -112,3 +122,27 @@ def test_a_wrong_dataset_names_the_key(written, key, message):
     with pytest.raises(DatasetError, match=message) as caught:
         resolve(written, TRAIN)
     assert caught.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("problem", "column", "message"),
+    [
+        ("binary", "yes\nno\nNA\n", "needs a value on every row; line 4 has 'NA' (read as"),
+        ("binary", 'yes\nno\n""\n', "needs a value on every row; line 4 has no value"),
+        ("binary", "a\nb\nc\n", "takes two values, not 3: 'a' (1 row), 'b' (1 row), 'c' (1 row)"),
+        ("multiclass", "a\nb\na\n", 'has only two classes: set [Dataset] problem_type = "binary"'),
+        ("multiclass", "a\na\n", "needs at least two classes; all rows are a"),
+        ("regression", "1.5\n2\nabc\nx\n", "is a number; line 4 has 'abc' (2 such rows)"),
+        ("regression", "1.5\n2\n-3e4\n", None),
+        ("multiclass", "3\n7\n9\n3\n", None),
+    ],
+)  # fmt: skip
+def test_the_target_must_suit_the_problem_type(problem, column, message):
+    text = "y\n" + column
+    target = InputFile("train.csv", ("y",), target="y", problem=problem)
+    if message is None:
+        check_target(text, Path("train.csv"), target)
+        return
+    with pytest.raises(InputError) as error:
+        check_target(text, Path("train.csv"), target)
+    assert f"column 'y': a {problem} target {message}" in str(error.value)

@@ -1,33 +1,78 @@
-"""What the data is: `[Dataset]` in luigi.toml, completed from `train.csv` where it is silent.
+"""What the run reads from outside: the input files the tasks name, checked before the run,
+and what the data is, `[Dataset]` in luigi.toml completed from `train.csv` where it is silent.
 
 `id_column` and `target_column` are required; the problem type and the feature columns are
 inferred when absent, and the choice is printed (the dry run shows it) and recorded with the
 run, so that every task reads one resolved description instead of constants, and a changed
 target or feature list reruns everything (the values enter every task's fingerprint).
+Every problem is an InputError naming the section and key to change; the plan makes it a
+ConfigError of the config file (exit status 2, no run).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import csv
+import io
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import pandas as pd
 
 SECTION = "Dataset"
+INPUT_SECTION, INPUT_KEY = "PathConfig", "input"  # where the input folder is configured
 TRAIN_FILE = "train.csv"  # in [PathConfig] input: what the dataset is read from
 PROBLEM_TYPES = ("binary", "multiclass", "regression")
 MAX_CLASSES = 20  # integers or strings with at most this many distinct values: classes
 KEYS = ("id_column", "target_column", "problem_type", "numeric_columns", "categorical_columns")
 
 
-class DatasetError(ValueError):
+class InputError(ValueError):
+    """What is wrong with the input files, naming the section and key to change, and the
+    names a misspelt one may have meant."""
+
+    def __init__(
+        self,
+        message: str,
+        section: str = INPUT_SECTION,
+        key: str | None = INPUT_KEY,
+        choices: Iterable[str] = (),
+        name: str | None = None,
+    ) -> None:
+        self.section, self.key, self.choices, self.name = section, key, tuple(choices), name
+        super().__init__(message)
+
+
+class DatasetError(InputError):
     """What is wrong with `[Dataset]` against the data, naming the key."""
 
     def __init__(self, key: str, message: str) -> None:
-        self.key = key
-        super().__init__(message)
+        super().__init__(message, SECTION, key)
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """An external file a task reads from the input folder, with the columns it must have
+    and, for training data, the target column and the problem type its values must suit
+    (checked before the run, `check_files`)."""
+
+    filename: str
+    columns: tuple[str, ...] = ()
+    encoding: str = "utf-8"
+    target: str = ""
+    problem: str = "binary"  # a problem type of [Dataset], which the target's values must suit
+
+
+class ReadsInputs(Protocol):
+    """What `check_files` asks of a task."""
+
+    task_family: str
+
+    def input_files(self) -> dict[str, InputFile]: ...
+
+    def significant_params(self) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -167,3 +212,106 @@ def read_train(path) -> pd.DataFrame:
         return pd.read_csv(path, engine="pyarrow")
     except Exception:  # what pyarrow cannot parse, pandas' own reader may
         return pd.read_csv(path)
+
+
+def resolve_dataset(
+    written: Mapping[str, object], input_dir: Path
+) -> tuple[Dataset | None, pd.DataFrame | None]:
+    """`[Dataset]` completed from train.csv, with train.csv as read for it; (None, None)
+    without a `[Dataset]`."""
+    if not written:
+        return None, None
+    path = input_dir / TRAIN_FILE
+    if not path.is_file():
+        raise InputError(f"{TRAIN_FILE} not found in {input_dir}")
+    _header(_decoded(path, "utf-8"), path)  # readable, with rows
+    train = read_train(path)
+    return resolve(written, train), train
+
+
+def check_files(task: ReadsInputs, input_dir: Path) -> None:
+    """The input files of one task: present, readable in their encoding, with a header, rows
+    and the columns the task needs."""
+    for input_file in task.input_files().values():
+        path = input_dir / input_file.filename
+        if not path.is_file():
+            raise InputError(f"{input_file.filename} not found in {input_dir}")
+        text = _decoded(path, input_file.encoding)
+        header = _header(text, path)
+        for column in input_file.columns:
+            if column not in header:
+                params = task.significant_params()
+                key = next(
+                    (k for k, v in params.items() if f'"{column}"' in v or v == column), None
+                )
+                message = f"{path} has no column '{column}'"
+                raise InputError(message, task.task_family, key, choices=header, name=column)
+        if input_file.target:
+            check_target(text, path, input_file)
+
+
+def check_target(text: str, path: Path, input_file: InputFile) -> None:
+    """The target column's values must suit the problem type: present on every row; two
+    values for a binary target and at least two for a multiclass one (a split stratifies by
+    them, a classifier needs two classes); numbers for a regression."""
+    import pandas as pd
+
+    column, problem = input_file.target, input_file.problem
+    raw = pd.read_csv(io.StringIO(text), usecols=[column], dtype=str, keep_default_na=False)
+    values = raw[column].str.strip()
+    # What pandas reads as missing (NA, null, nan...) is missing here too, as the tasks see it.
+    missing = pd.read_csv(io.StringIO(text), usecols=[column], dtype=str)[column].isna()
+    missing |= values == ""
+    where = f"{path} column '{column}': a {problem} target"
+
+    def first(bad: pd.Series, what: str) -> str:
+        line, value = int(bad.index[0]) + 2, bad.iloc[0]
+        found = f"line {line} has no value" if value == "" else f"line {line} has '{value}'"
+        found += " (read as missing)" if value != "" and what.endswith("row") else ""
+        return f"{what}; {found}" + (f" ({len(bad)} such rows)" if len(bad) > 1 else "")
+
+    if missing.any():
+        raise InputError(f"{where} {first(values[missing], 'needs a value on every row')}")
+    if problem == "regression":
+        bad = values[pd.to_numeric(values, errors="coerce").isna()]
+        if len(bad):
+            raise InputError(f"{where} {first(bad, 'is a number')}")
+        return
+    counts = values.value_counts()
+    if len(counts) < 2:
+        raise InputError(f"{where} needs at least two classes; all rows are {counts.index[0]}")
+    if problem == "multiclass" and len(counts) == 2:
+        raise InputError(f'{where} has only two classes: set [Dataset] problem_type = "binary"')
+    if problem == "binary" and len(counts) > 2:
+        found = ", ".join(
+            f"'{value}' ({n} row{'s' * (n != 1)})" for value, n in counts.head(5).items()
+        )
+        more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
+        raise InputError(
+            f"{where} takes two values, not {len(counts)}: {found}{more} "
+            '(or set [Dataset] problem_type = "multiclass")'
+        )
+
+
+def _decoded(path: Path, encoding: str) -> str:
+    """The whole file as text (read once for every check): it must decode in its encoding,
+    or the line of the first bad byte is named. A byte-order mark is dropped."""
+    data = path.read_bytes()
+    try:
+        return data.decode(encoding).lstrip("\ufeff")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise InputError(
+            f"{path} line {line}: not valid {encoding} ({error.reason}); save it as UTF-8, "
+            "or name its encoding in the task's InputFile(encoding=...)"
+        ) from None
+
+
+def _header(text: str, path: Path) -> list[str]:
+    """The column names of a CSV file's text, which must hold at least one row."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise InputError(f"{path} is empty")
+    if len(lines) == 1:
+        raise InputError(f"{path} has a header but no rows")
+    return next(csv.reader(lines[:1]))
