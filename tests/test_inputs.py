@@ -1,4 +1,4 @@
-"""What the run reads from outside: `[Dataset]` and the input files, as written or inferred from train.csv, checked before the run."""
+"""What the run reads from outside: `[Dataset]` and the input files, checked before the run."""
 
 from __future__ import annotations
 
