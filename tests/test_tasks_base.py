@@ -21,7 +21,8 @@ from luigi.parameter import ParameterVisibility
 from luigiflow import records
 from luigiflow.context import RUN, RunContext, TaskPlan
 from luigiflow.names import CONTEXT_ARTIFACT, ERRORS_FOLDER, MANIFEST, record_path
-from luigiflow.task import AmbiguousInput, PipelineTask, requires, unqualified_loads
+from luigiflow.sourcecode import unqualified_loads
+from luigiflow.task import AmbiguousInput, PipelineTask, requires
 
 # Task families start with `Ut`: Luigi registers every task class by name, for the session.
 

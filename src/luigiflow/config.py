@@ -19,19 +19,24 @@ from pathlib import Path
 
 import luigi
 import toml
-from luigi.configuration import LuigiTomlParser, get_config
 from luigi.freezing import recursively_unfreeze
 
 from luigiflow.inputs import KEYS as DATASET_KEYS
 from luigiflow.redact import (
+    URI_CREDENTIALS_REFUSED,
     UnsetSecret,
-    holds_uri_credentials,
-    is_secret_key,
     redact_uri,
     secret_references,
     unset_references,
+    uri_credentials,
 )
-from luigiflow.values import checked, implied_by_run_config, serialize
+from luigiflow.values import (
+    checked,
+    implied_by_run_config,
+    install_luigi_sections,
+    luigi_config_classes,
+    serialize,
+)
 
 RUN_SECTION = "RunConfig"
 PATH_SECTION = "PathConfig"
@@ -178,23 +183,6 @@ def parse_config(
     return Config(path, raw, run, input_dir, reuse, paths, secrets, sweep, dataset, implied)
 
 
-def install_luigi_sections(sections: Mapping[str, Mapping[str, str]]) -> None:
-    """Luigi's own sections ([core], [worker], ...), for Luigi, which reads its configuration
-    itself; only these (a task's values reach it through its run's context)."""
-    _luigi_parser().data = {section: dict(values) for section, values in sections.items()}
-
-
-def luigi_sections(sections: Mapping[str, Mapping[str, object]]) -> dict[str, dict[str, str]]:
-    """The sections of a checked config (a run's context) that are Luigi's own, in the
-    strings Luigi parses."""
-    known = _luigi_config_classes()
-    return {
-        section: {k: serialize(dict(known[section].get_params())[k], v) for k, v in values.items()}
-        for section, values in sections.items()
-        if section in known
-    }
-
-
 def _check_sections(
     raw: dict[str, dict[str, object]],
     sources: Mapping[tuple[str, str], str],
@@ -205,7 +193,7 @@ def _check_sections(
     """Every section checked against the class it configures; each value replaced by its
     checked, native form (a secret by its reference, its value checked). Returns Luigi's own
     sections in the strings Luigi parses."""
-    luigi_classes = _luigi_config_classes()
+    luigi_classes = luigi_config_classes()
     known = {RUN_SECTION: RunConfig, **luigi_classes, **task_classes}
     serialized: dict[str, dict[str, str]] = {}
     for section, values in raw.items():
@@ -279,29 +267,15 @@ def _check_task(
 
 
 def _refuse_uri_credentials(
-    raw: Mapping[str, Mapping[str, object]],
-    sources: Mapping[tuple[str, str], str],
-    path: Path | str,
+    raw: Mapping[str, Mapping[str, object]], sources: Mapping[tuple[str, str], str], path
 ) -> None:
     """A password inside a URI is masked in the run's note, name and tags ([RunConfig]), which
-    only the runner reads. Any other value reaches tasks through the run context and Luigi's
-    task ids, where it cannot be masked and still work: such a value is refused (a
-    secret-named key takes it from the environment instead). [Sweep]'s values are checked
-    as the --set values they become."""
-    for section, values in raw.items():
-        if section in (RUN_SECTION, SWEEP_SECTION):
-            continue
-        for key, value in values.items():
-            if not is_secret_key(key) and holds_uri_credentials(value):
-                raise ConfigError(
-                    sources.get((section, key), str(path)), URI_CREDENTIALS_REFUSED, section, key
-                )
-
-
-URI_CREDENTIALS_REFUSED = (
-    "a password inside a URI would reach the run's records and Luigi's task ids in clear: "
-    'give it through the environment, e.g. a task parameter db_password = "${DB_PASSWORD}"'
-)
+    only the runner reads; anywhere else it is refused (`redact.uri_credentials`). [Sweep]'s
+    values are checked as the --set values they become."""
+    checked = {s: v for s, v in raw.items() if s not in (RUN_SECTION, SWEEP_SECTION)}
+    for section, key in uri_credentials(checked):
+        source = sources.get((section, key), str(path))
+        raise ConfigError(source, URI_CREDENTIALS_REFUSED, section, key)
 
 
 def _secret_references(raw, sources, task_classes) -> dict[tuple[str, str], str]:
@@ -310,43 +284,14 @@ def _secret_references(raw, sources, task_classes) -> dict[tuple[str, str], str]
         return secret_references(raw, task_classes)
     except UnsetSecret as unset:
         source = sources.get((unset.section, unset.key), "")
-        raise _unset(unset.variable, source, unset.section, unset.key) from None
+        raise ConfigError(source, str(unset), unset.section, unset.key) from None
 
 
 def check_secrets(sections: Mapping[str, Mapping[str, object]], source: str) -> None:
     """Every secret a run's tasks read must be in this process's environment (a worker on
     another machine brings its own); ConfigError naming the variable."""
-    for section, key, variable in unset_references(sections):
-        raise _unset(variable, source, section, key)
-
-
-def _unset(variable: str, source: str, section: str, key: str) -> ConfigError:
-    how = (
-        "the run was given this secret as a literal value, which lives only in its "
-        f'runner\'s environment: set {variable}, or write {key} = "${{VAR}}"'
-        if variable.startswith("LUIGIFLOW_SECRET_")
-        else "a secret is read from this process's environment, or from .env.local"
-    )
-    message = f"the environment variable {variable} is not set ({how})"
-    return ConfigError(source, message, section, key)
-
-
-def _luigi_parser() -> LuigiTomlParser:
-    """Luigi's TOML parser, reading no file of its own (not ./luigi.toml nor
-    /etc/luigi/luigi.toml), so `--config other.toml` never inherits keys silently."""
-    LuigiTomlParser._config_paths = []
-    return get_config("toml")
-
-
-def _luigi_config_classes() -> dict[str, type[luigi.Config]]:
-    """Luigi's own sections ([core], [worker], [scheduler], ...) stay available to users."""
-    from luigi.task_register import Register
-
-    return {
-        name: cls
-        for name, cls in Register._get_reg().items()
-        if isinstance(cls, type) and issubclass(cls, luigi.Config) and cls is not RunConfig
-    }
+    for unset in unset_references(sections):
+        raise ConfigError(source, str(unset), unset.section, unset.key)
 
 
 def _path_config(

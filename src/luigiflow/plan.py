@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 
 from luigi.freezing import recursively_unfreeze
 
-from luigiflow import caching, registry, schema
+from luigiflow import caching, registry
 from luigiflow.config import (
     DATASET_SECTION,
     PATH_SECTION,
     RUN_SECTION,
     SWEEP_SECTION,
-    URI_CREDENTIALS_REFUSED,
     Config,
     ConfigError,
 )
@@ -38,10 +37,18 @@ from luigiflow.context import (
     draft,
 )  # fmt: skip
 from luigiflow.inputs import Dataset, InputError, check_files, resolve_dataset
-from luigiflow.redact import MASK, Redactor, holds_uri_credentials, is_secret_key, redact_uri
+from luigiflow.redact import (
+    MASK,
+    URI_CREDENTIALS_REFUSED,
+    Redactor,
+    holds_uri_credentials,
+    is_secret_key,
+    redact_uri,
+)
 from luigiflow.settings import Settings
+from luigiflow.sourcecode import unqualified_loads
 from luigiflow.targets import TaskFolder, client
-from luigiflow.task import PipelineTask, ambiguity, unqualified_loads
+from luigiflow.task import PipelineTask, ambiguity
 from luigiflow.values import native
 
 
@@ -112,7 +119,11 @@ def make_plan(
     _decide(tasks, entries, fingerprints, options, child)
     _complete_entries(tasks, entries, fingerprints, config, options)
     _locate_skipped(tasks, entries)
-    notes = _check_registrations(tasks, entries, config, dataset, train)
+    registering = [t for t in tasks if entries[t.task_family].decision in (RUN, DEFERRED)]
+    try:
+        notes = registry.check_before_run(registering, dataset, train)
+    except registry.Refused as refused:
+        raise ConfigError(config.path, str(refused), refused.section) from None
     resolved = resolved_config(config, tasks)
     if dataset is not None:  # as resolved: inferred values written out
         resolved[DATASET_SECTION] = dataset.as_config()
@@ -190,27 +201,6 @@ def _complete_entries(tasks, entries, fingerprints, config: Config, options) -> 
             entry.modules = caching.modules_of(type(task))
         if entry.decision in (REUSED, COPIED) and options.copy:
             entry.decision = COPIED
-
-
-def _check_registrations(tasks, entries, config: Config, dataset, train) -> list[str]:
-    """A task that will register a model (in this run, or for a sweep's winner) must give its
-    registered name the kind of model that name holds: what the Trainer would make of this
-    `[Dataset]` and train.csv is compared with the alias's holder. Returns the notes."""
-    notes: list[str] = []
-    if dataset is None:  # no columns to tell the model from before the run: registering checks
-        return notes
-    for task in tasks:
-        destination = task.registers()
-        if destination is None or entries[task.task_family].decision not in (RUN, DEFERRED):
-            continue
-        comparison = registry.compare_with_holder(
-            destination.name, destination.alias, lambda: schema.expected(dataset, train)
-        )
-        notes += [comparison.note] if comparison.note else []
-        if comparison.differences and not destination.replace_schema:
-            refusal = registry.refusal(comparison, destination)
-            raise ConfigError(config.path, refusal, destination.section)
-    return notes
 
 
 def _explicit_reuse(tasks, entries, fingerprints, config, settings, options) -> None:

@@ -153,11 +153,33 @@ def _secret_values(data: Mapping, key: str = "") -> Iterable[str]:
             yield from (m["pw"] for m in _URI_CREDENTIALS.finditer(v))
 
 
-class UnsetSecret(KeyError):
+URI_CREDENTIALS_REFUSED = (
+    "a password inside a URI would reach the run's records and Luigi's task ids in clear: "
+    'give it through the environment, e.g. a task parameter db_password = "${DB_PASSWORD}"'
+)
+
+
+def uri_credentials(sections: Mapping[str, Mapping[str, object]]) -> Iterable[tuple[str, str]]:
+    """The (section, key) of every value with a password inside a URI, but secret-named ones
+    (they are references to the environment): such a value would reach tasks through the
+    run context and Luigi's task ids, where it cannot be masked and still work."""
+    for section, values in sections.items():
+        for key, value in values.items():
+            if not is_secret_key(key) and holds_uri_credentials(value):
+                yield section, key
+
+
+class UnsetSecret(Exception):
     """A secret's reference names a variable this process's environment does not hold."""
 
     def __init__(self, variable: str, section: str, key: str) -> None:
-        super().__init__(variable)
+        how = (
+            "the run was given this secret as a literal value, which lives only in its "
+            f'runner\'s environment: set {variable}, or write {key} = "${{VAR}}"'
+            if variable.startswith("LUIGIFLOW_SECRET_")
+            else "a secret is read from this process's environment, or from .env.local"
+        )
+        super().__init__(f"the environment variable {variable} is not set ({how})")
         self.variable, self.section, self.key = variable, section, key
 
 
@@ -188,11 +210,10 @@ def secret_references(
     return secrets
 
 
-def unset_references(sections: Mapping[str, Mapping[str, object]]) -> list[tuple[str, str, str]]:
-    """The secrets of a run's config whose variables this process's environment lacks:
-    (section, key, variable)."""
+def unset_references(sections: Mapping[str, Mapping[str, object]]) -> list[UnsetSecret]:
+    """The secrets of a run's config whose variables this process's environment lacks."""
     return [
-        (section, key, found["name"])
+        UnsetSecret(found["name"], section, key)
         for section, values in sections.items()
         for key, value in values.items()
         if is_secret_key(key)

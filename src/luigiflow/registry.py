@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from luigiflow import loader, models
+from luigiflow import loader, models, schema
 from luigiflow.inputs import SECTION as DATASET_SECTION
-from luigiflow.inputs import DatasetError
+from luigiflow.inputs import Dataset, DatasetError
 from luigiflow.loader import UntrustedModel
 from luigiflow.names import MODEL_FINGERPRINT_TAG as FINGERPRINT_TAG
 from luigiflow.names import SCHEMA_REPLACED_TAG
@@ -143,6 +143,35 @@ def compare_with_holder(
         return Comparison(holder, note=note)
     new = schema() if callable(schema) else schema
     return Comparison(holder, old.differences(new))
+
+
+class Refused(Exception):
+    """A registration refused before the run, naming the section that says where it goes."""
+
+    def __init__(self, message: str, section: str) -> None:
+        super().__init__(message)
+        self.section = section
+
+
+def check_before_run(tasks: list[PipelineTask], dataset: Dataset | None, train) -> list[str]:
+    """Tasks that will register a model (in this run, or for a sweep's winner) must give the
+    registered name the kind of model it holds: what the Trainer would make of this
+    `[Dataset]` and train.csv is compared with the alias's holder. Returns the notes to say;
+    Refused when it is another kind of model and `replace_schema` is not set."""
+    notes: list[str] = []
+    if dataset is None:  # no columns to tell the model from before the run: registering checks
+        return notes
+    for task in tasks:
+        destination = task.registers()
+        if destination is None:
+            continue
+        comparison = compare_with_holder(
+            destination.name, destination.alias, lambda: schema.expected(dataset, train)
+        )
+        notes += [comparison.note] if comparison.note else []
+        if comparison.differences and not destination.replace_schema:
+            raise Refused(refusal(comparison, destination), destination.section)
+    return notes
 
 
 def refusal(comparison: Comparison, destination: RegisteredModel) -> str:

@@ -24,7 +24,9 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
+import inspect
 import sys
+import textwrap
 from functools import cache
 from pathlib import Path
 
@@ -179,3 +181,28 @@ def _normalized_source(path: Path) -> str:
         if isinstance(first, ast.Expr) and isinstance(getattr(first.value, "value", None), str):
             node.body = body[1:] or [ast.Pass()]  # a docstring is not behaviour
     return ast.dump(tree, annotate_fields=False)
+
+
+def unqualified_loads(cls: type) -> set[str]:
+    """The names a task class reads with `load("x")` / `input_path("x")` without `of=`, found
+    in its source, so that an ambiguous name is refused before the run rather than mid-run."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass.__module__.partition(".")[0] in ("luigiflow", "luigi", "builtins"):
+            continue  # the machinery's own classes, which load what their callers name
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("load", "input_path")
+                and not any(keyword.arg == "of" for keyword in node.keywords)
+            ):
+                named = [k.value for k in node.keywords if k.arg == "name"]
+                for argument in [*node.args[:1], *named]:
+                    if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+                        names.add(argument.value)
+    return names

@@ -10,10 +10,7 @@ reached through `MlflowClient` with that run id, never through the fluent "activ
 
 from __future__ import annotations
 
-import ast
-import inspect
 import os
-import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -324,31 +321,6 @@ def ambiguity(family: str, name: str, makers: list[PipelineTask]) -> str:
         f"{family} reads '{name}', which {both} both make: say which, e.g. "
         f"self.load({name!r}, of={makers[0].task_family})"
     )
-
-
-def unqualified_loads(cls: type[PipelineTask]) -> set[str]:
-    """The names a task class reads with `load("x")` / `input_path("x")` without `of=`, found
-    in its source, so that an ambiguous name is refused before the run rather than mid-run."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if not issubclass(klass, PipelineTask) or klass is PipelineTask:
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr in ("load", "input_path")
-                and not any(keyword.arg == "of" for keyword in node.keywords)
-            ):
-                named = [k.value for k in node.keywords if k.arg == "name"]
-                for argument in [*node.args[:1], *named]:
-                    if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
-                        names.add(argument.value)
-    return names
 
 
 __all__ = ["InputFile", "PipelineTask", "requires"]

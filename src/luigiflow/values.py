@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 
 import luigi
+from luigi.configuration import LuigiTomlParser, get_config
 from luigi.freezing import recursively_unfreeze
 
 
@@ -129,6 +130,42 @@ def native(param: luigi.Parameter, value: object) -> object:
     if isinstance(value, str | int | float | bool | list | dict):
         return value
     return param.serialize(value)  # dates and the like: the string Luigi parses back
+
+
+def install_luigi_sections(sections: Mapping[str, Mapping[str, str]]) -> None:
+    """Luigi's own sections ([core], [worker], ...), for Luigi, which reads its configuration
+    itself; only these (a task's values reach it through its run's context)."""
+    _luigi_parser().data = {section: dict(values) for section, values in sections.items()}
+
+
+def luigi_sections(sections: Mapping[str, Mapping[str, object]]) -> dict[str, dict[str, str]]:
+    """The sections of a checked config (a run's context) that are Luigi's own, in the
+    strings Luigi parses."""
+    known = luigi_config_classes()
+    return {
+        section: {k: serialize(dict(known[section].get_params())[k], v) for k, v in values.items()}
+        for section, values in sections.items()
+        if section in known
+    }
+
+
+def _luigi_parser() -> LuigiTomlParser:
+    """Luigi's TOML parser, reading no file of its own (not ./luigi.toml nor
+    /etc/luigi/luigi.toml), so `--config other.toml` never inherits keys silently."""
+    LuigiTomlParser._config_paths = []
+    return get_config("toml")
+
+
+def luigi_config_classes() -> dict[str, type[luigi.Config]]:
+    """The classes of Luigi's own sections ([core], [worker], [scheduler], ...), which stay
+    available to users ([RunConfig] is the runner's)."""
+    from luigi.task_register import Register
+
+    return {
+        name: cls
+        for name, cls in Register._get_reg().items()
+        if isinstance(cls, type) and issubclass(cls, luigi.Config) and name != "RunConfig"
+    }
 
 
 def dumps(resolved: Mapping[str, Mapping[str, object]]) -> str:

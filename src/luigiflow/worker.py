@@ -19,13 +19,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from luigiflow import caching, formats, logs, scheduler, sourcecode
-from luigiflow.config import ConfigError, check_secrets, install_luigi_sections, luigi_sections
+from luigiflow.config import ConfigError, check_secrets
 from luigiflow.context import DEFERRED, RUN, NoContext, RunContext, load
 from luigiflow.names import CONTEXT_ARTIFACT, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from luigiflow.redact import Redactor
 from luigiflow.report import follow
 from luigiflow.settings import load_settings
 from luigiflow.task import PipelineTask
+from luigiflow.values import install_luigi_sections, luigi_sections
 
 
 def attach(run_id: str, task_classes: Mapping[str, type[PipelineTask]]) -> RunContext:
