@@ -1,4 +1,5 @@
-# The two commands of the README: `make run` and `make test`. Everything else is a helper.
+# The two commands of the README: `make run` and `make test`. Everything else is a helper
+# (docs/index.md lists them all).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ UI_PORT ?= 5000
 
 SERVE_PORT ?= 5001
 
-.PHONY: run example test test-fast ui serve lint lock repair-store bench bench-quick clean system-packages \
+.PHONY: run example test test-fast docs ui serve lint lock repair-store bench bench-quick clean system-packages \
 	stack-up stack-down stack-backup worker
 
 $(BIN)/python:
@@ -43,8 +44,13 @@ test: $(VENV)/.installed-dev system-packages  ## every test, the slow end-to-end
 system-packages:  ## the Debian packages the tests need (PostgreSQL, docker-compose, Chromium), if missing
 	bash scripts/install-system-packages.sh
 
-test-fast: $(VENV)/.installed-dev
+test-fast: $(VENV)/.installed-dev  ## the fast tier: the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+# The docs site (mkdocs.yml, docs/) into site/. Nothing is fetched: the theme's fonts are off
+# and no plugin reaches the network. NO_MKDOCS_2_WARNING: the theme's banner about its future.
+docs: $(VENV)/.installed-dev  ## build the docs site into site/ (offline, --strict)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests scripts
@@ -75,12 +81,12 @@ lock: $(BIN)/python  ## re-resolve constraints.txt from pyproject.toml's ranges
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .luigiflow
+	rm -rf $(VENV) .luigiflow site
 
 # The shared stack (docker-compose.yml): PostgreSQL, MLflow's tracking server, luigid.
 # Its settings and secrets come from .env.stack (untracked) or the environment; basic auth is
 # on when .env.stack says LUIGIFLOW_AUTH=1 (so a later restart cannot drop it), or AUTH=1.
-# See "Working as a team" in the README.
+# See docs/team.md.
 AUTH ?= $(shell grep -s '^LUIGIFLOW_AUTH=1' .env.stack)
 COMPOSE = docker compose -p luigiflow $(if $(wildcard .env.stack),--env-file .env.stack) \
 	-f docker-compose.yml $(if $(AUTH),-f docker-compose.auth.yml)
