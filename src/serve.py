@@ -5,7 +5,7 @@ tracking store `.env` names, on 127.0.0.1. It is loaded by the project's own loa
 against the run that made it, and running no code from the artifact) and handed to MLflow's
 scoring server in this process: `mlflow models serve` would load the folder again with MLflow's
 loader, which trusts whatever the model's MLmodel says. POST raw rows (the columns of
-test.csv) to /invocations; see the README.
+test.csv) to /invocations; see docs/tutorial.md.
 """
 
 import argparse

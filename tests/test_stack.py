@@ -454,7 +454,7 @@ def auth_client(stack, monkeypatch, user: str, password: str) -> MlflowClient:
 
 
 def grant_edit(stack, admin_password: str, user: str, experiment_id: str, model: str) -> None:
-    """What the README tells the admin to do for a teammate: EDIT on the experiment and on
+    """What docs/team.md tells the admin to do for a teammate: EDIT on the experiment and on
     the registered model."""
     headers = {"Content-Type": "application/json", "Authorization": basic("admin", admin_password)}
     for resource_type, resource_id in (("experiment", experiment_id), ("registered_model", model)):
