@@ -21,11 +21,10 @@ from pathlib import Path
 
 from luigiflow import loader
 from luigiflow.digests import BrokenOutput
-from luigiflow.naming import estimator_class
+from luigiflow.names import OUTPUT_TAG, TASK_TAG, estimator_class
 from luigiflow.targets import TaskFolder, client, local_path, staging_root
 
 LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]+)$")
-TASK_TAG, OUTPUT_TAG = "luigiflow.task", "luigiflow.output"  # where the model's files are
 # MLflow's tags of the run that the Models tab shows as the model's "Logged from".
 SOURCE_TAGS = ("mlflow.source.name", "mlflow.source.git.commit", "mlflow.source.git.branch")
 _downloaded: dict[str, Path] = {}  # Logged Models of a remote store, by id

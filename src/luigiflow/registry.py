@@ -20,7 +20,7 @@ from luigiflow.dataset import SECTION as DATASET_SECTION
 from luigiflow.dataset import DatasetError
 from luigiflow.loader import UntrustedModel
 from luigiflow.names import MODEL_FINGERPRINT_TAG as FINGERPRINT_TAG
-from luigiflow.names import SCHEMA_REPLACED_TAG
+from luigiflow.names import SCHEMA_REPLACED_TAG, VERSION_TAG
 from luigiflow.schema import ModelSchema, from_signature
 from luigiflow.targets import TaskFolder, client, run_artifact_uri
 
@@ -67,7 +67,7 @@ def register(
         client().create_registered_model(
             name,
             description="Versions are registered by the pipeline's Register task, once per "
-            "model fingerprint (tag luigiflow.fingerprint); each says how it did on the "
+            f"model fingerprint (tag {FINGERPRINT_TAG}); each says how it did on the "
             "validation criteria.",
         )
     except MlflowException as error:
@@ -85,7 +85,7 @@ def register(
             tags={
                 FINGERPRINT_TAG: fingerprint,
                 **schema_tags,
-                **{f"luigiflow.{k}": v for k, v in tags.items()},
+                **{VERSION_TAG.format(k): v for k, v in tags.items()},
             },
             description=description,
         )

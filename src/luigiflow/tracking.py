@@ -25,8 +25,8 @@ from luigiflow.names import (
     SWEEP_CHILD_TAG,
     SWEEP_TAG,
     fingerprint_tag_value,
+    readable_name,
 )
-from luigiflow.naming import readable_name
 from luigiflow.provenance import GitState, git_state, library_versions
 from luigiflow.redact import Redactor, redact_uri
 from luigiflow.targets import TaskFolder, client, copy_outputs

@@ -8,7 +8,7 @@ import luigi
 import numpy as np
 
 from luigiflow import PipelineTask, requires
-from luigiflow.directions import better
+from luigiflow.names import better
 from tasks import metrics
 from tasks.splitter import Splitter
 from tasks.trainer import Trainer, probability_columns
