@@ -41,6 +41,8 @@ from luigiflow.names import (
     EXIT_REJECTED,
     EXIT_USAGE,
     SWEEP_TAG,
+    VALIDATED,
+    VALIDATION,
 )
 from luigiflow.plan import PENDING_RUN, CacheOptions, Plan, make_plan
 from luigiflow.redact import Redactor, is_secret_key, redact_uri
@@ -336,7 +338,7 @@ def _run(
         )  # fmt: skip
         if found.get("problems"):
             code = EXIT_FAILED if code == EXIT_OK else code
-        elif code == EXIT_OK and args.require_validated and found.get("validation") != "VALIDATED":
+        elif code == EXIT_OK and args.require_validated and found.get(VALIDATION) != VALIDATED:
             code = EXIT_REJECTED
     return code
 

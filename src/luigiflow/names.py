@@ -9,7 +9,7 @@ imported: `luigiflow` hands these names out before luigi or mlflow are loaded.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -87,6 +87,31 @@ CARD = "_card.html"  # the task's page in the run report
 
 def record_path(family: str) -> str:
     return f"{RECORDS_FOLDER}/{family}.json"
+
+
+# What a user's task concludes and the machinery reads, exported by `luigiflow` (`from
+# luigiflow import VALIDATED`): a task that renamed its own copy would silently break
+# `--require-validated` and a sweep's choice of its validated winner.
+VALIDATED, REJECTED = "VALIDATED", "REJECTED"  # an evaluation's verdicts
+# Conclusion keys (`PipelineTask.conclusions`), each tagged on the run as luigiflow.<key>: the
+# verdict, the criteria it failed, what became of the model's registration.
+VALIDATION, VALIDATION_FAILED, REGISTRATION = "validation", "validation.failed", "registration"
+VALIDATION_TAG = CONCLUSION_TAG.format(VALIDATION)  # a run's verdict, as its Evaluator concluded
+# A tag the registering task gives a version: the run that judged the model. A sweep moves the
+# alias only to a better model, and compares the holder where that run judged it.
+REGISTERED_BY_RUN = "registered_by_run"
+
+
+class Registration(TypedDict):
+    """A registered version, as `registry.register` returns it to the registering task."""
+
+    version: int
+    new: bool  # False: this fingerprint had a version already, which is the one returned
+    uri: str  # models:/<name>/<version>, or models:/<name>@<alias> once the alias points at it
+    source: str
+    fingerprint: str
+    alias_moved: bool
+    alias_kept_because: str  # why the alias stays at its holder ("" when it moved)
 
 
 # Which way a metric is better: errors and losses lower, every other score higher. One rule
