@@ -32,7 +32,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from luigiflow import models
-from luigiflow.digests import BrokenOutput
+from luigiflow.formats import BrokenOutput, sha256_file
 from luigiflow.names import BROKEN_TAG, FINGERPRINT_TAG, recorded_manifest_digest
 from luigiflow.provenance import version
 from luigiflow.sourcecode import code_digest, module_digests
@@ -252,8 +252,4 @@ def file_digest(path: Path) -> str:
 
 @cache
 def _content_digest(path: Path, mtime_ns: int, size: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path)

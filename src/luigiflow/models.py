@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from luigiflow import loader
-from luigiflow.digests import BrokenOutput
+from luigiflow.formats import BrokenOutput
 from luigiflow.names import OUTPUT_TAG, TASK_TAG, estimator_class
 from luigiflow.targets import TaskFolder, client, local_path, staging_root
 

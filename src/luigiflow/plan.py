@@ -33,7 +33,7 @@ from luigiflow.context import (
     TaskPlan,
 )  # fmt: skip
 from luigiflow.dataset import TRAIN_FILE, Dataset, DatasetError, read_train, resolve
-from luigiflow.digests import BrokenOutput
+from luigiflow.formats import BrokenOutput
 from luigiflow.names import recorded_manifest_digest
 from luigiflow.redact import redact_uri
 from luigiflow.settings import Settings

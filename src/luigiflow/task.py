@@ -28,7 +28,7 @@ from luigiflow.attempt import Attempt, tracked
 from luigiflow.config import DATASET_SECTION
 from luigiflow.context import DEFERRED, RunContext, find, load
 from luigiflow.dataset import Dataset, DatasetError
-from luigiflow.digests import BrokenOutput
+from luigiflow.formats import BrokenOutput
 from luigiflow.redact import Redactor, is_secret_key
 from luigiflow.targets import ArtifactTarget, TaskFolder, client
 from luigiflow.values import serialize
