@@ -22,7 +22,8 @@ from pathlib import Path
 import toml
 from mlflow import MlflowClient
 
-from luigiflow import logs, owner, records, scheduler, store, sweep, targets, tracking, worker
+from luigiflow import owner, records, scheduler, store, sweep, targets, tracking, worker
+from luigiflow import redact as logs
 from luigiflow.config import Config, ConfigError, load_config, parse_config
 from luigiflow.context import load as load_context
 from luigiflow.ending import Ending
