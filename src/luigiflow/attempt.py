@@ -32,9 +32,9 @@ from luigiflow.names import (
     MANIFEST,
     fingerprint_tag_value,
 )
-from luigiflow.provenance import library_versions
 from luigiflow.redact import Redactor
 from luigiflow.settings import SCHEDULER_VARIABLE
+from luigiflow.sourcecode import library_versions
 from luigiflow.targets import TaskFolder, TaskWriter, client
 
 DURATION_METRIC = "duration_s"  # per task, as `duration_s/<Task>`: the UI charts them together

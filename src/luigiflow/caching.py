@@ -34,8 +34,7 @@ from mlflow.exceptions import MlflowException
 from luigiflow import models
 from luigiflow.formats import BrokenOutput, sha256_file
 from luigiflow.names import BROKEN_TAG, FINGERPRINT_TAG, recorded_manifest_digest
-from luigiflow.provenance import version
-from luigiflow.sourcecode import code_digest, module_digests
+from luigiflow.sourcecode import code_digest, module_digests, version
 from luigiflow.targets import TaskFolder
 
 if TYPE_CHECKING:
