@@ -1,4 +1,5 @@
-"""Bounded task parameters: a value out of range is a ConfigError before any MLflow run exists."""
+"""Config values, one at a time: checked against the parameter they set (a bad one is a
+ConfigError before any MLflow run exists), kept native, handed to the tasks."""
 
 from __future__ import annotations
 
