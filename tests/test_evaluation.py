@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import artifacts, run_runner, runs, served_predictions, store, task_statuses
 
-from luigiflow.directions import better
+from luigiflow.names import better
 from luigiflow.sweep import load as load_sweep
 from tasks.evaluator import (
     check,

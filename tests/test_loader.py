@@ -11,8 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-from luigiflow.digests import file_digests
-from luigiflow.formats import write_sklearn_model
+from luigiflow.formats import file_digests, write_sklearn_model
 from luigiflow.loader import UntrustedModel, load_model
 
 ROWS = pd.DataFrame({"a": np.arange(40.0), "b": np.arange(40.0) % 7})

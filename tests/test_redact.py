@@ -2,14 +2,15 @@
 
 import logging
 
-from luigiflow import logs
 from luigiflow.redact import (
     MASK,
     RedactingFilter,
     Redactor,
     holds_uri_credentials,
     is_secret_key,
+    redact_logs,
     redact_uri,
+    start_logging,
 )
 
 
@@ -114,11 +115,11 @@ def test_the_log_masks_from_its_first_record(tmp_path, monkeypatch):
     monkeypatch.setenv("SERVICE_PASSWORD", "env-pw-3141")
     root = logging.getLogger()
     level = root.level
-    path, handlers = logs.start_logging(tmp_path, verbose=False)
+    path, handlers = start_logging(tmp_path, verbose=False)
     try:
         loaded = {"Trainer": {"api_token": "tok-2718-e"}, "RunConfig": {"x": "env-pw-3141"}}
         logging.getLogger("luigi-interface").info("Loaded %r", loaded)
-        logs.redact_logs(handlers, Redactor(["cfg-secret-1618"]))
+        redact_logs(handlers, Redactor(["cfg-secret-1618"]))
         logging.getLogger("luigi-interface").info("cfg-secret-1618, env-pw-3141")
     finally:
         for handler in handlers:

@@ -93,7 +93,7 @@ class Payload:
 def forged_trainer_folder(project, first, tmp_path) -> Path:
     """A [PathConfig] folder whose model is a pickle, its manifest's digests forged to match:
     whoever can write a folder can make its files agree with each other."""
-    from luigiflow.digests import file_digests
+    from luigiflow.formats import file_digests
 
     folder = tmp_path / "Trainer"
     shutil.copytree(artifacts(project, first) / "Trainer", folder)

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from luigiflow import cards, lifetime, models, records
-from luigiflow.ending import Ending, request_timeout
+from luigiflow import cards, models, records
+from luigiflow.ending import Ending, check_parent, die_with_parent, request_timeout
 from luigiflow.names import (
     CARD,
     ERRORS_FOLDER,
@@ -32,9 +32,9 @@ from luigiflow.names import (
     MANIFEST,
     fingerprint_tag_value,
 )
-from luigiflow.provenance import library_versions
 from luigiflow.redact import Redactor
 from luigiflow.settings import SCHEDULER_VARIABLE
+from luigiflow.sourcecode import library_versions
 from luigiflow.targets import TaskFolder, TaskWriter, client
 
 DURATION_METRIC = "duration_s"  # per task, as `duration_s/<Task>`: the UI charts them together
@@ -306,7 +306,7 @@ def tracked(user_run: Callable[[Any], None]) -> Callable[[Any], None]:
         if self._attempt is not None:  # super().run() inside a tracked run
             user_run(self)
             return
-        lifetime.die_with_parent()  # an orphaned task must not commit: see `lifetime`
+        die_with_parent()  # an orphaned task must not commit: see `ending`
         if not _still_to_run(self):
             return
         books = TaskBookkeeping(self)
@@ -317,7 +317,7 @@ def tracked(user_run: Callable[[Any], None]) -> Callable[[Any], None]:
                 if _superseded(attempt):
                     best_effort(attempt.abandon)  # its Logged Model, if any: FAILED
                     return
-                lifetime.check_parent()
+                check_parent()
                 attempt.commit()
             except KeyboardInterrupt:
                 best_effort(attempt.abandon)

@@ -33,11 +33,10 @@ from mlflow.exceptions import MlflowException
 
 from luigiflow import models, records
 from luigiflow.config import PATH_SECTION, Config, ConfigError
-from luigiflow.digests import BrokenOutput
+from luigiflow.formats import BrokenOutput, sha256_file
 from luigiflow.names import BROKEN_TAG, FINGERPRINT_TAG, recorded_manifest_digest
-from luigiflow.provenance import version
 from luigiflow.settings import Settings
-from luigiflow.sourcecode import code_digest, module_digests
+from luigiflow.sourcecode import code_digest, module_digests, version
 from luigiflow.store import check_location
 from luigiflow.targets import TaskFolder, client, run_artifact_uri
 
@@ -255,11 +254,7 @@ def file_digest(path: Path) -> str:
 
 @cache
 def _content_digest(path: Path, mtime_ns: int, size: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def check_reusable(family: str, source: str, config: Config, settings: Settings) -> dict:

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from luigiflow import logs
 from luigiflow.names import (
     EXIT_OK,
     EXIT_USAGE,
     VERBOSE_VARIABLE,
 )
+from luigiflow.redact import quiet_mlflow_logger, start_logging
 from luigiflow.settings import Settings, UnknownProfile, load_settings
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | 
     except UnknownProfile as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    log_path, handlers = logs.start_logging(settings.project_root, args.verbose)
+    log_path, handlers = start_logging(settings.project_root, args.verbose)
     if args.verbose:
         os.environ[VERBOSE_VARIABLE] = "1"  # for the progress shown by forked workers too
 
@@ -172,7 +172,7 @@ def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | 
     from luigiflow import invocation
     from luigiflow.worker import load_task_classes
 
-    logs.quiet_mlflow_logger()
+    quiet_mlflow_logger()
     if args.repair_store:
         return _repair(settings)
     if args.mark_stale:

@@ -1,25 +1,100 @@
-"""How outputs are written and read: the file name's suffix decides the format.
+"""How outputs are written and read, and what they are byte for byte.
 
-Tables are Parquet (CSV where a person or Kaggle expects it), small values JSON, models MLflow
-models. Each file is written under a temporary name and renamed, so it appears whole or not
-at all.
+The file name's suffix decides the format. Tables are Parquet (CSV where a person or Kaggle
+expects it), small values JSON, models MLflow models. Each file is written under a temporary
+name and renamed, so it appears whole or not at all.
+
+What outputs are, byte for byte: the size and sha256 of every file of a task's folder, as
+its manifest records them (taken while a file is written, so that it needs no second read),
+and the error for outputs that no longer match.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from luigiflow.digests import DigestingFile, checked_bytes, written_digest
+from luigiflow.names import MANIFEST
+
+
+class BrokenOutput(Exception):
+    """Outputs that differ from what their manifest (or their run) recorded: never used."""
+
+
+class DigestingFile(io.FileIO):
+    """A file opened for writing that digests what passes through it, so that a file written
+    through it needs no second read to be recorded."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "wb")
+        self._sha256, self._size = hashlib.sha256(), 0
+
+    def write(self, data) -> int:  # any bytes-like object
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):  # a raw write may be partial; callers need not check
+            done += super().write(view[done:])
+        self._sha256.update(view)
+        self._size += len(view)
+        return len(view)
+
+    def digest(self) -> dict:
+        return {"size": self._size, "sha256": self._sha256.hexdigest()}
+
+
+def file_digests(folder: Path, known: dict[Path, dict] | None = None) -> dict[str, dict]:
+    """Size and sha256 of every file below `folder` but the manifest, by relative path.
+
+    `known`: digests taken while writing, by path, with the file's `mtime_ns`; used as they
+    are while the file's size and modification time still match, read again otherwise."""
+    found, known = {}, known or {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder).as_posix()
+        if relative == MANIFEST:
+            continue
+        status, written = path.stat(), known.get(path)
+        if written and (written["size"], written["mtime_ns"]) == (
+            status.st_size,
+            status.st_mtime_ns,
+        ):
+            found[relative] = {"size": written["size"], "sha256": written["sha256"]}
+        else:
+            found[relative] = {"size": status.st_size, "sha256": sha256_file(path)}
+    return found
+
+
+def written_digest(handle: DigestingFile, path: Path) -> dict:
+    """What `handle` wrote, with the modification time of `path` (the file once renamed)."""
+    return {**handle.digest(), "mtime_ns": os.stat(path).st_mtime_ns}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checked_bytes(path: Path, digest: Mapping, label: str) -> bytes:
+    """The bytes of `path`, if they are the ones `digest` (size, sha256) records."""
+    if not path.is_file():
+        raise BrokenOutput(f"{label} is missing")
+    data = path.read_bytes()
+    if len(data) != digest["size"] or hashlib.sha256(data).hexdigest() != digest["sha256"]:
+        raise BrokenOutput(f"{label} differs from its manifest")
+    return data
 
 
 def write(path: Path, value: Any) -> dict:
     """A DataFrame as Parquet or CSV, or JSON-able values as JSON, as the file name says.
-    Returns the file's size and sha256, taken while writing (see `digests.file_digests`)."""
+    Returns the file's size and sha256, taken while writing (see `file_digests`)."""
     if path.suffix not in (".parquet", ".csv", ".json"):
         raise ValueError(f"{path.name}: no writer for '{path.suffix}' files; use output_path()")
     tmp = path.with_name(f".{path.name}.tmp")

@@ -22,7 +22,8 @@ from pathlib import Path
 import toml
 from mlflow import MlflowClient
 
-from luigiflow import logs, owner, records, scheduler, store, sweep, targets, tracking, worker
+from luigiflow import owner, records, scheduler, store, sweep, targets, tracking, worker
+from luigiflow import redact as logs
 from luigiflow.config import Config, ConfigError, load_config, parse_config
 from luigiflow.context import load as load_context
 from luigiflow.ending import Ending
@@ -41,6 +42,8 @@ from luigiflow.names import (
     EXIT_REJECTED,
     EXIT_USAGE,
     SWEEP_TAG,
+    VALIDATED,
+    VALIDATION,
 )
 from luigiflow.plan import CacheOptions, Plan, make_plan
 from luigiflow.redact import Redactor, is_secret_key, redact_uri
@@ -336,7 +339,7 @@ def _run(
         )  # fmt: skip
         if found.get("problems"):
             code = EXIT_FAILED if code == EXIT_OK else code
-        elif code == EXIT_OK and args.require_validated and found.get("validation") != "VALIDATED":
+        elif code == EXIT_OK and args.require_validated and found.get(VALIDATION) != VALIDATED:
             code = EXIT_REJECTED
     return code
 

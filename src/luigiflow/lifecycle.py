@@ -18,7 +18,8 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from luigiflow import logs, owner, records, store
+from luigiflow import owner, records, store
+from luigiflow import redact as logs
 from luigiflow.config import Config, ConfigError
 from luigiflow.context import SHARED, NoContext
 from luigiflow.ending import Ending

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from luigiflow.digests import BrokenOutput, checked_bytes
+from luigiflow.formats import BrokenOutput, checked_bytes
 
 # Types a skops model may need beyond those skops trusts itself (scikit-learn's estimators and
 # the like). The project decides; the list a model folder carries is never believed.

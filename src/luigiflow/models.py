@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from luigiflow import formats, loader
-from luigiflow.digests import BrokenOutput
-from luigiflow.naming import estimator_class
+from luigiflow.formats import BrokenOutput
+from luigiflow.names import OUTPUT_TAG, TASK_TAG, estimator_class
 from luigiflow.targets import ArtifactTarget, TaskFolder, client, local_path, staging_root
 
 LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]+)$")
-TASK_TAG, OUTPUT_TAG = "luigiflow.task", "luigiflow.output"  # where the model's files are
 # MLflow's tags of the run that the Models tab shows as the model's "Logged from".
 SOURCE_TAGS = ("mlflow.source.name", "mlflow.source.git.commit", "mlflow.source.git.branch")
 _downloaded: dict[str, Path] = {}  # Logged Models of a remote store, by id

@@ -20,7 +20,7 @@ from luigiflow.inputs import SECTION as DATASET_SECTION
 from luigiflow.inputs import Dataset, DatasetError
 from luigiflow.loader import UntrustedModel
 from luigiflow.names import MODEL_FINGERPRINT_TAG as FINGERPRINT_TAG
-from luigiflow.names import SCHEMA_REPLACED_TAG
+from luigiflow.names import REGISTERED_BY_RUN, SCHEMA_REPLACED_TAG, VERSION_TAG, Registration
 from luigiflow.schema import ModelSchema, from_signature
 from luigiflow.targets import TaskFolder, client, run_artifact_uri
 
@@ -51,7 +51,7 @@ def register(
     destination: RegisteredModel,
     description: str,
     tags: dict[str, str],
-) -> dict:
+) -> Registration:
     """Register `task`'s model output under `destination.name` (once per fingerprint) and set
     its alias; raise SchemaMismatch for another kind of model than the alias's holder (the
     plan refused it before the run, unless the holder changed since)."""
@@ -67,7 +67,7 @@ def register(
         client().create_registered_model(
             name,
             description="Versions are registered by the pipeline's Register task, once per "
-            "model fingerprint (tag luigiflow.fingerprint); each says how it did on the "
+            f"model fingerprint (tag {FINGERPRINT_TAG}); each says how it did on the "
             "validation criteria.",
         )
     except MlflowException as error:
@@ -85,7 +85,7 @@ def register(
             tags={
                 FINGERPRINT_TAG: fingerprint,
                 **schema_tags,
-                **{f"luigiflow.{k}": v for k, v in tags.items()},
+                **{VERSION_TAG.format(k): v for k, v in tags.items()},
             },
             description=description,
         )
@@ -99,15 +99,15 @@ def register(
     kept = _alias_kept(name, alias, version, task.context.promotion)
     if not kept:
         client().set_registered_model_alias(name, alias, version.version)
-    return {
-        "version": int(version.version),
-        "new": new,
-        "uri": f"models:/{name}/{version.version}" if kept else f"models:/{name}@{alias}",
-        "source": version.source,
-        "fingerprint": fingerprint,
-        "alias_moved": not kept,
-        "alias_kept_because": kept,
-    }
+    return Registration(
+        version=int(version.version),
+        new=new,
+        uri=f"models:/{name}/{version.version}" if kept else f"models:/{name}@{alias}",
+        source=version.source,
+        fingerprint=fingerprint,
+        alias_moved=not kept,
+        alias_kept_because=kept,
+    )
 
 
 def _checked_schema_tags(
@@ -236,7 +236,7 @@ def _alias_kept(name: str, alias: str, version, promotion: dict[str, str]) -> st
     metric, higher = promotion["metric"], promotion["direction"] == "higher"
     new = promotion.get("value", _metric(metric, version.run_id))
     # The holder's value where it was judged: the run that registered it, else the model's.
-    judged = [holder.tags.get("luigiflow.registered_by_run")]  # Register's tags= say so
+    judged = [holder.tags.get(VERSION_TAG.format(REGISTERED_BY_RUN))]  # Register's tags=
     old = next(
         (v for run in [*judged, holder.run_id] if run and (v := _metric(metric, run)) is not None),
         None,

@@ -30,7 +30,7 @@ from luigiflow.context import (
     TaskPlan,
     find,
 )
-from luigiflow.names import REPORT_ARTIFACT, VERBOSE_VARIABLE
+from luigiflow.names import CONCLUSION_TAG, REPORT_ARTIFACT, VERBOSE_VARIABLE
 from luigiflow.plan import Plan
 from luigiflow.records import FAILED, FINISHED, TaskRecord
 from luigiflow.redact import Redactor
@@ -301,7 +301,7 @@ def conclude(
     client.log_batch(
         run_id,
         metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-        tags=[RunTag(f"luigiflow.{k}", v) for k, v in found.items() if v],
+        tags=[RunTag(CONCLUSION_TAG.format(k), v) for k, v in found.items() if v],
     )
     facts = {
         "run": f"{run.info.run_name} ({run_id})",

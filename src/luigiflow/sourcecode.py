@@ -1,4 +1,6 @@
-"""The code that shapes a task's outputs, digested for its cache fingerprint.
+"""The code behind a run: what shapes a task's outputs, digested for its cache fingerprint,
+and where the run's code came from (the git commit, whether the tree was dirty, the diff, and
+the versions of the libraries that shape results).
 
 A task's code is its module and every project module that module imports, transitively and
 anywhere in its source: at module level, inside functions and methods, under
@@ -25,13 +27,17 @@ import ast
 import hashlib
 import importlib.util
 import inspect
+import platform
+import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 EXCLUDED_FOLDERS = frozenset({"site-packages", ".venv"})
 FRAMEWORK = "luigiflow"
+LIBRARIES = ("luigi", "mlflow", "scikit-learn", "pandas", "pyarrow")
 
 
 def project_modules(module_name: str, source_root: Path) -> list[str]:
@@ -206,3 +212,49 @@ def unqualified_loads(cls: type) -> set[str]:
                     if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
                         names.add(argument.value)
     return names
+
+
+# Where a run's code came from ---------------------------------------------------------------
+@dataclass(frozen=True)
+class GitState:
+    commit: str
+    dirty: bool
+    diff: str  # `git diff HEAD` plus the untracked files, empty when the tree is clean
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+
+
+def git_state(root: Path) -> GitState | None:
+    """The state of the work tree at `root`, or None when it is not a git checkout."""
+    try:
+        _git(root, "rev-parse", "--is-inside-work-tree")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    try:
+        commit = _git(root, "rev-parse", "HEAD").strip()
+        diff = _git(root, "diff", "HEAD", "--no-color", "--no-ext-diff")
+    except subprocess.CalledProcessError:  # a repository without commits yet
+        commit, diff = "none", ""
+    untracked = _git(root, "ls-files", "--others", "--exclude-standard").splitlines()
+    if untracked:
+        diff += "\n# Untracked files (not in the diff):\n" + "".join(
+            f"#   {f}\n" for f in untracked
+        )
+    return GitState(commit=commit, dirty=bool(diff.strip()), diff=diff)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries that shape results (read without importing them)."""
+    return {"python": platform.python_version(), **{name: version(name) for name in LIBRARIES}}
+
+
+@cache
+def version(name: str) -> str:
+    """An installed distribution's version, read once per process (each read scans metadata)."""
+    from importlib.metadata import version as installed
+
+    return installed(name)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import toml
 
 from luigiflow.config import ConfigError
-from luigiflow.directions import better
+from luigiflow.names import better
 from luigiflow.values import toml_value as value_text
 
 SECTION = "Sweep"

@@ -50,6 +50,7 @@ from luigiflow.names import (
     EXIT_USAGE,
     SWEEP_CHILD_TAG,
     SWEEP_TAG,
+    VALIDATED,
 )
 from luigiflow.plan import CacheOptions, Plan, SweepChild, make_plan
 from luigiflow.redact import Redactor
@@ -379,7 +380,7 @@ def winners(table, grid: Sweep) -> tuple[dict | None, dict | None]:
         return None, None
     finished = table[(table["status"] == "FINISHED") & table[grid.select].notna()]
     ranked = finished.sort_values(grid.select, ascending=grid.direction == "lower", kind="stable")
-    validated = ranked[ranked["validation"] == "VALIDATED"]
+    validated = ranked[ranked["validation"] == VALIDATED]
     best = ranked.iloc[0].to_dict() if len(ranked) else None
     return best, (validated.iloc[0].to_dict() if len(validated) else None)
 

@@ -24,7 +24,7 @@ from urllib.request import url2pathname
 
 import luigi
 
-from luigiflow.digests import BrokenOutput, file_digests, sha256_file
+from luigiflow.formats import BrokenOutput, file_digests, sha256_file
 from luigiflow.names import BROKEN_TAG, CARD, MANIFEST, recorded_manifest_digest
 
 # Manifests of complete task folders seen by this process. Complete outputs never change, so

@@ -25,10 +25,10 @@ from luigiflow.names import (
     SWEEP_CHILD_TAG,
     SWEEP_TAG,
     fingerprint_tag_value,
+    readable_name,
 )
-from luigiflow.naming import readable_name
-from luigiflow.provenance import GitState, git_state, library_versions
 from luigiflow.redact import Redactor, redact_uri
+from luigiflow.sourcecode import GitState, git_state, library_versions
 from luigiflow.targets import TaskFolder, client, copy_outputs
 from luigiflow.values import dumps
 

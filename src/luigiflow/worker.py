@@ -18,7 +18,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from luigiflow import caching, formats, logs, scheduler, sourcecode
+from luigiflow import caching, formats, scheduler, sourcecode
+from luigiflow import redact as logs
 from luigiflow.config import ConfigError, check_secrets
 from luigiflow.context import DEFERRED, RUN, NoContext, RunContext, load
 from luigiflow.names import CONTEXT_ARTIFACT, EXIT_FAILED, EXIT_OK, EXIT_USAGE

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import luigi
 import numpy as np
 
-from luigiflow import PipelineTask, requires
-from luigiflow.directions import better
+from luigiflow import REJECTED, VALIDATED, VALIDATION, VALIDATION_FAILED, PipelineTask, requires
+from luigiflow.names import better
 from tasks import metrics
 from tasks.splitter import Splitter
 from tasks.trainer import Trainer, probability_columns
@@ -28,7 +28,6 @@ NOT_COMPUTED = {  # why a standard metric can be missing from a run's values
     "mape": "it divides by the true values, and one of the validation set is 0",
     **{name: "the estimator gives no probabilities" for name in PROBABILITY_METRICS},
 }
-VALIDATED, REJECTED = "VALIDATED", "REJECTED"
 
 
 @requires(Splitter, Trainer)
@@ -129,7 +128,7 @@ class Evaluator(PipelineTask):
 
     def conclusions(self) -> dict[str, str]:
         evaluation = self.read_output("evaluation")
-        return {"validation": evaluation["verdict"], "validation.failed": failed(evaluation)}
+        return {VALIDATION: evaluation["verdict"], VALIDATION_FAILED: failed(evaluation)}
 
 
 def failed(evaluation: Mapping) -> str:

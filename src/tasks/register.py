@@ -2,8 +2,18 @@
 
 import luigi
 
-from luigiflow import FollowsRunConfig, PipelineTask, RegisteredModel, registry, requires
-from tasks.evaluator import VALIDATED, Evaluator, failed
+from luigiflow import (
+    REGISTERED_BY_RUN,
+    REGISTRATION,
+    VALIDATED,
+    VALIDATION,
+    FollowsRunConfig,
+    PipelineTask,
+    RegisteredModel,
+    registry,
+    requires,
+)
+from tasks.evaluator import Evaluator, failed
 from tasks.trainer import Trainer
 
 
@@ -54,14 +64,14 @@ class Register(PipelineTask):
             "model",
             self.registers(),
             description,
-            tags={"validation": verdict, "registered_by_run": self.run_id},
+            tags={VALIDATION: verdict, REGISTERED_BY_RUN: self.run_id},
         )
         self.save("registration", {**result, "registered": True, **version})
 
     def conclusions(self) -> dict[str, str]:
         r = self.read_output("registration")
         if not r["registered"]:
-            return {"registration": f"not registered ({r['reason']})"}
+            return {REGISTRATION: f"not registered ({r['reason']})"}
         text = f"{r['uri']} = version {r['version']}"
         if not r["new"]:
             text += " (already registered: no new version)"
@@ -70,4 +80,4 @@ class Register(PipelineTask):
             text += f"; @{self.alias} stays at version {now}: {r['alias_kept_because']}"
         elif now != r["version"]:  # moved since, by another run or by hand
             text += f"; @{self.alias} has since moved to version {now}"
-        return {"registration": text}
+        return {REGISTRATION: text}

@@ -1,11 +1,12 @@
-"""Digests of outputs: taken while writing, read again only for files written otherwise."""
+"""Formats and digests of outputs: digests taken while writing, read again only for files
+written otherwise."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from luigiflow import digests, formats
+from luigiflow import formats
 
 
 @pytest.mark.parametrize("name", ["table.parquet", "table.csv", "values.json"])
@@ -13,7 +14,7 @@ def test_a_written_file_s_digest_is_taken_while_writing(tmp_path, name):
     value = {"a": [1, 2]} if name.endswith(".json") else pd.DataFrame({"a": [1, 2], "b": "é"})
     written = formats.write(tmp_path / name, value)
     assert written["size"] == (tmp_path / name).stat().st_size
-    assert written["sha256"] == digests.sha256_file(tmp_path / name)
+    assert written["sha256"] == formats.sha256_file(tmp_path / name)
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -22,16 +23,16 @@ def test_known_digests_spare_a_second_read_until_the_file_changes(tmp_path, monk
     written = {table: formats.write(table, pd.DataFrame({"a": range(10)}))}
     other.write_text("written by the task itself")
     read = []
-    real = digests.sha256_file
-    monkeypatch.setattr(digests, "sha256_file", lambda path: read.append(path.name) or real(path))
+    real = formats.sha256_file
+    monkeypatch.setattr(formats, "sha256_file", lambda path: read.append(path.name) or real(path))
 
-    found = digests.file_digests(tmp_path, written)
+    found = formats.file_digests(tmp_path, written)
     assert read == ["notes.txt"]
     assert found["table.parquet"]["sha256"] == real(table)
 
     formats.write(table, pd.DataFrame({"a": range(20)}))  # rewritten after its digest
     read.clear()
-    found = digests.file_digests(tmp_path, written)
+    found = formats.file_digests(tmp_path, written)
     assert sorted(read) == ["notes.txt", "table.parquet"]
     assert found["table.parquet"]["sha256"] == real(table)
 

@@ -1,4 +1,5 @@
-"""Bounded task parameters: a value out of range is a ConfigError before any MLflow run exists."""
+"""Config values, one at a time: checked against the parameter they set (a bad one is a
+ConfigError before any MLflow run exists), kept native, handed to the tasks."""
 
 from __future__ import annotations
 
@@ -192,3 +193,22 @@ def test_a_criterion_on_probabilities_needs_an_estimator_that_gives_them(monkeyp
     }
     monkeypatch.setattr(tasks.Trainer, "gives_probabilities", lambda self: None)
     assert evaluator.validate() == {}, "what cannot be told before fitting is left to the run"
+
+
+def test_a_value_is_checked_once_into_the_native_form_the_task_is_built_with():
+    from luigiflow.values import argument, checked
+
+    assert checked(luigi.FloatParameter(), 3) == 3.0 and isinstance(
+        checked(luigi.FloatParameter(), 3), float
+    )
+    assert checked(luigi.ListParameter(), '["a", "b"]') == ["a", "b"]
+    assert checked(luigi.DictParameter(), {"C": 1}) == {"C": 1}
+    assert checked(luigi.NumericalParameter(var_type=int, min_value=0, max_value=9), 4) == 4
+    with pytest.raises(ValueError, match="must be >= 0 and < 9"):
+        checked(luigi.NumericalParameter(var_type=int, min_value=0, max_value=9), 9)
+    assert argument(luigi.IntParameter(), 7) == 7, "a native value is the argument itself"
+    import datetime
+
+    date = checked(luigi.DateParameter(), "2026-01-02")
+    assert date == "2026-01-02", "a value TOML has no type for stays the text Luigi parses"
+    assert argument(luigi.DateParameter(), date) == datetime.date(2026, 1, 2)
