@@ -203,7 +203,7 @@ def exit_now(code: int) -> NoReturn:
 def _mark_stale() -> int:
     from mlflow import MlflowClient
 
-    from luigiflow.owner import mark_abandoned_runs
+    from luigiflow.lifecycle import mark_abandoned_runs
 
     killed = mark_abandoned_runs(MlflowClient())
     for run_id in killed:

@@ -22,13 +22,13 @@ from pathlib import Path
 import toml
 from mlflow import MlflowClient
 
-from luigiflow import logs, owner, records, scheduler, store, sweep, targets, tracking, worker
+from luigiflow import logs, runstate, scheduler, store, sweep, targets, tracking, worker
 from luigiflow.config import Config, ConfigError, load_config, parse_config
-from luigiflow.context import load as load_context
 from luigiflow.ending import Ending
 from luigiflow.lifecycle import (
     UI_ADDRESS,
     USAGE_ERRORS,
+    Heartbeat,
     finish,
     guarded,
     open_experiment,
@@ -45,6 +45,7 @@ from luigiflow.names import (
 from luigiflow.plan import CacheOptions, Plan, make_plan
 from luigiflow.redact import Redactor, is_secret_key, redact_uri
 from luigiflow.report import dry_run, say_before_run
+from luigiflow.runstate import load as load_context
 from luigiflow.settings import Settings
 from luigiflow.targets import read_run_text
 
@@ -143,8 +144,8 @@ def resume(args, settings: Settings, task_classes, log_path: Path, handlers) -> 
     redactor = Redactor.from_environment(context.config)
     logs.redact_logs(handlers, redactor)
     plan = Plan([task_classes[family](run_id=run_id) for family in context.tasks], context)
-    done = records.read_all(run_id, list(context.tasks))
-    earlier = frozenset(f for f, record in done.items() if record.status == records.FINISHED)
+    done = runstate.read_records(run_id, list(context.tasks))
+    earlier = frozenset(f for f, record in done.items() if record.status == runstate.FINISHED)
 
     def begin() -> tuple[str, str]:
         tracking.reopen(client, run_id, sys.argv, redactor)
@@ -319,7 +320,7 @@ def _run(
     def open_and_build() -> bool:
         nonlocal heartbeat
         opened["run_id"], opened["url"] = begin()
-        heartbeat = owner.Heartbeat(opened["run_id"])
+        heartbeat = Heartbeat(opened["run_id"])
         heartbeat.start()
         return _build(settings, args, opened["run_id"], task_classes)
 

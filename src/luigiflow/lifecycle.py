@@ -10,6 +10,7 @@ import logging
 import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -18,14 +19,14 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from luigiflow import logs, owner, records, store
+from luigiflow import logs, runstate, store
 from luigiflow.config import Config, ConfigError
-from luigiflow.context import SHARED, NoContext
 from luigiflow.ending import Ending
 from luigiflow.names import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED
 from luigiflow.plan import Plan
 from luigiflow.redact import Redactor
 from luigiflow.report import conclude, outcomes, summary
+from luigiflow.runstate import SHARED, NoContext
 from luigiflow.settings import Settings
 from luigiflow.targets import staging_root
 
@@ -46,9 +47,59 @@ def open_experiment(client: MlflowClient, settings: Settings, config: Config, ad
             experiment = client.get_experiment(_adoptable(client, adopted).experiment_id)
         else:
             experiment = store.experiment(client, str(config.run["experiment_name"]), settings)
-        for run_id in owner.mark_abandoned_runs(client):
+        for run_id in mark_abandoned_runs(client):
             logging.info("marked run %s KILLED: its runner is gone", run_id)
     return experiment
+
+
+def mark_abandoned_runs(client: MlflowClient, experiment_ids: list[str] | None = None) -> list[str]:
+    """Mark KILLED the RUNNING runs (of every experiment, or these) whose runner is gone:
+    killed outright on this host, or silent for three heartbeats on another. Best-effort: a
+    store that forbids it (another user's run on a server) leaves the run as it is."""
+    if experiment_ids is None:
+        experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    if not experiment_ids:
+        return []
+    killed = []
+    for run in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'"):
+        record = runstate.read_runner_record(run.info.run_id)
+        if record is None or not runstate.runner_gone(record, run.info.start_time / 1000):
+            continue  # not a runner's run, or its runner is alive
+        try:
+            client.set_terminated(run.info.run_id, "KILLED")
+        except MlflowException:
+            logging.warning("could not mark run %s KILLED", run.info.run_id, exc_info=True)
+            continue
+        killed.append(run.info.run_id)
+        try:
+            runstate.settle_abandoned(run.info.run_id)
+        except Exception:  # the run's status is what counts; its records say so where they can
+            logging.warning("could not settle the records of run %s", run.info.run_id)
+    return killed
+
+
+class Heartbeat(threading.Thread):
+    """Refreshes the heartbeat in the runner record, every interval, while the run works: how
+    runners on other hosts tell a live run from one whose runner died. Only a record of this
+    process is refreshed: one that names another (which took the run over) is left alone."""
+
+    def __init__(self, *run_ids: str) -> None:
+        super().__init__(name="luigiflow-heartbeat", daemon=True)
+        self.run_ids, self.stopped = run_ids, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(runstate.heartbeat_interval()):
+            for run_id in self.run_ids:  # a sweep's parent and children
+                try:
+                    record = runstate.read_runner_record(run_id)
+                    if record is not None and record.owned_by_this_process():
+                        record.heartbeat = time.time()
+                        runstate.write_runner_record(run_id, record)
+                except Exception:  # a missed beat is not a failed run
+                    logging.warning("heartbeat of run %s failed", run_id, exc_info=True)
+
+    def stop(self) -> None:
+        self.stopped.set()
 
 
 def guarded(
@@ -110,11 +161,11 @@ def finish(
     done, unread = _task_records(ending, run_id, families)
     if status != "FINISHED":
         stored = {family: record for family, record in done.items() if family not in unread}
-        ending.step("settle interrupted tasks", lambda: records.settle(run_id, stored, status))
+        ending.step("settle interrupted tasks", lambda: runstate.settle(run_id, stored, status))
     for family in shared:
         maker = plan.context.made_by(family, run_id)
         record = ending.step(
-            "read a shared task's record", lambda m=maker, f=family: records.read(m, f)
+            "read a shared task's record", lambda m=maker, f=family: runstate.read_record(m, f)
         )
         done.update({family: record} if record else {})
     task_outcomes = outcomes(plan.context, done, earlier, unread)
@@ -149,9 +200,11 @@ def _task_records(ending: Ending, run_id: str, families: list[str]):
     """The tasks' records, and the tasks whose record the store could not give. For those,
     what this process recorded itself stands in (a task it ran and saw finish); the others
     are unknown."""
-    read = ending.step("read the task records", lambda: records.read_listed(run_id, families))
+    read = ending.step(
+        "read the task records", lambda: runstate.read_listed_records(run_id, families)
+    )
     done, unread = read if read is not None else ({}, set(families))
-    here = records.written_here(run_id)
+    here = runstate.written_here(run_id)
     done.update({family: here[family] for family in unread if family in here})
     return done, unread
 

@@ -26,7 +26,9 @@ from luigiflow.config import (
     Config,
     ConfigError,
 )
-from luigiflow.context import (
+from luigiflow.inputs import Dataset, InputError, check_files, resolve_dataset
+from luigiflow.redact import MASK, Redactor, holds_uri_credentials, is_secret_key, redact_uri
+from luigiflow.runstate import (
     COPIED,
     DEFERRED,
     REUSED,
@@ -37,8 +39,6 @@ from luigiflow.context import (
     TaskPlan,
     draft,
 )  # fmt: skip
-from luigiflow.inputs import Dataset, InputError, check_files, resolve_dataset
-from luigiflow.redact import MASK, Redactor, holds_uri_credentials, is_secret_key, redact_uri
 from luigiflow.settings import Settings
 from luigiflow.targets import TaskFolder, client
 from luigiflow.task import PipelineTask, ambiguity, unqualified_loads

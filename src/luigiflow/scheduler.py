@@ -22,9 +22,9 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 
-from luigiflow import records
+from luigiflow import runstate
 from luigiflow.config import ConfigError
-from luigiflow.context import RUN, SHARED, RunContext
+from luigiflow.runstate import RUN, SHARED, RunContext
 from luigiflow.targets import client
 
 # Luigi's worker defaults suit nightly batches (up to 5 s of jitter per poll of the scheduler,
@@ -193,10 +193,10 @@ def _failed(run_id: str, context: RunContext) -> dict[str, str]:
     """The run's failed tasks, each with when its failed record started (a sweep's child:
     the tasks another child makes for it too)."""
     found = {
-        family: records.read(context.made_by(family, run_id), family)
+        family: runstate.read_record(context.made_by(family, run_id), family)
         for family in [*context.decided(RUN), *context.decided(SHARED)]
     }
-    return {f: r.started for f, r in found.items() if r and r.status == records.FAILED}
+    return {f: r.started for f, r in found.items() if r and r.status == runstate.FAILED}
 
 
 def _why_not_go_on(

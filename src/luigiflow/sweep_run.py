@@ -31,14 +31,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from luigiflow import owner, sweep, tracking, worker
+from luigiflow import sweep, tracking, worker
 from luigiflow.config import SWEEP_SECTION, Config, ConfigError
-from luigiflow.context import DEFERRED, RUN, SHARED, RunContext
 from luigiflow.ending import Ending
 from luigiflow.lifecycle import (
     STARTED,
     UI_ADDRESS,
     USAGE_ERRORS,
+    Heartbeat,
     finish,
     guarded,
     open_experiment,
@@ -54,6 +54,7 @@ from luigiflow.names import (
 from luigiflow.plan import CacheOptions, Plan, SweepChild, make_plan
 from luigiflow.redact import Redactor
 from luigiflow.report import dry_run, say_before_run
+from luigiflow.runstate import DEFERRED, RUN, SHARED, RunContext
 from luigiflow.settings import Settings
 from luigiflow.sweep import Sweep
 from luigiflow.targets import TaskFolder
@@ -138,7 +139,7 @@ class SweepInvocation:
     options: CacheOptions
     parent_id: str = ""
     parent_url: str = ""
-    heartbeat: owner.Heartbeat | None = None
+    heartbeat: Heartbeat | None = None
 
     def run(self) -> int:
         ending = Ending()  # the sweep's runs end together, by one deadline
@@ -177,7 +178,7 @@ class SweepInvocation:
         )
         for child in children:
             self._start_child(child)
-        self.heartbeat = owner.Heartbeat(*self._opened())
+        self.heartbeat = Heartbeat(*self._opened())
         self.heartbeat.start()
         for child in children:
             worker.attach(child.run_id, self.task_classes)

@@ -27,9 +27,9 @@ from luigi.parameter import ParameterVisibility
 from luigiflow import cards, formats, models
 from luigiflow.attempt import Attempt, tracked
 from luigiflow.config import DATASET_SECTION
-from luigiflow.context import DEFERRED, RunContext, find, load
 from luigiflow.inputs import Dataset, DatasetError, InputFile
 from luigiflow.redact import ENV_REFERENCE, Redactor, is_secret_key
+from luigiflow.runstate import DEFERRED, RunContext, find, load
 from luigiflow.targets import ArtifactTarget, TaskFolder, client
 from luigiflow.values import argument
 

@@ -15,10 +15,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from luigiflow import owner
+from luigiflow import runstate
 from luigiflow.caching import code_differences
 from luigiflow.config import Config
-from luigiflow.context import COPIED, REUSED, NoContext, RunContext, load
 from luigiflow.names import (
     CONFIG_ARTIFACT,
     FINGERPRINT_TAG,
@@ -29,6 +28,7 @@ from luigiflow.names import (
 from luigiflow.naming import readable_name
 from luigiflow.provenance import GitState, git_state, library_versions
 from luigiflow.redact import Redactor, redact_uri
+from luigiflow.runstate import COPIED, REUSED, NoContext, RunContext, load
 from luigiflow.targets import TaskFolder, client, copy_outputs
 from luigiflow.values import dumps
 
@@ -86,7 +86,7 @@ def _open(
     else:
         run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
     _log_config(client, run_id, params, resolved, redactor, git)
-    owner.write(run_id, _runner_record(redactor, argv))
+    runstate.write_runner_record(run_id, _runner_record(redactor, argv))
     return run_id
 
 
@@ -131,9 +131,9 @@ def _run_tags(
     return {k: str(redactor.value(k, v)) for k, v in tags.items()}
 
 
-def _runner_record(redactor: Redactor, argv: list[str]) -> owner.RunnerRecord:
+def _runner_record(redactor: Redactor, argv: list[str]) -> runstate.RunnerRecord:
     command = " ".join(redactor.argv(["python", *argv]))
-    return owner.RunnerRecord.of_this_process(command, library_versions())
+    return runstate.RunnerRecord.of_this_process(command, library_versions())
 
 
 def resumable(client: MlflowClient, run_id: str) -> str | None:
@@ -151,8 +151,8 @@ def resumable(client: MlflowClient, run_id: str) -> str | None:
     if status not in ("FAILED", "KILLED", "RUNNING"):
         return f"run {run_id} is {status}"
     if status == "RUNNING":
-        record = owner.read(run_id)
-        if not owner.runner_gone(record, run.info.start_time / 1000):
+        record = runstate.read_runner_record(run_id)
+        if not runstate.runner_gone(record, run.info.start_time / 1000):
             where = f"pid {record.pid} on {record.host}" if record else "no runner record yet"
             return f"run {run_id} is RUNNING: its runner ({where}) may still be alive"
     return None
@@ -162,9 +162,9 @@ def reopen(client: MlflowClient, run_id: str, argv: list[str], redactor: Redacto
     """Make an ended run RUNNING again, owned by this process (the runner record says so,
     and keeps the earlier commands); its params stay as logged."""
     status = client.get_run(run_id).info.status
-    earlier = owner.read(run_id) or _runner_record(redactor, [])
+    earlier = runstate.read_runner_record(run_id) or _runner_record(redactor, [])
     command = " ".join(redactor.argv(["python", *argv]))
-    owner.write(run_id, earlier.taken_over(command, status))
+    runstate.write_runner_record(run_id, earlier.taken_over(command, status))
     client.update_run(run_id, status="RUNNING")
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from luigiflow import caching, formats, logs, scheduler, sourcecode
 from luigiflow.config import ConfigError, check_secrets, install_luigi_sections, luigi_sections
-from luigiflow.context import DEFERRED, RUN, NoContext, RunContext, load
 from luigiflow.names import CONTEXT_ARTIFACT, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from luigiflow.redact import Redactor
 from luigiflow.report import follow
+from luigiflow.runstate import DEFERRED, RUN, NoContext, RunContext, load
 from luigiflow.settings import load_settings
 from luigiflow.task import PipelineTask
 
