@@ -35,7 +35,8 @@ from luigiflow.names import (
 from luigiflow.provenance import library_versions
 from luigiflow.redact import Redactor
 from luigiflow.settings import SCHEDULER_VARIABLE
-from luigiflow.targets import TaskFolder, TaskWriter, client
+from luigiflow.store import client
+from luigiflow.targets import TaskFolder, TaskWriter
 
 DURATION_METRIC = "duration_s"  # per task, as `duration_s/<Task>`: the UI charts them together
 

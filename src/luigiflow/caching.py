@@ -38,8 +38,8 @@ from luigiflow.names import BROKEN_TAG, FINGERPRINT_TAG, recorded_manifest_diges
 from luigiflow.provenance import version
 from luigiflow.settings import Settings
 from luigiflow.sourcecode import code_digest, module_digests
-from luigiflow.store import check_location
-from luigiflow.targets import TaskFolder, client, run_artifact_uri
+from luigiflow.store import check_location, client, run_artifact_uri
+from luigiflow.targets import TaskFolder
 
 if TYPE_CHECKING:
     from luigiflow.runstate import RunContext

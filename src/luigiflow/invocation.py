@@ -22,7 +22,7 @@ from pathlib import Path
 import toml
 from mlflow import MlflowClient
 
-from luigiflow import logs, runstate, scheduler, store, sweep, targets, tracking, worker
+from luigiflow import logs, runstate, scheduler, store, sweep, tracking, worker
 from luigiflow.config import Config, ConfigError, load_config, parse_config
 from luigiflow.ending import Ending
 from luigiflow.lifecycle import (
@@ -47,7 +47,7 @@ from luigiflow.redact import Redactor, is_secret_key, redact_uri
 from luigiflow.report import dry_run, say_before_run
 from luigiflow.runstate import load as load_context
 from luigiflow.settings import Settings
-from luigiflow.targets import read_run_text
+from luigiflow.store import read_run_text
 
 
 def new_run(args, settings: Settings, task_classes, log_path: Path, handlers) -> int:
@@ -178,7 +178,7 @@ def join(args, settings: Settings, task_classes, log_path: Path, handlers) -> in
             raise ConfigError(
                 "--join", f"run {run_id} is {run.info.status}: only a RUNNING run is joined"
             )
-        if targets.local_path(targets.run_artifact_uri(run_id)) is not None:
+        if store.local_path(store.run_artifact_uri(run_id)) is not None:
             raise ConfigError(
                 "--join",
                 f"run {run_id} keeps its outputs in a folder of the embedded store; workers "
@@ -225,7 +225,7 @@ def _upload_worker_log(run_id: str, log_path: Path) -> None:
     logs.flush()
     folder = f"logs/workers/{socket.gethostname()}-{os.getpid()}"
     try:
-        targets.client().log_artifact(run_id, str(log_path), folder)
+        store.client().log_artifact(run_id, str(log_path), folder)
     except Exception as error:  # the store is gone: the log stays on this machine
         print(f"Could not upload the log ({error}); it is at {log_path}", file=sys.stderr)
 

@@ -28,7 +28,6 @@ from luigiflow.redact import Redactor
 from luigiflow.report import conclude, outcomes, summary
 from luigiflow.runstate import SHARED, NoContext
 from luigiflow.settings import Settings
-from luigiflow.targets import staging_root
 
 UI_ADDRESS = "http://127.0.0.1:5000"
 STARTED = time.monotonic()  # the summary reports the whole invocation, imports included
@@ -179,7 +178,7 @@ def finish(
     logs.flush()
     ending.step("upload the log", lambda: client.log_artifact(run_id, str(log_path), "logs"))
     ended = ending.step("end the run", lambda: client.set_terminated(run_id, status) or True, True)
-    shutil.rmtree(staging_root() / "staging" / run_id, ignore_errors=True)
+    shutil.rmtree(store.staging_root() / "staging" / run_id, ignore_errors=True)
     seconds = time.monotonic() - STARTED
     if say:
         print(summary(task_outcomes, f"{status} in {seconds:.1f}s", url, f"Log: {log_path}", found))

@@ -23,7 +23,8 @@ from typing import Any
 from luigiflow import formats, loader
 from luigiflow.digests import BrokenOutput
 from luigiflow.naming import estimator_class
-from luigiflow.targets import ArtifactTarget, TaskFolder, client, local_path, staging_root
+from luigiflow.store import client, local_path, staging_root
+from luigiflow.targets import ArtifactTarget, TaskFolder
 
 LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]+)$")
 TASK_TAG, OUTPUT_TAG = "luigiflow.task", "luigiflow.output"  # where the model's files are

@@ -40,7 +40,8 @@ from luigiflow.runstate import (
     draft,
 )  # fmt: skip
 from luigiflow.settings import Settings
-from luigiflow.targets import TaskFolder, client
+from luigiflow.store import client
+from luigiflow.targets import TaskFolder
 from luigiflow.task import PipelineTask, ambiguity, unqualified_loads
 from luigiflow.values import native
 

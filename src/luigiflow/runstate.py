@@ -30,7 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from luigiflow.names import CONTEXT_ARTIFACT, RECORDS_FOLDER, RUNNER_ARTIFACT, record_path
-from luigiflow.targets import TaskFolder, list_run_files, read_run_text, write_run_text
+from luigiflow.store import list_run_files, read_run_text, write_run_text
+from luigiflow.targets import TaskFolder
 
 RUN, REUSED, COPIED, SKIPPED = "run", "reused", "copied", "skipped"
 # In a sweep's child: made once by another child of the sweep (`source`), which this run waits

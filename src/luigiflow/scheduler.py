@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from luigiflow import runstate
 from luigiflow.config import ConfigError
 from luigiflow.runstate import RUN, SHARED, RunContext
-from luigiflow.targets import client
+from luigiflow.store import client
 
 # Luigi's worker defaults suit nightly batches (up to 5 s of jitter per poll of the scheduler,
 # a minute of retries when it is unreachable); a person waits on these. luigi.toml may say

@@ -30,7 +30,8 @@ from luigiflow.config import DATASET_SECTION
 from luigiflow.inputs import Dataset, DatasetError, InputFile
 from luigiflow.redact import ENV_REFERENCE, Redactor, is_secret_key
 from luigiflow.runstate import DEFERRED, RunContext, find, load
-from luigiflow.targets import ArtifactTarget, TaskFolder, client
+from luigiflow.store import client
+from luigiflow.targets import ArtifactTarget, TaskFolder
 from luigiflow.values import argument
 
 

@@ -29,7 +29,8 @@ from luigiflow.naming import readable_name
 from luigiflow.provenance import GitState, git_state, library_versions
 from luigiflow.redact import Redactor, redact_uri
 from luigiflow.runstate import COPIED, REUSED, NoContext, RunContext, load
-from luigiflow.targets import TaskFolder, client, copy_outputs
+from luigiflow.store import client
+from luigiflow.targets import TaskFolder, copy_outputs
 from luigiflow.values import dumps
 
 
