@@ -10,7 +10,7 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from luigiflow import lifecycle, runstate, store
+from luigiflow import runstate, store, tracking
 from luigiflow.runstate import RunnerRecord
 from luigiflow.settings import Settings
 
@@ -40,7 +40,7 @@ def test_abandoned_runs_are_marked_killed_live_ones_are_not(client: MlflowClient
     finished.status = runstate.FINISHED
     for record in (running, finished):
         runstate.write_record(dead, record)
-    assert lifecycle.mark_abandoned_runs(client, [exp_id]) == [dead]
+    assert tracking.mark_abandoned_runs(client, [exp_id]) == [dead]
     assert client.get_run(dead).info.status == "KILLED"
     assert runstate.read_record(dead, "Trainer").status == "KILLED", "records agree with the run"
     assert runstate.read_record(dead, "A").status == "FINISHED"
@@ -77,7 +77,7 @@ def test_a_run_of_another_host_is_stale_after_three_missed_heartbeats(client, se
         return owned_run(client, exp_id, RunnerRecord("elsewhere", 1, "", last_beat, 10))
 
     silent, beating = run_of_another_host(now - 31), run_of_another_host(now - 5)
-    assert lifecycle.mark_abandoned_runs(client) == [silent], "every experiment is searched"
+    assert tracking.mark_abandoned_runs(client) == [silent], "every experiment is searched"
     assert client.get_run(silent).info.status == "KILLED"
     assert client.get_run(beating).info.status == "RUNNING"
 
@@ -89,7 +89,7 @@ def test_the_heartbeat_refreshes_the_runner_record(client, settings, monkeypatch
     mine.heartbeat -= 600
     run_id = owned_run(client, exp_id, mine)
     taken = owned_run(client, exp_id, RunnerRecord("elsewhere", 1, "", time.time() - 600, 60))
-    beat = lifecycle.Heartbeat(run_id, taken)
+    beat = tracking.Heartbeat(run_id, taken)
     beat.start()
     time.sleep(0.5)
     beat.stop()

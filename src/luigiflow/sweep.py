@@ -14,6 +14,7 @@ import toml
 
 from luigiflow.config import ConfigError
 from luigiflow.directions import better
+from luigiflow.redact import is_secret_key
 from luigiflow.values import toml_value as value_text
 
 SECTION = "Sweep"
@@ -45,6 +46,14 @@ class Sweep:
 
     def __bool__(self) -> bool:
         return bool(self.axes)
+
+
+def parameters(task_classes: Mapping[str, type]) -> dict[str, list[str]]:
+    """Each task's parameters that a sweep may vary (not the run id, not a secret)."""
+    return {
+        family: [n for n, _ in cls.get_params() if n != "run_id" and not is_secret_key(n)]
+        for family, cls in task_classes.items()
+    }
 
 
 def overrides(combination: Mapping[Key, object]) -> list[str]:

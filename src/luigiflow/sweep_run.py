@@ -34,23 +34,8 @@ from typing import Any
 from luigiflow import sweep, tracking, worker
 from luigiflow.config import SWEEP_SECTION, Config, ConfigError
 from luigiflow.ending import Ending
-from luigiflow.lifecycle import (
-    STARTED,
-    UI_ADDRESS,
-    USAGE_ERRORS,
-    Heartbeat,
-    finish,
-    guarded,
-    open_experiment,
-)
-from luigiflow.names import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_REJECTED,
-    EXIT_USAGE,
-    SWEEP_CHILD_TAG,
-    SWEEP_TAG,
-)
+from luigiflow.lifecycle import STARTED, UI_ADDRESS, exit_code, finish, live, open_experiment
+from luigiflow.names import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SWEEP_CHILD_TAG, SWEEP_TAG
 from luigiflow.plan import CacheOptions, Plan, SweepChild, make_plan
 from luigiflow.redact import Redactor
 from luigiflow.report import dry_run, say_before_run
@@ -58,6 +43,7 @@ from luigiflow.runstate import DEFERRED, RUN, SHARED, RunContext
 from luigiflow.settings import Settings
 from luigiflow.sweep import Sweep
 from luigiflow.targets import TaskFolder
+from luigiflow.worker import USAGE_ERRORS
 
 COMPARISON = "sweep/comparison.csv"
 VALIDATION_TAG = "luigiflow.validation"  # a child's verdict, as its Evaluator concluded
@@ -115,16 +101,16 @@ def run(
     except USAGE_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    invocation = SweepInvocation(
+    runs = SweepRuns(
         args, settings, task_classes, grid, child_config, client, redactor, log_path, children,
         experiment, options,
     )  # fmt: skip
-    return invocation.run()
+    return live(runs, client, redactor)
 
 
 @dataclass
-class SweepInvocation:
-    """A planned sweep, from its parent's creation to its end."""
+class SweepRuns:
+    """A planned sweep's runs through `live`: the parent, then its children, built together."""
 
     args: Any
     settings: Settings
@@ -139,33 +125,9 @@ class SweepInvocation:
     options: CacheOptions
     parent_id: str = ""
     parent_url: str = ""
-    heartbeat: Heartbeat | None = None
 
-    def run(self) -> int:
-        ending = Ending()  # the sweep's runs end together, by one deadline
-        status, code = guarded(
-            self._open_and_build, self.client, self.redactor, self._opened, ending
-        )
-        if not self.parent_id:
-            return code
-        for child in self.children:
-            child.status = child.status if status != "KILLED" else "KILLED"
-            if child.run_id:
-                child.found = finish(
-                    self.client, child.run_id, child.status, child.plan, self.log_path,
-                    child.url, say=False, ending=ending,
-                )  # fmt: skip
-        if any(child.found.get("problems") for child in self.children):
-            code = EXIT_FAILED if code == EXIT_OK else code
-        try:
-            return self._end_parent(status, code, ending)
-        finally:
-            if self.heartbeat is not None:
-                self.heartbeat.stop()
-
-    def _open_and_build(self) -> bool:
-        """The parent, then every child; one build of them all. True when every child
-        finished."""
+    def open(self) -> None:
+        """The parent, then every child."""
         settings, children = self.settings, self.children
         self.parent_id = _start_parent(
             self.client, self.experiment, self.grid, children, self.redactor, settings
@@ -178,21 +140,35 @@ class SweepInvocation:
         )
         for child in children:
             self._start_child(child)
-        self.heartbeat = Heartbeat(*self._opened())
-        self.heartbeat.start()
-        for child in children:
+
+    def opened(self) -> list[str]:
+        """The runs created so far: the parent first."""
+        return [r for r in [self.parent_id, *(c.run_id for c in self.children)] if r]
+
+    def build(self) -> bool:
+        """One build of every child: True when every child finished."""
+        for child in self.children:
             worker.attach(child.run_id, self.task_classes)
         built = worker.build_sweep(
-            [c.run_id for c in children], self.task_classes, self.args.workers,
-            settings.scheduler_url,
+            [c.run_id for c in self.children], self.task_classes, self.args.workers,
+            self.settings.scheduler_url,
         )  # fmt: skip
-        for child in children:
+        for child in self.children:
             child.status = "FINISHED" if built[child.run_id] else "FAILED"
         return all(built.values())
 
-    def _opened(self) -> list[str]:
-        """The runs created so far: the parent first."""
-        return [r for r in [self.parent_id, *(c.run_id for c in self.children)] if r]
+    def end(self, status: str, code: int, ending: Ending) -> int:
+        """End every child, then the parent (by the same `ending`, one deadline)."""
+        for child in self.children:
+            child.status = child.status if status != "KILLED" else "KILLED"
+            if child.run_id:
+                child.found = finish(
+                    self.client, child.run_id, child.status, child.plan, self.log_path,
+                    child.url, say=False, ending=ending,
+                )  # fmt: skip
+        if any(child.found.get("problems") for child in self.children):
+            code = EXIT_FAILED if code == EXIT_OK else code
+        return self._end_parent(status, code, ending)
 
     def _url(self, run_id: str) -> str:
         return tracking.run_url(
@@ -263,11 +239,7 @@ class SweepInvocation:
         )  # fmt: skip
         print(sweep_summary(grid, children, table, best, best_validated, status, found, why_not))
         print(f"  MLflow: {self.parent_url}\n  Log: {self.log_path}")
-        if found.get("problems"):
-            return EXIT_FAILED if code == EXIT_OK else code
-        if code == EXIT_OK and self.args.require_validated and best_validated is None:
-            return EXIT_REJECTED
-        return code
+        return exit_code(code, found, self.args.require_validated and best_validated is None)
 
     def _register(self, winner: Child, value: float) -> tuple[Plan, bool]:
         """The deferred tasks, run in the parent for the winner, on the winner's outputs

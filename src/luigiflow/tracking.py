@@ -1,12 +1,15 @@
-"""The run's life: created once the configuration is valid, given everything that makes the
-result reproducible (config, run context, git state, command line, versions), and ended
-FINISHED, FAILED or KILLED: a runner that exits never leaves it RUNNING.
+"""What is logged on a run: created once the configuration is valid (or adopted), given
+everything that makes the result reproducible (config, run context, git state, command line,
+versions) and what it reuses, its runner's heartbeat kept while it works, reopened by
+`--resume`; runs whose runner is gone are marked KILLED, so none stays RUNNING.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+import logging
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -167,6 +170,56 @@ def reopen(client: MlflowClient, run_id: str, argv: list[str], redactor: Redacto
     command = " ".join(redactor.argv(["python", *argv]))
     runstate.write_runner_record(run_id, earlier.taken_over(command, status))
     client.update_run(run_id, status="RUNNING")
+
+
+def mark_abandoned_runs(client: MlflowClient, experiment_ids: list[str] | None = None) -> list[str]:
+    """Mark KILLED the RUNNING runs (of every experiment, or these) whose runner is gone:
+    killed outright on this host, or silent for three heartbeats on another. Best-effort: a
+    store that forbids it (another user's run on a server) leaves the run as it is."""
+    if experiment_ids is None:
+        experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    if not experiment_ids:
+        return []
+    killed = []
+    for run in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'"):
+        record = runstate.read_runner_record(run.info.run_id)
+        if record is None or not runstate.runner_gone(record, run.info.start_time / 1000):
+            continue  # not a runner's run, or its runner is alive
+        try:
+            client.set_terminated(run.info.run_id, "KILLED")
+        except MlflowException:
+            logging.warning("could not mark run %s KILLED", run.info.run_id, exc_info=True)
+            continue
+        killed.append(run.info.run_id)
+        try:
+            runstate.settle_abandoned(run.info.run_id)
+        except Exception:  # the run's status is what counts; its records say so where they can
+            logging.warning("could not settle the records of run %s", run.info.run_id)
+    return killed
+
+
+class Heartbeat(threading.Thread):
+    """Refreshes the heartbeat in the runner record, every interval, while the run works: how
+    runners on other hosts tell a live run from one whose runner died. Only a record of this
+    process is refreshed: one that names another (which took the run over) is left alone."""
+
+    def __init__(self, *run_ids: str) -> None:
+        super().__init__(name="luigiflow-heartbeat", daemon=True)
+        self.run_ids, self.stopped = run_ids, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(runstate.heartbeat_interval()):
+            for run_id in self.run_ids:  # a sweep's parent and children
+                try:
+                    record = runstate.read_runner_record(run_id)
+                    if record is not None and record.owned_by_this_process():
+                        record.heartbeat = time.time()
+                        runstate.write_runner_record(run_id, record)
+                except Exception:  # a missed beat is not a failed run
+                    logging.warning("heartbeat of run %s failed", run_id, exc_info=True)
+
+    def stop(self) -> None:
+        self.stopped.set()
 
 
 def _param_text(value: object) -> str:
