@@ -66,6 +66,14 @@ def describe(combination: Mapping[Key, object]) -> str:
     return ", ".join(overrides(combination))
 
 
+def describe_axes(grid: Sweep) -> str:
+    """`Trainer.seed in 0, 1; Trainer.alpha in 0.1, 1`: the grid in words."""
+    return "; ".join(
+        f"{section}.{key} in {', '.join(value_text(v) for v in values)}"
+        for (section, key), values in grid.axes.items()
+    )
+
+
 def split_values(raw: str) -> list[str]:
     """Split `0,1,{C=1,max_iter=9},"a,b"` on its top-level commas only."""
     parts, depth, quote, current = [], 0, "", ""
