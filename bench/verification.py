@@ -11,7 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path.cwd() / "src"))  # the project the benchmark runs in
 
-from luigiflow.targets import TaskFolder, client
+from luigiflow.store import client
+from luigiflow.targets import TaskFolder
 
 
 def main(run_id: str, tasks: list[str]) -> None:

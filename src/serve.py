@@ -28,8 +28,8 @@ def main() -> None:
     settings = load_settings(PROJECT_ROOT, args.config)
 
     from luigiflow.config import load_config
-    from luigiflow.context import draft
     from luigiflow.registry import load_model
+    from luigiflow.runstate import draft
     from luigiflow.worker import load_task_classes
 
     try:

@@ -13,7 +13,7 @@ import luigi
 from luigi.configuration import get_config
 
 from luigiflow.config import Config, ConfigError, load_config, parse_override
-from luigiflow.context import draft
+from luigiflow.runstate import draft
 from tasks import Evaluator, Prediction, Preprocessor, Register, Trainer
 
 TASKS = {cls.get_task_family(): cls for cls in (Preprocessor, Trainer, Evaluator, Prediction)}

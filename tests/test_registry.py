@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from mlflow import MlflowClient
 
-from luigiflow import registry, targets
+from luigiflow import registry, store
 from luigiflow.inputs import Dataset
 from luigiflow.registry import (
     MODEL_URI,
@@ -131,7 +131,7 @@ def register(
 
 def test_describe_and_alias_version_follow_the_alias(client, tmp_path):
     first = register(client, tmp_path, "m", alias="champion")
-    assert targets.client().tracking_uri == client.tracking_uri, "registry reads the test store"
+    assert store.client().tracking_uri == client.tracking_uri, "registry reads the test store"
     assert describe("models:/m@champion") == f"m version 1 (run {first.run_id})"
     assert describe("models:/m/1") == f"m version 1 (run {first.run_id})"
     assert alias_version("m", "champion") == 1

@@ -7,10 +7,21 @@ import re
 
 os.environ["LUIGI_CONFIG_PARSER"] = "toml"
 
-from luigiflow.context import COPIED, REUSED, RUN, SKIPPED, RunContext, TaskPlan
 from luigiflow.plan import Plan
-from luigiflow.records import FAILED, FINISHED, KILLED, RUNNING, TaskRecord
 from luigiflow.report import TaskOutcome, covering, dry_run, outcomes, summary
+from luigiflow.runstate import (
+    COPIED,
+    FAILED,
+    FINISHED,
+    KILLED,
+    REUSED,
+    RUN,
+    RUNNING,
+    SKIPPED,
+    RunContext,
+    TaskPlan,
+    TaskRecord,
+)
 
 OLD = "e" * 32
 

@@ -10,8 +10,8 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from luigiflow import owner, records, store
-from luigiflow.owner import RunnerRecord
+from luigiflow import runstate, store, tracking
+from luigiflow.runstate import RunnerRecord
 from luigiflow.settings import Settings
 
 
@@ -24,7 +24,7 @@ def test_experiment_artifacts_live_under_the_project(client, settings):
 def owned_run(client, experiment_id: str, record: RunnerRecord) -> str:
     """A RUNNING run whose runner record is `record`, as a runner leaves it."""
     run_id = client.create_run(experiment_id).info.run_id
-    owner.write(run_id, record)
+    runstate.write_runner_record(run_id, record)
     return run_id
 
 
@@ -36,14 +36,14 @@ def test_abandoned_runs_are_marked_killed_live_ones_are_not(client: MlflowClient
     gone = RunnerRecord(socket.gethostname(), dead_process.pid, "12345", time.time(), 60)
     dead = owned_run(client, exp_id, gone)
     not_a_runners = client.create_run(exp_id).info.run_id  # no record: left alone
-    running, finished = records.TaskRecord.begin("Trainer", ""), records.TaskRecord.begin("A", "")
-    finished.status = records.FINISHED
+    running, finished = runstate.TaskRecord.begin("Trainer", ""), runstate.TaskRecord.begin("A", "")
+    finished.status = runstate.FINISHED
     for record in (running, finished):
-        records.write(dead, record)
-    assert owner.mark_abandoned_runs(client, [exp_id]) == [dead]
+        runstate.write_record(dead, record)
+    assert tracking.mark_abandoned_runs(client, [exp_id]) == [dead]
     assert client.get_run(dead).info.status == "KILLED"
-    assert records.read(dead, "Trainer").status == "KILLED", "records agree with the run"
-    assert records.read(dead, "A").status == "FINISHED"
+    assert runstate.read_record(dead, "Trainer").status == "KILLED", "records agree with the run"
+    assert runstate.read_record(dead, "A").status == "FINISHED"
     assert client.get_run(live).info.status == "RUNNING"
     assert client.get_run(not_a_runners).info.status == "RUNNING"
 
@@ -77,7 +77,7 @@ def test_a_run_of_another_host_is_stale_after_three_missed_heartbeats(client, se
         return owned_run(client, exp_id, RunnerRecord("elsewhere", 1, "", last_beat, 10))
 
     silent, beating = run_of_another_host(now - 31), run_of_another_host(now - 5)
-    assert owner.mark_abandoned_runs(client) == [silent], "every experiment is searched"
+    assert tracking.mark_abandoned_runs(client) == [silent], "every experiment is searched"
     assert client.get_run(silent).info.status == "KILLED"
     assert client.get_run(beating).info.status == "RUNNING"
 
@@ -89,20 +89,22 @@ def test_the_heartbeat_refreshes_the_runner_record(client, settings, monkeypatch
     mine.heartbeat -= 600
     run_id = owned_run(client, exp_id, mine)
     taken = owned_run(client, exp_id, RunnerRecord("elsewhere", 1, "", time.time() - 600, 60))
-    beat = owner.Heartbeat(run_id, taken)
+    beat = tracking.Heartbeat(run_id, taken)
     beat.start()
     time.sleep(0.5)
     beat.stop()
     beat.join(timeout=5)
-    assert abs(owner.read(run_id).heartbeat - time.time()) < 5
-    assert time.time() - owner.read(taken).heartbeat > 500, "another runner's record is left"
+    assert abs(runstate.read_runner_record(run_id).heartbeat - time.time()) < 5
+    assert time.time() - runstate.read_runner_record(taken).heartbeat > 500, (
+        "another runner's record is left"
+    )
     assert client.get_run(run_id).data.tags.keys() <= {"mlflow.runName", "mlflow.user"}
 
 
 def test_a_run_without_runner_record_is_gone_only_after_three_silent_intervals():
     now = time.time()
-    assert not owner.runner_gone(None, started=now - 100, now=now), "60 s interval: 180 s"
-    assert owner.runner_gone(None, started=now - 200, now=now)
+    assert not runstate.runner_gone(None, started=now - 100, now=now), "60 s interval: 180 s"
+    assert runstate.runner_gone(None, started=now - 200, now=now)
 
 
 def test_the_manifest_digest_is_read_from_the_fingerprint_tag_or_an_older_run_s_own_tag():

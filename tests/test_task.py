@@ -18,9 +18,9 @@ from luigi.configuration import get_config
 from luigi.execution_summary import LuigiStatusCode
 from luigi.parameter import ParameterVisibility
 
-from luigiflow import records
-from luigiflow.context import RUN, RunContext, TaskPlan
+from luigiflow import runstate
 from luigiflow.names import CONTEXT_ARTIFACT, ERRORS_FOLDER, MANIFEST, record_path
+from luigiflow.runstate import RUN, RunContext, TaskPlan
 from luigiflow.sourcecode import unqualified_loads
 from luigiflow.task import AmbiguousInput, PipelineTask, requires
 
@@ -213,7 +213,7 @@ def test_outputs_manifest_and_record_of_a_task_that_ran(run, client):
         assert written["run_id"] == run_id
         assert written["fingerprint"] == context.tasks[family].fingerprint
         saved = task_record(artifacts, family)
-        assert saved["status"] == records.FINISHED
+        assert saved["status"] == runstate.FINISHED
         assert saved["host"] == socket.gethostname()
         assert saved["pid"] == os.getpid()
         assert saved["why_run"] == "test"
@@ -287,19 +287,19 @@ def test_a_run_calling_super_run_is_tracked_once(run, client, monkeypatch):
     run_id, artifacts = run
     plan(run_id, "UtChild")
     written: list[tuple[str, str]] = []
-    real_write = records.write
+    real_write = runstate.write_record
 
-    def counting(run_id_: str, record: records.TaskRecord) -> None:
+    def counting(run_id_: str, record: runstate.TaskRecord) -> None:
         written.append((record.task, record.status))
         real_write(run_id_, record)
 
-    monkeypatch.setattr(records, "write", counting)
+    monkeypatch.setattr(runstate, "write_record", counting)
     result = build(UtChild(run_id=run_id))
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
-    assert written == [("UtChild", records.RUNNING), ("UtChild", records.FINISHED)]
+    assert written == [("UtChild", runstate.RUNNING), ("UtChild", runstate.FINISHED)]
     assert manifest(artifacts, "UtChild")["outputs"] == {"value": "value.json"}
     assert json.loads((artifacts / "UtChild" / "value.json").read_text()) == {"from": "base"}
-    assert task_record(artifacts, "UtChild")["status"] == records.FINISHED
+    assert task_record(artifacts, "UtChild")["status"] == runstate.FINISHED
     assert not (artifacts / "UtBase").exists(), "the parent's family is not involved"
     assert client.get_run(run_id).data.metrics.keys() == {"child", "duration_s/UtChild"}
 
@@ -324,7 +324,7 @@ def test_a_task_takes_its_values_from_its_run_context_and_a_secret_from_the_envi
     """The one channel: a run's (here a draft's) context gives the values; a secret travels
     as a reference, resolved from this process's environment when the task is built, and a
     secret the context only masks leaves the task its default."""
-    from luigiflow.context import draft
+    from luigiflow.runstate import draft
 
     monkeypatch.setenv("UT_TOKEN_VARIABLE", "resolved-token-value")
     run_id = draft({"UtSecret": {"api_token": "${UT_TOKEN_VARIABLE}", "level": 3}}, "UtSecret", "")
@@ -350,7 +350,7 @@ def test_a_failing_task_leaves_no_manifest_and_records_why(run, client):
     assert not (artifacts / "UtBoom" / MANIFEST).exists()
     assert not UtBoom(run_id=run_id).complete()
     saved = task_record(artifacts, "UtBoom")
-    assert saved["status"] == records.FAILED
+    assert saved["status"] == runstate.FAILED
     assert saved["error"] == "ValueError: boom: the last line"
     assert saved["pid"] == os.getpid()
     traceback_text = (artifacts / ERRORS_FOLDER / "UtBoom.txt").read_text()

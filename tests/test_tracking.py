@@ -11,11 +11,11 @@ from pathlib import Path
 import toml
 from mlflow import MlflowClient
 
-from luigiflow import owner, store, tracking
+from luigiflow import runstate, store, tracking
 from luigiflow.config import Config
-from luigiflow.context import REUSED, RunContext, TaskPlan, load
 from luigiflow.ending import Ending
 from luigiflow.redact import MASK, Redactor
+from luigiflow.runstate import REUSED, RunContext, TaskPlan, load
 
 
 def git(root: Path, *args: str) -> None:
@@ -75,7 +75,7 @@ def test_start_run_records_config_git_and_command_without_secrets(client, settin
     assert run.info.run_name == "first" and tags["team"] == "a"
     assert tags["mlflow.note.content"] == "why"
     assert len(tags["mlflow.source.git.commit"]) == 40 and tags["luigiflow.git.dirty"] == "true"
-    runner = owner.read(run_id)
+    runner = runstate.read_runner_record(run_id)
     assert runner.command.endswith(f"Db.password={MASK}") and runner.pid == os.getpid()
     assert runner.versions["mlflow"] and not any(k.startswith("luigiflow.version") for k in tags)
     assert params["Db.password"] == MASK and params["Db.uri"] == f"postgresql://u:{MASK}@h/db"

@@ -15,8 +15,8 @@ import luigi
 
 import tasks
 from luigiflow.config import ConfigError, load_config
-from luigiflow.context import draft
 from luigiflow.inputs import Dataset
+from luigiflow.runstate import draft
 from luigiflow.values import serialize
 
 REPO = Path(__file__).resolve().parents[1]

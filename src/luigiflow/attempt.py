@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from luigiflow import cards, models, records
+from luigiflow import cards, models, runstate
 from luigiflow.ending import Ending, check_parent, die_with_parent, request_timeout
 from luigiflow.names import (
     CARD,
@@ -35,7 +35,8 @@ from luigiflow.names import (
 from luigiflow.redact import Redactor
 from luigiflow.settings import SCHEDULER_VARIABLE
 from luigiflow.sourcecode import library_versions
-from luigiflow.targets import TaskFolder, TaskWriter, client
+from luigiflow.store import client
+from luigiflow.targets import TaskFolder, TaskWriter
 
 DURATION_METRIC = "duration_s"  # per task, as `duration_s/<Task>`: the UI charts them together
 
@@ -133,14 +134,14 @@ class TaskBookkeeping:
     def __init__(self, task: Any) -> None:
         self.task, self.family, self.run_id = task, task.task_family, task.run_id
         self.began = time.monotonic()
-        self.record = records.TaskRecord.begin(self.family, task.context.tasks[self.family].reason)
-        records.write(self.run_id, self.record)
+        self.record = runstate.TaskRecord.begin(self.family, task.context.tasks[self.family].reason)
+        runstate.write_record(self.run_id, self.record)
 
     def failed(self, attempt: Attempt, text: str) -> str:
         """An attempt failed: its traceback in the run, its last line in the record."""
         text = Redactor.from_environment(self.task.context.config).text(text)
         error = text.strip().splitlines()[-1]
-        self.record.attempts.append(_attempt_entry(attempt, records.FAILED, error))
+        self.record.attempts.append(_attempt_entry(attempt, runstate.FAILED, error))
         client().log_text(self.run_id, text, f"{ERRORS_FOLDER}/{self.family}.txt")
         return error
 
@@ -151,13 +152,13 @@ class TaskBookkeeping:
         from mlflow.entities import Metric, Param, RunTag
 
         seconds = time.monotonic() - self.began
-        if status != records.FAILED:  # a failed attempt is in the record already
+        if status != runstate.FAILED:  # a failed attempt is in the record already
             self.record.attempts.append(_attempt_entry(attempt, status, error))
         self.record.end(status, seconds, attempt.user_seconds, error)
-        records.write(self.run_id, self.record)
+        runstate.write_record(self.run_id, self.record)
         now = int(time.time() * 1000)
         tags = []
-        if status == records.FINISHED:
+        if status == runstate.FINISHED:
             value = fingerprint_tag_value(
                 self.task.fingerprint()["digest"], attempt.manifest_digest
             )
@@ -251,7 +252,7 @@ def _after_failure(books: TaskBookkeeping, attempt: Attempt, text: str, last: bo
         return True
     error = bounded.step("record the failure", lambda: books.failed(attempt, text)) or ""
     if last:
-        bounded.step("record the task FAILED", lambda: books.end(attempt, records.FAILED, error))
+        bounded.step("record the task FAILED", lambda: books.end(attempt, runstate.FAILED, error))
     return False
 
 
@@ -284,7 +285,7 @@ def _interrupted(books: TaskBookkeeping, attempt: Attempt) -> None:
     """Ctrl-C or SIGTERM in the task: it ends KILLED. A Luigi worker process exits here (the
     runner reports); the runner's own process goes on to end the run."""
     _hold_interruptions()  # a second Ctrl-C must not cut the bookkeeping short
-    books.end(attempt, records.KILLED)
+    books.end(attempt, runstate.KILLED)
     if multiprocessing.parent_process() is not None:
         os._exit(EXIT_INTERRUPTED)
 
@@ -332,7 +333,7 @@ def tracked(user_run: Callable[[Any], None]) -> Callable[[Any], None]:
                 continue
             finally:
                 self._attempt = None
-            books.end(attempt, records.FINISHED)
+            books.end(attempt, runstate.FINISHED)
             return
 
     return run

@@ -31,17 +31,17 @@ from typing import TYPE_CHECKING
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from luigiflow import models, records
+from luigiflow import models, runstate
 from luigiflow.config import PATH_SECTION, Config, ConfigError
 from luigiflow.formats import BrokenOutput, sha256_file
 from luigiflow.names import BROKEN_TAG, FINGERPRINT_TAG, recorded_manifest_digest
 from luigiflow.settings import Settings
 from luigiflow.sourcecode import code_digest, module_digests, version
-from luigiflow.store import check_location
-from luigiflow.targets import TaskFolder, client, run_artifact_uri
+from luigiflow.store import check_location, client, run_artifact_uri
+from luigiflow.targets import TaskFolder
 
 if TYPE_CHECKING:
-    from luigiflow.context import RunContext
+    from luigiflow.runstate import RunContext
     from luigiflow.task import PipelineTask
 
 SHAPING_LIBRARIES = ("scikit-learn", "pandas", "numpy")
@@ -296,8 +296,8 @@ def _recorded_digest(folder: TaskFolder, settings: Settings, refuse) -> str:
     check_location(run_artifact_uri(folder.run_id), settings)
     recorded = recorded_manifest_digest(run.data.tags, folder.name)
     if recorded is None:
-        record = records.read(folder.run_id, folder.name)
-        if record is not None and record.status != records.FINISHED:
+        record = runstate.read_record(folder.run_id, folder.name)
+        if record is not None and record.status != runstate.FINISHED:
             raise refuse(
                 f"{folder.name} {record.status} in run {folder.run_id}: "
                 "its outputs cannot be reused"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from luigiflow.names import CARD
-from luigiflow.targets import write_atomic
+from luigiflow.store import write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd

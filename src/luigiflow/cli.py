@@ -14,24 +14,18 @@ import logging
 import os
 import re
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from luigiflow.names import (
-    EXIT_OK,
-    EXIT_USAGE,
-    VERBOSE_VARIABLE,
-)
+from luigiflow import redact as logs
+from luigiflow.names import CONFIG_ARTIFACT, EXIT_OK, EXIT_USAGE, VERBOSE_VARIABLE
 from luigiflow.redact import quiet_mlflow_logger, start_logging
 from luigiflow.settings import Settings, UnknownProfile, load_settings
 
 if TYPE_CHECKING:
-    pass
-
-UI_ADDRESS = "http://127.0.0.1:5000"
-STARTED = time.monotonic()  # the summary reports the whole invocation, imports included
+    from luigiflow.config import Config
+    from luigiflow.redact import Redactor
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -169,20 +163,138 @@ def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | 
         os.environ[VERBOSE_VARIABLE] = "1"  # for the progress shown by forked workers too
 
     # Only now, with the environment complete, may luigi and mlflow be imported.
-    from luigiflow import invocation
-    from luigiflow.worker import load_task_classes
+    from luigiflow import lifecycle, worker
 
     quiet_mlflow_logger()
     if args.repair_store:
         return _repair(settings)
     if args.mark_stale:
         return _mark_stale()
-    task_classes = load_task_classes(task_modules)
+    task_classes = worker.load_task_classes(task_modules)
+    if args.resume or args.join:
+        problem = _planning_options(args)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     if args.resume:
-        return invocation.resume(args, settings, task_classes, log_path, handlers)
+        return lifecycle.resume(args, settings, task_classes, log_path, handlers)
     if args.join:
-        return invocation.join(args, settings, task_classes, log_path, handlers)
-    return invocation.new_run(args, settings, task_classes, log_path, handlers)
+        return worker.join(args, settings, task_classes, log_path, handlers)
+    return _new_run(args, settings, task_classes, log_path, handlers)
+
+
+def _new_run(args, settings: Settings, task_classes, log_path: Path, handlers) -> int:
+    """Plan, create the run, build, end it (or a sweep's runs); or with --dry-run only say what
+    would happen."""
+    from luigiflow import scheduler, store, sweep, tracking
+    from luigiflow.config import ConfigError
+    from luigiflow.lifecycle import new_run, open_experiment
+    from luigiflow.plan import CacheOptions, make_plan
+    from luigiflow.report import dry_run, say_before_run
+    from luigiflow.worker import USAGE_ERRORS
+
+    adopted = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into that run
+    try:
+        client = store.open_store(settings)
+        if settings.scheduler_url:
+            scheduler.check(settings.scheduler_url)
+        config = _load_config(args, settings, task_classes)
+        redactor = _redact_logs(handlers, config)
+        options = CacheOptions(
+            not args.no_cache, frozenset(args.force), args.allow_mismatch, args.copy_reused
+        )
+        grid = sweep.load(
+            config.sweep, args.sweeps, str(config.path), sweep.parameters(task_classes)
+        )
+        if grid:
+            from luigiflow import sweep_run
+
+            if adopted:
+                raise ConfigError(
+                    "MLFLOW_RUN_ID", "a sweep makes a parent run and its children itself: "
+                    "start it with python src/runner.py, not mlflow run",
+                )  # fmt: skip
+
+            def child_config(overrides: list[str]) -> Config:
+                return _load_config(args, settings, task_classes, overrides)
+
+            return sweep_run.run(
+                args, settings, task_classes, grid, child_config, options, client, redactor,
+                log_path,
+            )  # fmt: skip
+        plan = make_plan(task_classes[config.task], config, settings, options)
+        say_before_run(plan)
+        if args.from_run:
+            for note in tracking.differences_from(
+                args.from_run, settings.project_root, task_classes
+            ):
+                print(f"note: {note}")
+        if args.dry_run:
+            print(dry_run(plan))
+            return EXIT_OK
+        experiment = open_experiment(client, settings, config, adopted)
+    except USAGE_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return new_run(
+        args, settings, client, plan, config, experiment, redactor, log_path, task_classes, adopted
+    )
+
+
+def _redact_logs(handlers, config: Config) -> Redactor:
+    from luigiflow.redact import Redactor
+
+    redactor = Redactor.from_environment(config.sections)
+    logs.redact_logs(handlers, redactor)
+    return redactor
+
+
+def _planning_options(args: argparse.Namespace) -> str:
+    """`--resume` and `--join` work on a run as it was planned: no option may change that.
+    What is wrong, in words; "" when nothing is."""
+    from luigiflow.config import ConfigError
+
+    flag, why = (
+        ("--resume", "a run resumes as it was planned")
+        if args.resume
+        else ("--join", "a worker joins a run as it was planned")
+    )
+    given = [
+        option
+        for option, value in (
+            ("--set", args.overrides), ("--sweep", args.sweeps), ("--task", args.task),
+            ("--dry-run", args.dry_run),
+            ("--force", args.force), ("--no-cache", args.no_cache),
+            ("--copy-reused", args.copy_reused), ("--allow-mismatch", args.allow_mismatch),
+        )
+        if value
+    ]  # fmt: skip
+    return str(ConfigError(flag, f"{why}: {', '.join(given)} does not go with it")) if given else ""
+
+
+def _load_config(
+    args: argparse.Namespace, settings: Settings, task_classes, extra: Sequence[str] = ()
+) -> Config:
+    """luigi.toml (or --config), or with --from-run the config an earlier run logged; then
+    --set, and `extra` overrides (a sweep's values for one child)."""
+    import toml
+
+    from luigiflow.config import ConfigError, load_config, parse_config
+    from luigiflow.store import read_run_text
+
+    root = settings.project_root
+    overrides = [*args.overrides, *extra]
+    if not args.from_run:
+        return load_config(settings.config_path, root, task_classes, overrides, args.task)
+    source = f"run {args.from_run} {CONFIG_ARTIFACT}"
+    text = read_run_text(args.from_run, CONFIG_ARTIFACT)  # MlflowException: no such run
+    if text is None:
+        raise ConfigError(source, "not found: the run was not made by this runner")
+    try:
+        raw = toml.loads(text)
+    except toml.TomlDecodeError as error:
+        raise ConfigError(source, f"not valid TOML: {error}") from None
+    return parse_config(raw, source, root, task_classes, overrides, args.task)
 
 
 def exit_now(code: int) -> NoReturn:
@@ -203,7 +315,7 @@ def exit_now(code: int) -> NoReturn:
 def _mark_stale() -> int:
     from mlflow import MlflowClient
 
-    from luigiflow.owner import mark_abandoned_runs
+    from luigiflow.tracking import mark_abandoned_runs
 
     killed = mark_abandoned_runs(MlflowClient())
     for run_id in killed:

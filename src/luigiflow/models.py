@@ -23,7 +23,8 @@ from typing import Any
 from luigiflow import formats, loader
 from luigiflow.formats import BrokenOutput
 from luigiflow.names import OUTPUT_TAG, TASK_TAG, estimator_class
-from luigiflow.targets import ArtifactTarget, TaskFolder, client, local_path, staging_root
+from luigiflow.store import client, local_path, staging_root
+from luigiflow.targets import ArtifactTarget, TaskFolder
 
 LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]+)$")
 # MLflow's tags of the run that the Models tab shows as the model's "Logged from".

@@ -25,7 +25,16 @@ from luigiflow.config import (
     Config,
     ConfigError,
 )
-from luigiflow.context import (
+from luigiflow.inputs import Dataset, InputError, check_files, resolve_dataset
+from luigiflow.redact import (
+    MASK,
+    URI_CREDENTIALS_REFUSED,
+    Redactor,
+    holds_uri_credentials,
+    is_secret_key,
+    redact_uri,
+)
+from luigiflow.runstate import (
     COPIED,
     DEFERRED,
     REUSED,
@@ -36,18 +45,10 @@ from luigiflow.context import (
     TaskPlan,
     draft,
 )  # fmt: skip
-from luigiflow.inputs import Dataset, InputError, check_files, resolve_dataset
-from luigiflow.redact import (
-    MASK,
-    URI_CREDENTIALS_REFUSED,
-    Redactor,
-    holds_uri_credentials,
-    is_secret_key,
-    redact_uri,
-)
 from luigiflow.settings import Settings
 from luigiflow.sourcecode import unqualified_loads
-from luigiflow.targets import TaskFolder, client
+from luigiflow.store import client
+from luigiflow.targets import TaskFolder
 from luigiflow.task import PipelineTask, ambiguity
 from luigiflow.values import native
 

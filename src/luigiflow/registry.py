@@ -22,7 +22,8 @@ from luigiflow.loader import UntrustedModel
 from luigiflow.names import MODEL_FINGERPRINT_TAG as FINGERPRINT_TAG
 from luigiflow.names import REGISTERED_BY_RUN, SCHEMA_REPLACED_TAG, VERSION_TAG, Registration
 from luigiflow.schema import ModelSchema, from_signature
-from luigiflow.targets import TaskFolder, client, run_artifact_uri
+from luigiflow.store import client, run_artifact_uri
+from luigiflow.targets import TaskFolder
 
 if TYPE_CHECKING:
     from luigiflow.task import PipelineTask, RegisteredModel

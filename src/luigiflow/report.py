@@ -19,21 +19,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from luigiflow.cards import run_report
-from luigiflow.context import (
+from luigiflow.names import CONCLUSION_TAG, REPORT_ARTIFACT, VERBOSE_VARIABLE
+from luigiflow.plan import Plan
+from luigiflow.redact import Redactor
+from luigiflow.runstate import (
     COPIED,
     DEFERRED,
+    FAILED,
+    FINISHED,
     REUSED,
     RUN,
     SHARED,
     SKIPPED,
     RunContext,
     TaskPlan,
+    TaskRecord,
     find,
 )
-from luigiflow.names import CONCLUSION_TAG, REPORT_ARTIFACT, VERBOSE_VARIABLE
-from luigiflow.plan import Plan
-from luigiflow.records import FAILED, FINISHED, TaskRecord
-from luigiflow.redact import Redactor
 from luigiflow.targets import TaskFolder
 
 CLEAR = "\r\033[K"  # back to the start of the terminal's line, erased

@@ -22,10 +22,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 
-from luigiflow import records
+from luigiflow import runstate
 from luigiflow.config import ConfigError
-from luigiflow.context import RUN, SHARED, RunContext
-from luigiflow.targets import client
+from luigiflow.redact import redact_uri
+from luigiflow.runstate import RUN, SHARED, RunContext
+from luigiflow.store import client
 
 # Luigi's worker defaults suit nightly batches (up to 5 s of jitter per poll of the scheduler,
 # a minute of retries when it is unreachable); a person waits on these. luigi.toml may say
@@ -63,6 +64,27 @@ def check(url: str) -> None:
     """luigid must answer before a run is created on it or joined (Luigi itself would retry
     for a while, then fail in the middle of the build)."""
     tasks_of(url, "luigiflow-check", status="RUNNING")
+
+
+def check_joinable(run_id: str, recorded: str, url: str, waits: int = 5) -> None:
+    """The run must be built through a luigid, and this one must know its tasks (a worker
+    pointed at another luigid would build the whole run on its own). Right after the run
+    starts its tasks may not be there yet: ask a few times."""
+    if not recorded:
+        raise ConfigError(
+            "--join",
+            f"run {run_id} is built by a scheduler inside its runner, which no other "
+            "process can join: start runs with --profile shared (or --scheduler-url)",
+        )
+    for attempt in range(waits):
+        if tasks_of(url, run_id):
+            return
+        time.sleep(2 if attempt < waits - 1 else 0)
+    raise ConfigError(
+        "--join",
+        f"luigid at {redact_uri(url)} knows no task of run {run_id}: the run is built through "
+        f"{recorded}",
+    )
 
 
 def use_worker_defaults() -> None:
@@ -193,10 +215,10 @@ def _failed(run_id: str, context: RunContext) -> dict[str, str]:
     """The run's failed tasks, each with when its failed record started (a sweep's child:
     the tasks another child makes for it too)."""
     found = {
-        family: records.read(context.made_by(family, run_id), family)
+        family: runstate.read_record(context.made_by(family, run_id), family)
         for family in [*context.decided(RUN), *context.decided(SHARED)]
     }
-    return {f: r.started for f, r in found.items() if r and r.status == records.FAILED}
+    return {f: r.started for f, r in found.items() if r and r.status == runstate.FAILED}
 
 
 def _why_not_go_on(

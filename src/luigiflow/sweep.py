@@ -14,6 +14,7 @@ import toml
 
 from luigiflow.config import ConfigError
 from luigiflow.names import better
+from luigiflow.redact import is_secret_key
 from luigiflow.values import toml_value as value_text
 
 SECTION = "Sweep"
@@ -47,6 +48,14 @@ class Sweep:
         return bool(self.axes)
 
 
+def parameters(task_classes: Mapping[str, type]) -> dict[str, list[str]]:
+    """Each task's parameters that a sweep may vary (not the run id, not a secret)."""
+    return {
+        family: [n for n, _ in cls.get_params() if n != "run_id" and not is_secret_key(n)]
+        for family, cls in task_classes.items()
+    }
+
+
 def overrides(combination: Mapping[Key, object]) -> list[str]:
     """A combination as `--set` overrides (`Trainer.seed=1`), values written as TOML."""
     return [f"{section}.{key}={value_text(value)}" for (section, key), value in combination.items()]
@@ -55,6 +64,14 @@ def overrides(combination: Mapping[Key, object]) -> list[str]:
 def describe(combination: Mapping[Key, object]) -> str:
     """`Trainer.seed=1, Trainer.estimator="sklearn.svm.SVC"`: a child's name in the summary."""
     return ", ".join(overrides(combination))
+
+
+def describe_axes(grid: Sweep) -> str:
+    """`Trainer.seed in 0, 1; Trainer.alpha in 0.1, 1`: the grid in words."""
+    return "; ".join(
+        f"{section}.{key} in {', '.join(value_text(v) for v in values)}"
+        for (section, key), values in grid.axes.items()
+    )
 
 
 def split_values(raw: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""A sweep's invocation: a parent run, one child run per combination, built together, compared.
+"""A sweep's runs: a parent run, one child run per combination, built together, compared.
 
 Every child is planned before any run exists, each exactly as a plain run with its values
 would be, so a bad value in any combination is exit 2 and no run. A task whose fingerprint an
@@ -6,7 +6,7 @@ earlier child plans to run is shared: the later child requires that child's task
 runs it once and both wait for it. All children are built in one Luigi build, side by side
 with `--workers N`; a child that fails does not stop the others. Tasks that publish outside
 the run (`publishes`: Register) are deferred in the children. Once every child has ended, the
-parent compares them (`sweep/comparison.csv`, a plot per swept key, its report) and, if every
+parent compares them (see `comparison`) and, if every
 child finished, runs those tasks once, for the best VALIDATED child: at most one new registered
 version per sweep, and the alias moves to it only if it beats the alias's holder on `select`
 (or always, with `promote = "always"`).
@@ -19,48 +19,27 @@ parent FAILED, nothing registered); 3 with --require-validated when no child was
 from __future__ import annotations
 
 import contextlib
-import html
-import io
 import logging
 import sys
-import tempfile
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from luigiflow import owner, sweep, tracking, worker
+from luigiflow import comparison, sweep, tracking, worker
 from luigiflow.config import SWEEP_SECTION, Config, ConfigError
-from luigiflow.context import DEFERRED, RUN, SHARED, RunContext
 from luigiflow.ending import Ending
-from luigiflow.lifecycle import (
-    STARTED,
-    UI_ADDRESS,
-    USAGE_ERRORS,
-    finish,
-    guarded,
-    open_experiment,
-)
-from luigiflow.names import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_REJECTED,
-    EXIT_USAGE,
-    SWEEP_CHILD_TAG,
-    SWEEP_TAG,
-    VALIDATED,
-)
+from luigiflow.lifecycle import UI_ADDRESS, exit_code, finish, live, open_experiment
+from luigiflow.names import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SWEEP_CHILD_TAG, SWEEP_TAG
 from luigiflow.plan import CacheOptions, Plan, SweepChild, make_plan
 from luigiflow.redact import Redactor
 from luigiflow.report import dry_run, say_before_run
+from luigiflow.runstate import DEFERRED, RUN, SHARED, RunContext
 from luigiflow.settings import Settings
 from luigiflow.sweep import Sweep
 from luigiflow.targets import TaskFolder
-
-COMPARISON = "sweep/comparison.csv"
-VALIDATION_TAG = "luigiflow.validation"  # a child's verdict, as its Evaluator concluded
+from luigiflow.worker import USAGE_ERRORS
 
 
 @dataclass
@@ -115,16 +94,16 @@ def run(
     except USAGE_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    invocation = SweepInvocation(
+    runs = SweepRuns(
         args, settings, task_classes, grid, child_config, client, redactor, log_path, children,
         experiment, options,
     )  # fmt: skip
-    return invocation.run()
+    return live(runs, client, redactor)
 
 
 @dataclass
-class SweepInvocation:
-    """A planned sweep, from its parent's creation to its end."""
+class SweepRuns:
+    """A planned sweep's runs through `live`: the parent, then its children, built together."""
 
     args: Any
     settings: Settings
@@ -139,33 +118,9 @@ class SweepInvocation:
     options: CacheOptions
     parent_id: str = ""
     parent_url: str = ""
-    heartbeat: owner.Heartbeat | None = None
 
-    def run(self) -> int:
-        ending = Ending()  # the sweep's runs end together, by one deadline
-        status, code = guarded(
-            self._open_and_build, self.client, self.redactor, self._opened, ending
-        )
-        if not self.parent_id:
-            return code
-        for child in self.children:
-            child.status = child.status if status != "KILLED" else "KILLED"
-            if child.run_id:
-                child.found = finish(
-                    self.client, child.run_id, child.status, child.plan, self.log_path,
-                    child.url, say=False, ending=ending,
-                )  # fmt: skip
-        if any(child.found.get("problems") for child in self.children):
-            code = EXIT_FAILED if code == EXIT_OK else code
-        try:
-            return self._end_parent(status, code, ending)
-        finally:
-            if self.heartbeat is not None:
-                self.heartbeat.stop()
-
-    def _open_and_build(self) -> bool:
-        """The parent, then every child; one build of them all. True when every child
-        finished."""
+    def open(self) -> None:
+        """The parent, then every child."""
         settings, children = self.settings, self.children
         self.parent_id = _start_parent(
             self.client, self.experiment, self.grid, children, self.redactor, settings
@@ -178,21 +133,35 @@ class SweepInvocation:
         )
         for child in children:
             self._start_child(child)
-        self.heartbeat = owner.Heartbeat(*self._opened())
-        self.heartbeat.start()
-        for child in children:
+
+    def opened(self) -> list[str]:
+        """The runs created so far: the parent first."""
+        return [r for r in [self.parent_id, *(c.run_id for c in self.children)] if r]
+
+    def build(self) -> bool:
+        """One build of every child: True when every child finished."""
+        for child in self.children:
             worker.attach(child.run_id, self.task_classes)
         built = worker.build_sweep(
-            [c.run_id for c in children], self.task_classes, self.args.workers,
-            settings.scheduler_url,
+            [c.run_id for c in self.children], self.task_classes, self.args.workers,
+            self.settings.scheduler_url,
         )  # fmt: skip
-        for child in children:
+        for child in self.children:
             child.status = "FINISHED" if built[child.run_id] else "FAILED"
         return all(built.values())
 
-    def _opened(self) -> list[str]:
-        """The runs created so far: the parent first."""
-        return [r for r in [self.parent_id, *(c.run_id for c in self.children)] if r]
+    def end(self, status: str, code: int, ending: Ending) -> int:
+        """End every child, then the parent (by the same `ending`, one deadline)."""
+        for child in self.children:
+            child.status = child.status if status != "KILLED" else "KILLED"
+            if child.run_id:
+                child.found = finish(
+                    self.client, child.run_id, child.status, child.plan, self.log_path,
+                    child.url, say=False, ending=ending,
+                )  # fmt: skip
+        if any(child.found.get("problems") for child in self.children):
+            code = EXIT_FAILED if code == EXIT_OK else code
+        return self._end_parent(status, code, ending)
 
     def _url(self, run_id: str) -> str:
         return tracking.run_url(
@@ -234,11 +203,12 @@ class SweepInvocation:
         plan = Plan([], RunContext(first.root, first.context.input, {}, {}))
         table, best, best_validated, plots, why_not = None, None, None, [], None
         try:
-            table = comparison(client, grid, children)
-            best, best_validated = winners(table, grid)
-            client.log_batch(self.parent_id, tags=_winner_tags(grid, best, best_validated))
-            client.log_text(self.parent_id, table.to_csv(index=False), COMPARISON)
-            plots = _plot(client, self.parent_id, grid, table, children)
+            table = comparison.table(client, grid, children)
+            best, best_validated = comparison.winners(table, grid)
+            tags = comparison.winner_tags(grid, best, best_validated)
+            client.log_batch(self.parent_id, tags=tags)
+            client.log_text(self.parent_id, table.to_csv(index=False), comparison.COMPARISON)
+            plots = comparison.plot(client, self.parent_id, grid, table, children)
             why_not = _why_not_register(status, children, table, grid, best_validated)
             if why_not == "":
                 winner = next(c for c in children if c.run_id == best_validated["run_id"])
@@ -251,23 +221,17 @@ class SweepInvocation:
             with contextlib.suppress(Exception):
                 client.log_text(self.parent_id, text, "errors/runner.txt")
             status, code = "FAILED", EXIT_FAILED if code == EXIT_OK else code
-        if table is None:
-            import pandas as pd
-
-            columns = ["child", *(f"{s}.{k}" for s, k in grid.axes), "status", "validation"]
-            table = pd.DataFrame(columns=columns)
-        extra = _comparison_html(grid, table, best, best_validated, plots, why_not)
+        table = comparison.empty(grid) if table is None else table
+        extra = comparison.report_html(grid, table, best, best_validated, plots, why_not)
         found = finish(
             client, self.parent_id, status, plan, self.log_path, self.parent_url, extra=extra,
             say=False, ending=ending,
         )  # fmt: skip
-        print(sweep_summary(grid, children, table, best, best_validated, status, found, why_not))
+        print(
+            comparison.summary(grid, children, table, best, best_validated, status, found, why_not)
+        )
         print(f"  MLflow: {self.parent_url}\n  Log: {self.log_path}")
-        if found.get("problems"):
-            return EXIT_FAILED if code == EXIT_OK else code
-        if code == EXIT_OK and self.args.require_validated and best_validated is None:
-            return EXIT_REJECTED
-        return code
+        return exit_code(code, found, self.args.require_validated and best_validated is None)
 
     def _register(self, winner: Child, value: float) -> tuple[Plan, bool]:
         """The deferred tasks, run in the parent for the winner, on the winner's outputs
@@ -320,18 +284,11 @@ def plan_children(
 
 
 def describe_dry_run(grid: Sweep, children: list[Child]) -> str:
-    blocks = [f"Dry run of a sweep of {len(children)} runs: {_axes(grid)}"]
+    blocks = [f"Dry run of a sweep of {len(children)} runs: {sweep.describe_axes(grid)}"]
     for child in children:
         blocks.append(f"\nChild {child.number}: {child.label}")
         blocks.append(dry_run(child.plan).split("\n", 1)[1])  # without its own headline
     return "\n".join(blocks)
-
-
-def _axes(grid: Sweep) -> str:
-    return "; ".join(
-        f"{section}.{key} in {', '.join(sweep.value_text(v) for v in values)}"
-        for (section, key), values in grid.axes.items()
-    )
 
 
 def _start_parent(client, experiment, grid: Sweep, children, redactor, settings) -> str:
@@ -345,98 +302,15 @@ def _start_parent(client, experiment, grid: Sweep, children, redactor, settings)
         "direction": grid.direction,
         "promote": grid.promote,
     }
-    tags = {**dict(first.config.run.get("tags") or {}), SWEEP_TAG: _axes(grid)}
+    tags = {
+        **dict(first.config.run.get("tags") or {}),
+        SWEEP_TAG: sweep.describe_axes(grid),
+    }
     config = replace(first.config, run={**first.config.run, "tags": tags})
     return tracking.start_sweep(
         client, experiment.experiment_id, config, resolved, redactor, settings.project_root,
         sys.argv,
     )  # fmt: skip
-
-
-def comparison(client, grid: Sweep, children: list[Child]):
-    """A row per child: its swept values, status, verdict and metrics (`select` first)."""
-    import pandas as pd
-
-    rows = []
-    for child in children:
-        run = client.get_run(child.run_id) if child.run_id else None  # interrupted before
-        metrics = run.data.metrics if run else {}
-        rows.append(
-            {
-                "child": child.number,
-                "run_id": child.run_id,
-                **{f"{s}.{k}": _cell(value) for (s, k), value in child.values.items()},
-                "status": child.status,
-                "validation": run.data.tags.get(VALIDATION_TAG, "") if run else "",
-                **{m: metrics[m] for m in sorted(metrics, key=lambda m: (m != grid.select, m))},
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def winners(table, grid: Sweep) -> tuple[dict | None, dict | None]:
-    """The best finished child on `select`, and the best VALIDATED one (rows, or None)."""
-    if grid.select not in table:
-        return None, None
-    finished = table[(table["status"] == "FINISHED") & table[grid.select].notna()]
-    ranked = finished.sort_values(grid.select, ascending=grid.direction == "lower", kind="stable")
-    validated = ranked[ranked["validation"] == VALIDATED]
-    best = ranked.iloc[0].to_dict() if len(ranked) else None
-    return best, (validated.iloc[0].to_dict() if len(validated) else None)
-
-
-def _cell(value: object) -> object:
-    return value if isinstance(value, str | int | float | bool) else sweep.value_text(value)
-
-
-def _winner_tags(grid: Sweep, best: dict | None, best_validated: dict | None) -> list:
-    from mlflow.entities import RunTag
-
-    tags = {
-        "luigiflow.sweep.select": f"{grid.select} ({grid.direction} is better)",
-        "luigiflow.sweep.best_child": best["run_id"] if best else "none",
-        "luigiflow.sweep.best_validated_child": best_validated["run_id"]
-        if best_validated
-        else "none",
-    }
-    return [RunTag(k, v) for k, v in tags.items()]
-
-
-def _plot(client, parent_id: str, grid: Sweep, table, children) -> list[tuple[str, bytes]]:
-    """A plot of `select` against each swept key (every child a point, the mean a line),
-    logged under `sweep/`; returned as (title, PNG) for the report."""
-    if grid.select not in table:
-        return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plots = []
-    for section, key in grid.axes:
-        column = f"{section}.{key}"
-        labels = [str(_cell(v)) for v in grid.axes[(section, key)]]
-        position = {label: i for i, label in enumerate(labels)}
-        x = [position[str(_cell(child.values[(section, key)]))] for child in children]
-        figure, axes = plt.subplots(figsize=(5, 3.2))
-        axes.scatter(x, table[grid.select], color="#1f77b4", zorder=3)
-        means = table.assign(_x=x).groupby("_x")[grid.select].mean()
-        axes.plot(means.index, means.values, color="#aaaaaa", zorder=2)
-        axes.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 4 else 0)
-        axes.set_xlabel(column)
-        axes.set_ylabel(grid.select)
-        axes.set_title(f"{grid.select} by {column}")
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=100)
-        plt.close(figure)
-        title = f"{grid.select}_by_{column}"
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / f"{title}.png"
-            path.write_bytes(buffer.getvalue())
-            client.log_artifact(parent_id, str(path), "sweep")
-        plots.append((title, buffer.getvalue()))
-    return plots
 
 
 def _deferred(children: list[Child]) -> list[str]:
@@ -456,84 +330,3 @@ def _why_not_register(status: str, children: list[Child], table, grid, best_vali
     if best_validated is None:
         return "no child was VALIDATED: nothing is registered and the alias stays"
     return ""
-
-
-def _comparison_html(grid, table, best, best_validated, plots, why_not) -> str:
-    import base64
-
-    lines = [f"<h2>Sweep: {html.escape(_axes(grid))}</h2>"]
-    lines.append(
-        f"<p>Picked by <b>{html.escape(grid.select)}</b> ({grid.direction} is better). "
-        f"Best: {html.escape(_name(best))}; best validated: {html.escape(_name(best_validated))}."
-        + (f" {html.escape(why_not)}." if why_not else "")
-        + "</p>"
-    )
-    lines.append(table.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0))
-    for title, png in plots:
-        data = base64.b64encode(png).decode()
-        lines.append(f"<p><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'></p>")
-    return "".join(lines)
-
-
-def _name(row: dict | None) -> str:
-    if row is None:
-        return "none"
-    return f"child {row['child']} (run {row['run_id']})"
-
-
-def sweep_summary(grid, children, table, best, best_validated, status, found, why_not) -> str:
-    """What a person reads at the end of a sweep: a line per child, what was made once for
-    several children, failures, the winners and what became of the registration."""
-    seconds = time.monotonic() - STARTED
-    lines = ["", f"Sweep {status} in {seconds:.1f}s: {len(children)} runs, {_axes(grid)}"]
-    lines += [f"  {line}" for line in _table_text(table, grid)]
-    made_once = _made_once(children)
-    if made_once:
-        lines.append(f"  Made once and shared: {made_once}")
-    for child in children:
-        if child.found.get("failed"):
-            lines.append(f"  Child {child.number} failed: {child.found['failed']}")
-    if grid.select not in table:
-        lines.append(f"  No child logged the metric '{grid.select}' ([Sweep] select)")
-    elif best is not None:
-        text = f"  Best on {grid.select}: child {best['child']} ({best[grid.select]:.4f}"
-        text += f", {best['validation']})" if best["validation"] else ")"
-        if best_validated is None:
-            text += "; no child was VALIDATED"
-        elif best_validated["child"] != best["child"]:
-            text += f"; best VALIDATED: child {best_validated['child']}"
-        lines.append(text)
-    if why_not:
-        lines.append(f"  Registration: {why_not}")
-    elif found.get("registration"):
-        lines.append(f"  Registration: {found['registration']}")
-    return "\n".join(lines)
-
-
-def _table_text(table, grid: Sweep) -> list[str]:
-    """The comparison as aligned text: child, swept values, status, verdict, `select`."""
-    columns = ["child", *(f"{s}.{k}" for s, k in grid.axes), "status", "validation"]
-    columns += [grid.select] if grid.select in table else []
-    rows = [columns] + [
-        [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]
-        for row in table[columns].itertuples(index=False)
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
-    return [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
-
-
-def _made_once(children: list[Child]) -> str:
-    """`Preprocessor, Splitter (by child 1)`: the tasks a child made for others too."""
-    number = {child.run_id: child.number for child in children}
-    makers: dict[str, set[int]] = {}
-    for child in children:
-        for family, entry in child.plan.context.decided(SHARED).items():
-            run_id = TaskFolder.from_source(str(entry.source)).run_id
-            makers.setdefault(family, set()).add(number.get(run_id, 0))
-    groups: dict[str, list[str]] = {}
-    for family, by in makers.items():
-        who = ", ".join(str(n) for n in sorted(by))
-        groups.setdefault(f"child {who}" if len(by) == 1 else f"children {who}", []).append(family)
-    return "; ".join(f"{', '.join(families)} (by {who})" for who, families in groups.items())

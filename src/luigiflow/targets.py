@@ -17,107 +17,25 @@ import logging
 import os
 import shutil
 import tempfile
-from functools import cache, cached_property
+from functools import cached_property
 from pathlib import Path
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import luigi
 
 from luigiflow.formats import BrokenOutput, file_digests, sha256_file
 from luigiflow.names import BROKEN_TAG, CARD, MANIFEST, recorded_manifest_digest
+from luigiflow.store import (
+    client,
+    local_path,
+    repository,
+    run_artifact_uri,
+    staging_root,
+    write_atomic,
+)
 
 # Manifests of complete task folders seen by this process. Complete outputs never change, so
 # this is a cache of what the store holds, not state of a run.
 _complete: dict[str, dict] = {}
-
-
-def client():
-    """One MlflowClient per tracking URI, the one the environment names (the runner put it
-    there), made once per process."""
-    return _client(os.environ.get("MLFLOW_TRACKING_URI", ""))
-
-
-@cache
-def _client(tracking_uri: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri or None)
-
-
-@cache
-def run_artifact_uri(run_id: str) -> str:
-    return client().get_run(run_id).info.artifact_uri
-
-
-@cache
-def repository(run_id: str):
-    """The run's artifact repository, addressed by its URI.
-
-    MlflowClient's artifact calls take a run id and look the run up again on every call (on a
-    tracking server: two requests and a logged-model search per file); this does it once.
-    """
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-    return get_artifact_repository(run_artifact_uri(run_id))
-
-
-def local_path(uri: str) -> Path | None:
-    """The folder an artifact URI names on this machine, or None for a remote store."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return Path(url2pathname(parsed.path))
-    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
-        return Path(uri)
-    return None
-
-
-def write_run_text(run_id: str, path: str, text: str) -> None:
-    """Write a small file at `path` in a run's artifacts, whole or not at all."""
-    root = local_path(run_artifact_uri(run_id))
-    if root is not None:
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(root / path, text)
-        return
-    folder = Path(tempfile.mkdtemp(dir=staging_root(), prefix="upload-"))
-    try:
-        (folder / Path(path).name).write_text(text)
-        repository(run_id).log_artifact(str(folder / Path(path).name), str(Path(path).parent))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def read_run_text(run_id: str, path: str) -> str | None:
-    """A small file of a run's artifacts, read fresh (it may have changed), or None if absent."""
-    from mlflow.exceptions import MlflowException
-
-    root = local_path(run_artifact_uri(run_id))
-    if root is not None:
-        return (root / path).read_text() if (root / path).is_file() else None
-    folder = Path(tempfile.mkdtemp(dir=staging_root(), prefix="download-"))
-    try:
-        return Path(repository(run_id).download_artifacts(path, str(folder))).read_text()
-    except (OSError, MlflowException):
-        return None
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def list_run_files(run_id: str, folder: str) -> list[str]:
-    """The names of the files in a folder of a run's artifacts (none when it has no such
-    folder). Unlike `read_run_text`, a store that fails raises: an empty folder and a store
-    that cannot say are not the same."""
-    root = local_path(run_artifact_uri(run_id))
-    if root is not None:
-        return sorted(p.name for p in (root / folder).glob("*") if p.is_file())
-    return sorted(Path(f.path).name for f in repository(run_id).list_artifacts(folder))
-
-
-def staging_root() -> Path:
-    """Local scratch space for outputs on their way to (or from) a remote artifact store."""
-    root = Path(os.environ.get("PROJECT_ROOT", ".")) / ".luigiflow"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
 
 
 class TaskFolder:
@@ -342,16 +260,6 @@ def copy_outputs(source: TaskFolder, destination: TaskFolder) -> str:
     if card is not None:
         shutil.copy2(card, writer.path(CARD))
     return writer.commit({**manifest, "copied_from": repr(source)})
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a small file whole or not at all (temp file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class ArtifactTarget(luigi.Target):

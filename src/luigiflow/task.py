@@ -24,10 +24,11 @@ from luigi.parameter import ParameterVisibility
 from luigiflow import cards, formats, models
 from luigiflow.attempt import Attempt, tracked
 from luigiflow.config import DATASET_SECTION
-from luigiflow.context import DEFERRED, RunContext, find, load
 from luigiflow.inputs import Dataset, DatasetError, InputFile
 from luigiflow.redact import ENV_REFERENCE, Redactor, is_secret_key
-from luigiflow.targets import ArtifactTarget, TaskFolder, client
+from luigiflow.runstate import DEFERRED, RunContext, find, load
+from luigiflow.store import client
+from luigiflow.targets import ArtifactTarget, TaskFolder
 from luigiflow.values import argument
 
 

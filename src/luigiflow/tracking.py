@@ -1,12 +1,15 @@
-"""The run's life: created once the configuration is valid, given everything that makes the
-result reproducible (config, run context, git state, command line, versions), and ended
-FINISHED, FAILED or KILLED: a runner that exits never leaves it RUNNING.
+"""What is logged on a run: created once the configuration is valid (or adopted), given
+everything that makes the result reproducible (config, run context, git state, command line,
+versions) and what it reuses, its runner's heartbeat kept while it works, reopened by
+`--resume`; runs whose runner is gone are marked KILLED, so none stays RUNNING.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+import logging
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,21 +18,24 @@ from mlflow import MlflowClient
 from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from luigiflow import owner
+from luigiflow import runstate
 from luigiflow.caching import code_differences
 from luigiflow.config import Config
-from luigiflow.context import COPIED, REUSED, NoContext, RunContext, load
 from luigiflow.names import (
     CONFIG_ARTIFACT,
     FINGERPRINT_TAG,
+    GIT_DIRTY_TAG,
     SWEEP_CHILD_TAG,
     SWEEP_TAG,
+    TASK_TAG,
     fingerprint_tag_value,
     readable_name,
 )
 from luigiflow.redact import Redactor, redact_uri
+from luigiflow.runstate import COPIED, REUSED, NoContext, RunContext, load
 from luigiflow.sourcecode import GitState, git_state, library_versions
-from luigiflow.targets import TaskFolder, client, copy_outputs
+from luigiflow.store import client
+from luigiflow.targets import TaskFolder, copy_outputs
 from luigiflow.values import dumps
 
 
@@ -86,7 +92,7 @@ def _open(
     else:
         run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
     _log_config(client, run_id, params, resolved, redactor, git)
-    owner.write(run_id, _runner_record(redactor, argv))
+    runstate.write_runner_record(run_id, _runner_record(redactor, argv))
     return run_id
 
 
@@ -122,18 +128,18 @@ def _run_tags(
             "mlflow.note.content": str(run_config.get("description", "")),
             "mlflow.source.name": "src/runner.py",
             "mlflow.user": getpass.getuser(),
-            "luigiflow.task": str(run_config["task"]),
+            TASK_TAG: str(run_config["task"]),
         }
     )
     if git is not None:
         tags["mlflow.source.git.commit"] = git.commit
-        tags["luigiflow.git.dirty"] = str(git.dirty).lower()
+        tags[GIT_DIRTY_TAG] = str(git.dirty).lower()
     return {k: str(redactor.value(k, v)) for k, v in tags.items()}
 
 
-def _runner_record(redactor: Redactor, argv: list[str]) -> owner.RunnerRecord:
+def _runner_record(redactor: Redactor, argv: list[str]) -> runstate.RunnerRecord:
     command = " ".join(redactor.argv(["python", *argv]))
-    return owner.RunnerRecord.of_this_process(command, library_versions())
+    return runstate.RunnerRecord.of_this_process(command, library_versions())
 
 
 def resumable(client: MlflowClient, run_id: str) -> str | None:
@@ -151,8 +157,8 @@ def resumable(client: MlflowClient, run_id: str) -> str | None:
     if status not in ("FAILED", "KILLED", "RUNNING"):
         return f"run {run_id} is {status}"
     if status == "RUNNING":
-        record = owner.read(run_id)
-        if not owner.runner_gone(record, run.info.start_time / 1000):
+        record = runstate.read_runner_record(run_id)
+        if not runstate.runner_gone(record, run.info.start_time / 1000):
             where = f"pid {record.pid} on {record.host}" if record else "no runner record yet"
             return f"run {run_id} is RUNNING: its runner ({where}) may still be alive"
     return None
@@ -162,10 +168,60 @@ def reopen(client: MlflowClient, run_id: str, argv: list[str], redactor: Redacto
     """Make an ended run RUNNING again, owned by this process (the runner record says so,
     and keeps the earlier commands); its params stay as logged."""
     status = client.get_run(run_id).info.status
-    earlier = owner.read(run_id) or _runner_record(redactor, [])
+    earlier = runstate.read_runner_record(run_id) or _runner_record(redactor, [])
     command = " ".join(redactor.argv(["python", *argv]))
-    owner.write(run_id, earlier.taken_over(command, status))
+    runstate.write_runner_record(run_id, earlier.taken_over(command, status))
     client.update_run(run_id, status="RUNNING")
+
+
+def mark_abandoned_runs(client: MlflowClient, experiment_ids: list[str] | None = None) -> list[str]:
+    """Mark KILLED the RUNNING runs (of every experiment, or these) whose runner is gone:
+    killed outright on this host, or silent for three heartbeats on another. Best-effort: a
+    store that forbids it (another user's run on a server) leaves the run as it is."""
+    if experiment_ids is None:
+        experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    if not experiment_ids:
+        return []
+    killed = []
+    for run in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'"):
+        record = runstate.read_runner_record(run.info.run_id)
+        if record is None or not runstate.runner_gone(record, run.info.start_time / 1000):
+            continue  # not a runner's run, or its runner is alive
+        try:
+            client.set_terminated(run.info.run_id, "KILLED")
+        except MlflowException:
+            logging.warning("could not mark run %s KILLED", run.info.run_id, exc_info=True)
+            continue
+        killed.append(run.info.run_id)
+        try:
+            runstate.settle_abandoned(run.info.run_id)
+        except Exception:  # the run's status is what counts; its records say so where they can
+            logging.warning("could not settle the records of run %s", run.info.run_id)
+    return killed
+
+
+class Heartbeat(threading.Thread):
+    """Refreshes the heartbeat in the runner record, every interval, while the run works: how
+    runners on other hosts tell a live run from one whose runner died. Only a record of this
+    process is refreshed: one that names another (which took the run over) is left alone."""
+
+    def __init__(self, *run_ids: str) -> None:
+        super().__init__(name="luigiflow-heartbeat", daemon=True)
+        self.run_ids, self.stopped = run_ids, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(runstate.heartbeat_interval()):
+            for run_id in self.run_ids:  # a sweep's parent and children
+                try:
+                    record = runstate.read_runner_record(run_id)
+                    if record is not None and record.owned_by_this_process():
+                        record.heartbeat = time.time()
+                        runstate.write_runner_record(run_id, record)
+                except Exception:  # a missed beat is not a failed run
+                    logging.warning("heartbeat of run %s failed", run_id, exc_info=True)
+
+    def stop(self) -> None:
+        self.stopped.set()
 
 
 def _param_text(value: object) -> str:

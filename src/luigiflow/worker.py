@@ -5,7 +5,8 @@ their values from it, secrets from this process's own environment) and checks th
 checkout's code and input files are those the run was planned with. `build` then lets Luigi run
 whatever of the run is pending. The runner takes this path for its own build, right after it
 creates the run, so every run exercises it; a process started elsewhere with the run id takes
-the same one.
+the same one, and so does `join` (`--join RUN_ID`), a worker that luigid hands a running run's
+tasks to.
 """
 
 from __future__ import annotations
@@ -14,20 +15,38 @@ import contextlib
 import importlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from luigiflow import caching, formats, scheduler, sourcecode
+from mlflow.exceptions import MlflowException
+
+from luigiflow import caching, formats, scheduler, sourcecode, store
 from luigiflow import redact as logs
 from luigiflow.config import ConfigError, check_secrets
-from luigiflow.context import DEFERRED, RUN, NoContext, RunContext, load
-from luigiflow.names import CONTEXT_ARTIFACT, EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from luigiflow.redact import Redactor
+from luigiflow.names import (
+    CONTEXT_ARTIFACT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    SWEEP_TAG,
+)
+from luigiflow.redact import Redactor, redact_uri
 from luigiflow.report import follow
-from luigiflow.settings import load_settings
+from luigiflow.runstate import DEFERRED, RUN, NoContext, RunContext, load
+from luigiflow.settings import Settings, load_settings
 from luigiflow.task import PipelineTask
 from luigiflow.values import install_luigi_sections, luigi_sections
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+# What keeps a process from working on a run (exit 2): a bad command line or config, a store
+# it cannot use, a run without a context.
+USAGE_ERRORS = (ConfigError, store.StoreMoved, store.StoreUnavailable, MlflowException, NoContext)
 
 
 def attach(run_id: str, task_classes: Mapping[str, type[PipelineTask]]) -> RunContext:
@@ -193,24 +212,101 @@ def main(
 ) -> int:
     """Build what is pending in an existing run, in this process, knowing only the run id and
     the tracking URI (from the environment or `.env`), with none of the runner's checks of
-    the run's state (`--resume` and `--join` add those, in `invocation`). The run's lifecycle
-    stays with whoever created it. Exit 0 when the run's task is
-    complete, 1 when a task failed, 2 when this process cannot work on the run."""
+    the run's state (`--resume` adds those, in `lifecycle`, and `--join`, in `join`). The run's
+    lifecycle stays with whoever created it. Exit 0 when the run's task is complete, 1 when a
+    task failed, 2 when this process cannot work on the run."""
     settings = load_settings(project_root)
     _, handlers = logs.start_logging(settings.project_root, verbose=False)
-    from mlflow.exceptions import MlflowException
-
     logs.quiet_mlflow_logger()
     logs.take_over_luigi_logging()
     task_classes = load_task_classes(task_modules)
     try:
         context = attach(run_id, task_classes)
-    except (ConfigError, NoContext, MlflowException) as error:
+    except USAGE_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     logs.redact_logs(handlers, Redactor.from_environment(context.config))
     built = build(run_id, context, task_classes, workers, scheduler_url)
     return EXIT_OK if built else EXIT_FAILED
+
+
+def join(args, settings: Settings, task_classes, log_path: Path, handlers) -> int:
+    """--join RUN_ID: run whatever tasks of a RUNNING run the run's luigid hands this process,
+    into the same MLflow run. The invocation that created the run still owns it: it waits for
+    the pipeline and ends the run; a joined worker exits once no task of the run is left, and
+    leaves its log in the run (`logs/workers/<host>-<pid>/`) beside the creator's."""
+    run_id = args.join
+    try:
+        if not settings.scheduler_url:
+            raise ConfigError(
+                "--join",
+                "needs the run's luigid: --profile shared, --scheduler-url or "
+                "LUIGIFLOW_SCHEDULER_URL",
+            )
+        scheduler.check(settings.scheduler_url)
+        client = store.open_store(settings)
+        run = client.get_run(run_id)
+        if run.info.status != "RUNNING":
+            raise ConfigError(
+                "--join", f"run {run_id} is {run.info.status}: only a RUNNING run is joined"
+            )
+        if store.local_path(store.run_artifact_uri(run_id)) is not None:
+            raise ConfigError(
+                "--join",
+                f"run {run_id} keeps its outputs in a folder of the embedded store; workers "
+                "share a run through a tracking server: start runs with --profile shared",
+            )
+        # A sweep's parent is joined by joining its children that are still running.
+        joined = _sweep_children(client, run) if SWEEP_TAG in run.data.tags else [run_id]
+        for child in joined:
+            scheduler.check_joinable(child, load(child).scheduler, settings.scheduler_url)
+            context = attach(child, task_classes)
+    except USAGE_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.redact_logs(handlers, Redactor.from_environment(context.config))
+    logs.take_over_luigi_logging()
+    what = context.root if joined == [run_id] else f"a sweep of {len(joined)} runs"
+    print(f"Joined run {run_id}: {what} through {redact_uri(settings.scheduler_url)}")
+    try:
+        if joined == [run_id]:
+            built = build(run_id, context, task_classes, args.workers, settings.scheduler_url)
+        else:
+            finished = build_sweep(joined, task_classes, args.workers, settings.scheduler_url)
+            built = all(finished.values())
+    except KeyboardInterrupt:  # the task it ran goes back to the scheduler, for another worker
+        print(f"Left run {run_id}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # luigid or the store gone for good: one line, details in the log
+        logging.exception("joined worker failed")
+        print(f"Left run {run_id}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    _upload_worker_log(run_id, log_path)
+    print(f"Left run {run_id}: " + ("no task left" if built else "the pipeline did not finish"))
+    return EXIT_OK if built else EXIT_FAILED
+
+
+def _upload_worker_log(run_id: str, log_path: Path) -> None:
+    """A joined worker's log, into the run: its tasks' details are where the run is. Not
+    after an interruption or a store gone for good, where waiting on the upload would only
+    hold up the exit."""
+    logs.flush()
+    folder = f"logs/workers/{socket.gethostname()}-{os.getpid()}"
+    try:
+        store.client().log_artifact(run_id, str(log_path), folder)
+    except Exception as error:  # the store is gone: the log stays on this machine
+        print(f"Could not upload the log ({error}); it is at {log_path}", file=sys.stderr)
+
+
+def _sweep_children(client: MlflowClient, parent) -> list[str]:
+    """The RUNNING children of a sweep's parent (those still being built)."""
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = 'RUNNING'",
+    )
+    if not children:
+        raise ConfigError("--join", f"run {parent.info.run_id} is a sweep with no child running")
+    return [child.info.run_id for child in children]
 
 
 def load_task_classes(task_modules: Sequence[str]) -> dict[str, type]:

@@ -12,8 +12,9 @@ os.environ["LUIGI_CONFIG_PARSER"] = "toml"
 
 import luigi
 
-from luigiflow import context as run_context
-from luigiflow.context import (
+from luigiflow import runstate as run_context
+from luigiflow.names import CONTEXT_ARTIFACT
+from luigiflow.runstate import (
     COPIED,
     REUSED,
     RUN,
@@ -23,7 +24,6 @@ from luigiflow.context import (
     RunContext,
     TaskPlan,
 )  # fmt: skip
-from luigiflow.names import CONTEXT_ARTIFACT
 from luigiflow.task import PipelineTask
 
 SOURCE_RUN = "a" * 32
