@@ -1,80 +1,147 @@
-"""The model of record as an MLflow 3 Logged Model: made once per trained model, linked to
-its run and its metrics, registered and loaded by `models:/m-...`, checked like any output."""
+"""The kind of model a registered name holds: schemas compared, recorded as tags, and
+expected before the run from `[Dataset]` and train.csv."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import warnings
+from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
-from conftest import artifacts, edit_task, run_runner, runs, store
+from conftest import REPO
 
-pytestmark = pytest.mark.slow
+from luigiflow.inputs import Dataset, read_train, resolve
+from luigiflow.models import ModelSchema, expected, from_signature
+from tasks.preprocessor import Preprocessor
+
+TITANIC = ModelSchema(
+    {"Pclass": "long", "Age": "double", "SibSp": "long", "Parch": "long", "Sex": "string"},
+    "binary",
+    "Survived",
+)
 
 
-def logged_models(project: Path) -> list:
-    client = store(project)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    return client.search_logged_models(experiments)
+def test_the_same_kind_of_model_has_no_differences():
+    assert TITANIC.differences(TITANIC) == []
+    reordered = ModelSchema(dict(reversed(list(TITANIC.inputs.items()))), "binary", "Survived")
+    assert TITANIC.differences(reordered) == [], "columns are found by name"
 
 
-def test_a_run_has_one_logged_model_with_its_params_and_metrics(project):
-    result = run_runner(project)
-    assert result.returncode == 0, result.stderr
-    [run] = runs(project)
-    [model] = logged_models(project)
-    assert str(model.status.name if hasattr(model.status, "name") else model.status) == "READY"
-    assert model.source_run_id == run.info.run_id and model.name == "LogisticRegression"
-    assert model.params["estimator"] == "sklearn.linear_model.LogisticRegression"
-    assert model.tags["mlflow.source.name"] == run.data.tags["mlflow.source.name"], (
-        "the Models tab says where it was logged from"
+def test_numbers_are_numbers_whole_or_not_and_a_column_without_values_matches_any_kind():
+    """MLflow infers `long` or `double` from the input example's few rows."""
+    refreshed = ModelSchema(
+        {**TITANIC.inputs, "Age": "long", "Pclass": "double"}, "binary", "Survived"
     )
-    linked = {m.key: m.value for m in model.metrics}
-    assert {"cv_accuracy", "accuracy", "roc_auc", "log_loss"} <= set(linked)
-    assert linked["roc_auc"] == run.data.metrics["roc_auc"]
-    assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]
-
-    manifest = json.loads((artifacts(project, run) / "Trainer/_manifest.json").read_text())
-    assert manifest["models"] == {"model": model.model_id}
-    [version] = store(project).search_model_versions("name = 'titanic'")
-    assert version.source == f"models:/{model.model_id}"
-
-    # reused outright, or copied into the new run: no second Logged Model
-    assert run_runner(project).returncode == 0
-    assert run_runner(project, "--copy-reused").returncode == 0
-    assert [m.model_id for m in logged_models(project)] == [model.model_id]
+    assert TITANIC.differences(refreshed) == []
+    blank = ModelSchema({**TITANIC.inputs, "Sex": "any"}, "binary", "Survived")
+    assert TITANIC.differences(blank) == []
 
 
-def test_scoring_by_the_logged_model_and_the_alias_agree_and_a_changed_file_is_refused(project):
-    assert run_runner(project).returncode == 0
-    [model] = logged_models(project)
-    batch = pd.read_parquet(artifacts(project, runs(project)[0]) / "Prediction/predictions.parquet")
-    by_id = f'Prediction.model_uri="models:/{model.model_id}"'
-    for setting in (by_id, 'Prediction.model_uri="models:/titanic@champion"'):
-        result = run_runner(project, "--set", setting)
-        assert result.returncode == 0, result.stderr
-        scored = artifacts(project, runs(project)[0]) / "Prediction/predictions.parquet"
-        pd.testing.assert_frame_equal(pd.read_parquet(scored), batch)
-
-    location = Path(model.artifact_location.removeprefix("file://"))
-    example = location / "input_example.json"
-    example.write_text(example.read_text().replace("3", "2", 1))
-    result = run_runner(project, "--set", by_id, "--force", "Prediction")
-    assert result.returncode == 1
-    assert "input_example.json differs from its manifest" in result.stderr
-
-
-def test_a_trainer_that_fails_leaves_a_failed_logged_model_never_reused(project):
-    edit_task(
-        project,
-        "trainer",
-        "        self.save_model(model, example=features.head(5))",
-        "        self.save_model(model, example=features.head(5))\n"
-        "        raise RuntimeError('after the model was saved')",
-        replace=True,
+def test_each_difference_is_named():
+    wine = ModelSchema(
+        {"alcohol": "double", "Age": "double", "Sex": "double", "Pclass": "long"},
+        "multiclass",
+        "cultivar",
     )
-    result = run_runner(project)
-    assert result.returncode == 1
-    [failed] = logged_models(project)
-    assert "FAILED" in str(failed.status)
+    assert TITANIC.differences(wine) == [
+        "problem type binary (this run: multiclass)",
+        "target Survived (this run: cultivar)",
+        "columns SibSp, Parch not in this run",
+        "columns alcohol new in this run",
+        "column Sex a text (this run: a number)",
+    ]
+
+
+def test_long_column_lists_are_cut_short():
+    wide = ModelSchema({f"c{i}": "double" for i in range(12)}, "regression", "y")
+    [missing, added] = wide.differences(ModelSchema({"x": "double"}, "regression", "y"))
+    assert missing == "columns c0, c1, c2, c3, c4 and 7 more not in this run"
+    assert added == "columns x new in this run"
+
+
+def test_what_either_side_does_not_know_is_not_compared():
+    unknown = ModelSchema(TITANIC.inputs, None, None)
+    assert unknown.differences(ModelSchema(TITANIC.inputs, "regression", "Fare")) == []
+    assert TITANIC.differences(ModelSchema(None, "binary", "Survived")) == []
+    assert TITANIC.differences(ModelSchema(None, "binary", "Fare")) == [
+        "target Survived (this run: Fare)"
+    ]
+
+
+def test_tags_round_trip_and_a_version_without_them_has_no_schema():
+    tags = TITANIC.tags()
+    assert tags == {
+        "luigiflow.schema.inputs": '{"Pclass": "long", "Age": "double", "SibSp": "long", '
+        '"Parch": "long", "Sex": "string"}',
+        "luigiflow.schema.problem_type": "binary",
+        "luigiflow.schema.target": "Survived",
+    }
+    assert ModelSchema.from_tags({**tags, "luigiflow.fingerprint": "abc"}) == TITANIC
+    assert ModelSchema.from_tags({"luigiflow.fingerprint": "abc"}) is None
+    assert ModelSchema({"a": "long"}, None, None).tags() == {
+        "luigiflow.schema.inputs": '{"a": "long"}'
+    }
+
+
+def test_a_signature_as_mlflow_writes_it():
+    inputs = [
+        {"type": "long", "name": "Pclass", "required": True},
+        {"type": "string", "name": "Sex", "required": False},
+    ]
+    schema = from_signature(inputs, "binary", "Survived")
+    assert schema == ModelSchema({"Pclass": "long", "Sex": "string"}, "binary", "Survived")
+    assert schema.describe() == "binary on Survived from Pclass (number), Sex (text)"
+
+
+def test_the_expected_schema_types_columns_as_the_preprocessor_does():
+    train = pd.DataFrame(
+        {
+            "Id": [1, 2, 3, 4],
+            "y": [0, 1, 0, 1],
+            "count": [1, 2, 3, 4],
+            "gap": [1.5, np.nan, 2.0, 3.0],
+            "flag": [True, False, True, True],
+            "typed_as_number": ["1", "2", "x", "4"],
+            "colour": ["red", None, "blue", "red"],
+            "grade": [1, 2, 2, 3],
+        }
+    )
+    dataset = Dataset(
+        "Id", "y", "binary", ("count", "gap", "flag", "typed_as_number"), ("colour", "grade")
+    )
+    assert expected(dataset, train) == ModelSchema(
+        {
+            "count": "long",
+            "gap": "double",
+            "flag": "boolean",
+            "typed_as_number": "double",
+            "colour": "string",
+            "grade": "long",
+        },
+        "binary",
+        "y",
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_expected_schema_is_the_signature_the_trainer_saves(seed):
+    """What the plan expects of the example data is what MLflow infers from the rows the
+    Trainer gives it as an input example (the Preprocessor's typed features, five rows)."""
+    from mlflow.models import infer_signature
+
+    path = REPO / "input" / "train.csv"
+    written = {
+        "id_column": "PassengerId",
+        "target_column": "Survived",
+        "categorical_columns": ["Sex", "Pclass"],  # numbers kept as categories too
+    }
+    dataset = resolve(written, read_train(path))
+    typed = Preprocessor.typed(SimpleNamespace(dataset=dataset), pd.read_csv(path))
+    features = typed.drop(columns=["PassengerId", "Survived"]).sample(frac=1, random_state=seed)
+    with warnings.catch_warnings():  # MLflow's hint about whole numbers
+        warnings.simplefilter("ignore")
+        signature = infer_signature(features.head(5))
+    saved = from_signature(signature.inputs.to_dict(), "binary", "Survived")
+    assert saved.differences(expected(dataset, read_train(path))) == []
+    assert list(saved.inputs) == list(expected(dataset, read_train(path)).inputs)

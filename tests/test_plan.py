@@ -16,10 +16,10 @@ import luigi
 from luigi.configuration import LuigiTomlParser, get_config
 
 from luigiflow.config import ConfigError, load_config
+from luigiflow.models import ModelSchema
 from luigiflow.names import FINGERPRINT_TAG
 from luigiflow.plan import CacheOptions, SweepChild, make_plan
 from luigiflow.runstate import COPIED, DEFERRED, REUSED, RUN, SHARED, SKIPPED, RunContext, find
-from luigiflow.schema import ModelSchema
 from luigiflow.task import InputFile, PipelineTask, RegisteredModel, requires
 
 # Task families start with `Pl`: Luigi registers every task class by name, for the session.

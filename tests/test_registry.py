@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 
 from luigiflow import registry, store
 from luigiflow.inputs import Dataset
+from luigiflow.models import ModelSchema
 from luigiflow.registry import (
     MODEL_URI,
     Comparison,
@@ -20,7 +21,6 @@ from luigiflow.registry import (
     name_problems,
     uri_problems,
 )
-from luigiflow.schema import ModelSchema
 from luigiflow.task import RegisteredModel
 
 

@@ -1,4 +1,4 @@
-"""The MLflow UI shows a run's Logged Model: the API saying the run has one (test_models)
+"""The MLflow UI shows a run's Logged Model: the API saying the run has one (test_logged_model)
 does not prove that `make ui`'s run page lists it, so a headless Chromium renders the page."""
 
 from __future__ import annotations

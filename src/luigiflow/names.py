@@ -63,7 +63,7 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_FINGERPRINT_TAG = "luigiflow.fingerprint"
 # A tag the registering task gives a version (`registry.register(tags=...)`): luigiflow.<key>.
 VERSION_TAG = "luigiflow.{}"
-# Tags on a registered model version: the kind of model it is (`schema.ModelSchema`), which
+# Tags on a registered model version: the kind of model it is (`models.ModelSchema`), which
 # the version taking its alias must share. The inputs are JSON, {column: MLflow type}.
 SCHEMA_INPUTS_TAG = "luigiflow.schema.inputs"
 SCHEMA_PROBLEM_TAG = "luigiflow.schema.problem_type"

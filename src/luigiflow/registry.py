@@ -1,7 +1,7 @@
 """The Model Registry: one version per trained model, found again by its fingerprint.
 
 A model is registered from the artifact folder its task wrote (no copy, no pickle), tagged with
-that task's fingerprint and its schema (`schema.ModelSchema`). Registering the same fingerprint
+that task's fingerprint and its schema (`models.ModelSchema`). Registering the same fingerprint
 again finds the existing version instead of adding a duplicate, then points the alias at it.
 A name holds one kind of model: a model whose schema differs from the alias's holder's is
 refused, before the run (`compare_with_holder`, asked by the plan) and as it registers, unless
@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from luigiflow import loader, models, schema
+from luigiflow import loader, models
 from luigiflow.inputs import SECTION as DATASET_SECTION
 from luigiflow.inputs import Dataset, DatasetError
 from luigiflow.loader import UntrustedModel
+from luigiflow.models import ModelSchema, from_signature
 from luigiflow.names import MODEL_FINGERPRINT_TAG as FINGERPRINT_TAG
 from luigiflow.names import REGISTERED_BY_RUN, SCHEMA_REPLACED_TAG, VERSION_TAG, Registration
-from luigiflow.schema import ModelSchema, from_signature
 from luigiflow.store import client, run_artifact_uri
 from luigiflow.targets import TaskFolder
 
@@ -167,7 +167,7 @@ def check_before_run(tasks: list[PipelineTask], dataset: Dataset | None, train) 
         if destination is None:
             continue
         comparison = compare_with_holder(
-            destination.name, destination.alias, lambda: schema.expected(dataset, train)
+            destination.name, destination.alias, lambda: models.expected(dataset, train)
         )
         notes += [comparison.note] if comparison.note else []
         if comparison.differences and not destination.replace_schema:
