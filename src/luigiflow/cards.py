@@ -252,3 +252,31 @@ def _histogram(values: pd.Series, numeric: bool) -> str:
         for i, (c, label) in enumerate(zip(counts, labels, strict=True))
     )
     return f"<svg width='{width}' height='{height}' role='img'>{bars}</svg>"
+
+
+def point_plot(x: list[int], labels: list[str], y: list[float], xlabel: str, ylabel: str) -> bytes:
+    """A plot for a report, as PNG: a point per value of `y` at its label's position `x`,
+    and a line through the mean at each position."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5, 3.2))
+    axes.scatter(x, y, color="#1f77b4", zorder=3)
+    means: dict[int, list[float]] = {}
+    for position, value in zip(x, y, strict=True):
+        means.setdefault(position, []).append(value)
+    positions = sorted(means)
+    axes.plot(positions, [sum(means[p]) / len(means[p]) for p in positions], color="#aaaaaa")
+    axes.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 4 else 0)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(f"{ylabel} by {xlabel}")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()

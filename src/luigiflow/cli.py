@@ -14,13 +14,13 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from luigiflow import redact as logs
 from luigiflow.names import CONFIG_ARTIFACT, EXIT_OK, EXIT_USAGE, VERBOSE_VARIABLE
-from luigiflow.redact import quiet_mlflow_logger, start_logging
+from luigiflow.redact import is_secret_key, quiet_mlflow_logger, start_logging
 from luigiflow.settings import Settings, UnknownProfile, load_settings
 
 if TYPE_CHECKING:
@@ -203,9 +203,7 @@ def _new_run(args, settings: Settings, task_classes, log_path: Path, handlers) -
         options = CacheOptions(
             not args.no_cache, frozenset(args.force), args.allow_mismatch, args.copy_reused
         )
-        grid = sweep.load(
-            config.sweep, args.sweeps, str(config.path), sweep.parameters(task_classes)
-        )
+        grid = sweep.load(config.sweep, args.sweeps, str(config.path), _sweepable(task_classes))
         if grid:
             from luigiflow import sweep_run
 
@@ -335,3 +333,11 @@ def _repair(settings: Settings) -> int:
         print(f"artifact locations {old} -> {new}")
     print("store repaired" if rewritten else "nothing to repair: every artifact location exists")
     return EXIT_OK
+
+
+def _sweepable(task_classes: Mapping[str, type]) -> dict[str, list[str]]:
+    """Each task's parameters that a sweep may vary (not the run id, not a secret)."""
+    return {
+        family: [n for n, _ in cls.get_params() if n != "run_id" and not is_secret_key(n)]
+        for family, cls in task_classes.items()
+    }

@@ -35,6 +35,7 @@ from luigiflow.values import (
     implied_by_run_config,
     install_luigi_sections,
     luigi_config_classes,
+    read_value,
     serialize,
 )
 
@@ -118,11 +119,7 @@ def parse_override(text: str) -> tuple[str, str, object]:
     section, dot, key = name.strip().rpartition(".")
     if not eq or not dot or not section or not key:
         raise ConfigError("--set", f"expected Section.key=value, got '{text}'")
-    try:
-        value = toml.loads(f"v = {raw}")["v"]
-    except toml.TomlDecodeError:
-        value = raw
-    return section, key, value
+    return section, key, read_value(raw)
 
 
 def load_config(

@@ -140,9 +140,7 @@ def make_plan(
 
 def _located(error: InputError, config: Config) -> ConfigError:
     """An input's problem, as a mistake of the config file to change."""
-    return ConfigError(
-        config.path, str(error), error.section, error.key, error.choices, name=error.name
-    )
+    return ConfigError(config.path, str(error), error.section, error.key, error.choices, error.name)
 
 
 def resolved_config(config: Config, tasks: Iterable[PipelineTask]) -> dict[str, dict[str, object]]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from luigiflow import comparison, sweep, tracking, worker
+from luigiflow import sweep, tracking, worker
 from luigiflow.config import SWEEP_SECTION, Config, ConfigError
 from luigiflow.ending import Ending
 from luigiflow.lifecycle import UI_ADDRESS, exit_code, finish, live, open_experiment
@@ -203,12 +203,12 @@ class SweepRuns:
         plan = Plan([], RunContext(first.root, first.context.input, {}, {}))
         table, best, best_validated, plots, why_not = None, None, None, [], None
         try:
-            table = comparison.table(client, grid, children)
-            best, best_validated = comparison.winners(table, grid)
-            tags = comparison.winner_tags(grid, best, best_validated)
+            table = sweep.table(client, grid, children)
+            best, best_validated = sweep.winners(table, grid)
+            tags = sweep.winner_tags(grid, best, best_validated)
             client.log_batch(self.parent_id, tags=tags)
-            client.log_text(self.parent_id, table.to_csv(index=False), comparison.COMPARISON)
-            plots = comparison.plot(client, self.parent_id, grid, table, children)
+            client.log_text(self.parent_id, table.to_csv(index=False), sweep.COMPARISON)
+            plots = sweep.plot(client, self.parent_id, grid, table, children)
             why_not = _why_not_register(status, children, table, grid, best_validated)
             if why_not == "":
                 winner = next(c for c in children if c.run_id == best_validated["run_id"])
@@ -221,15 +221,13 @@ class SweepRuns:
             with contextlib.suppress(Exception):
                 client.log_text(self.parent_id, text, "errors/runner.txt")
             status, code = "FAILED", EXIT_FAILED if code == EXIT_OK else code
-        table = comparison.empty(grid) if table is None else table
-        extra = comparison.report_html(grid, table, best, best_validated, plots, why_not)
+        table = sweep.empty(grid) if table is None else table
+        extra = sweep.report_html(grid, table, best, best_validated, plots, why_not)
         found = finish(
             client, self.parent_id, status, plan, self.log_path, self.parent_url, extra=extra,
             say=False, ending=ending,
         )  # fmt: skip
-        print(
-            comparison.summary(grid, children, table, best, best_validated, status, found, why_not)
-        )
+        print(sweep.summary(grid, children, table, best, best_validated, status, found, why_not))
         print(f"  MLflow: {self.parent_url}\n  Log: {self.log_path}")
         return exit_code(code, found, self.args.require_validated and best_validated is None)
 

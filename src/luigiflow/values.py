@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 
 import luigi
+import toml
 from luigi.configuration import LuigiTomlParser, get_config
 from luigi.freezing import recursively_unfreeze
 
@@ -166,6 +167,15 @@ def luigi_config_classes() -> dict[str, type[luigi.Config]]:
         for name, cls in Register._get_reg().items()
         if isinstance(cls, type) and issubclass(cls, luigi.Config) and name != "RunConfig"
     }
+
+
+def read_value(raw: str) -> object:
+    """A value from the command line, read as TOML (`3`, `true`, `["a"]`), or taken as a plain
+    string when it is not valid TOML (`sklearn.svm.SVC`)."""
+    try:
+        return toml.loads(f"v = {raw}")["v"]
+    except toml.TomlDecodeError:
+        return raw
 
 
 def dumps(resolved: Mapping[str, Mapping[str, object]]) -> str:
