@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -71,15 +72,38 @@ def runner_env(**extra: str) -> dict[str, str]:
 def run_runner(
     project: Path, *args: str, timeout: float = 300, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    """`python src/runner.py ARGS` in `project`, as a user starts it."""
+    """`python src/runner.py ARGS` in `project`, as a user starts it, until it exits: a process
+    of its own, forked from a Python that has its heavy libraries imported already (see
+    tests/forkserver.py; LUIGIFLOW_TESTS_FORK_SERVER=0 starts every one from scratch)."""
+    command, env = [sys.executable, "src/runner.py", *args], env or runner_env()
+    server = fork_server()
+    if server is not None and server.can_run(env):
+        return server.run(command, project, env, timeout)
     return subprocess.run(
-        [sys.executable, "src/runner.py", *args],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env or runner_env(),
+        command, cwd=project, capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+_fork_server: list = []  # this test process's, once started
+
+
+def fork_server():
+    """The fork server of this test process, started on first use (None when turned off)."""
+    if os.environ.get("LUIGIFLOW_TESTS_FORK_SERVER") == "0":
+        return None
+    if not _fork_server:
+        from forkserver import ForkServer
+
+        folder = Path(tempfile.mkdtemp(prefix="luigiflow-forkserver-"))
+        server = ForkServer(folder, runner_env())
+        _fork_server.append(server)
+
+        def close() -> None:
+            server.close()
+            shutil.rmtree(folder, ignore_errors=True)
+
+        atexit.register(close)
+    return _fork_server[0]
 
 
 def start_runner(
