@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,11 @@ def project(tmp_path: Path, migrated_store_file: Path) -> Path:
     """A clone whose embedded store exists, as after its first runner made it. Creating a
     store runs every MLflow migration, seconds per test; the tests of a first run on a fresh
     clone take `copy_project` alone."""
-    project = copy_project(tmp_path / "project")
+    return clone_with_store(tmp_path / "project", migrated_store_file)
+
+
+def clone_with_store(folder: Path, migrated_store_file: Path) -> Path:
+    project = copy_project(folder)
     shutil.copy(migrated_store_file, project / "mlflow.db")
     with contextlib.closing(sqlite3.connect(project / "mlflow.db")) as db, db:
         db.execute(  # the Default experiment's folder, where a runner here would put it
@@ -57,6 +62,54 @@ def project(tmp_path: Path, migrated_store_file: Path) -> Path:
             (str(project / "mlruns" / "0"),),
         )
     return project
+
+
+@dataclass
+class ColdRun:
+    """A clone after one `python src/runner.py` of the example pipeline, and what it printed."""
+
+    folder: Path
+    stdout: str
+
+    def into(self, project: Path) -> None:
+        """Give `project`, a clone of the same files, this run's store, as if its own first
+        runner had made it there: the store, its artifacts and the runner's logs copied, and
+        every path in the store that named this clone naming `project` instead."""
+        for name in ("mlartifacts", ".luigiflow"):
+            shutil.rmtree(project / name, ignore_errors=True)
+            shutil.copytree(self.folder / name, project / name, symlinks=True)
+        for name in ("mlflow.db", "mlflow.db.lock"):
+            if (self.folder / name).exists():
+                shutil.copy2(self.folder / name, project / name)
+        old, new = str(self.folder), str(project)
+        with contextlib.closing(sqlite3.connect(project / "mlflow.db")) as db, db:
+            tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            for (table,) in tables:
+                for column in [row[1] for row in db.execute(f'PRAGMA table_info("{table}")')]:
+                    db.execute(
+                        f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                        f'WHERE typeof("{column}") = \'text\' AND instr("{column}", ?) > 0',
+                        (old, new, old),
+                    )
+
+
+@pytest.fixture(scope="session")
+def cold_run(tmp_path_factory, migrated_store_file) -> ColdRun:
+    """One cold run of the example pipeline on a clone of its own, made once per test process
+    for the tests that start from one (see `first_run`)."""
+    folder = clone_with_store(tmp_path_factory.mktemp("cold-run") / "project", migrated_store_file)
+    result = run_runner(folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return ColdRun(folder, result.stdout)
+
+
+@pytest.fixture
+def first_run(project: Path, cold_run: ColdRun):
+    """`project` after one cold run of the example pipeline, `python src/runner.py` and
+    nothing else: the session's `cold_run`, copied in. Returns that run."""
+    cold_run.into(project)
+    [run] = runs(project)
+    return run
 
 
 def runner_env(**extra: str) -> dict[str, str]:
