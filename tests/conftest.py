@@ -408,6 +408,12 @@ def luigid(tmp_path):
         yield url
 
 
+# The tests' own tracking servers run without MLflow's job execution (a job runner and two
+# task queues, eight more processes importing MLflow: 20 s of CPU per server on two cores);
+# no test runs a job. The stack of docker-compose.yml (tests/stack.py) runs as that file says.
+NO_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A tracking server with proxied artifacts (`mlflow-artifacts:/`), as a team would run it."""
@@ -424,7 +430,7 @@ def mlflow_server(tmp_path_factory):
         "--workers",
         "1",
     ]
-    with service(command, "/health", folder) as url:
+    with service(command, "/health", folder, **NO_JOBS) as url:
         yield url
 
 
@@ -502,7 +508,7 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
             cwd=folder,
             stdout=output,
             stderr=subprocess.STDOUT,
-            env=runner_env(MLFLOW_DISABLE_TELEMETRY="true"),
+            env=runner_env(MLFLOW_DISABLE_TELEMETRY="true", **NO_JOBS),
             start_new_session=True,  # it serves from child processes: signal the whole group
         )
     url = f"http://127.0.0.1:{port}"
