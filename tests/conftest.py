@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -16,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -48,7 +50,11 @@ def project(tmp_path: Path, migrated_store_file: Path) -> Path:
     """A clone whose embedded store exists, as after its first runner made it. Creating a
     store runs every MLflow migration, seconds per test; the tests of a first run on a fresh
     clone take `copy_project` alone."""
-    project = copy_project(tmp_path / "project")
+    return clone_with_store(tmp_path / "project", migrated_store_file)
+
+
+def clone_with_store(folder: Path, migrated_store_file: Path) -> Path:
+    project = copy_project(folder)
     shutil.copy(migrated_store_file, project / "mlflow.db")
     with contextlib.closing(sqlite3.connect(project / "mlflow.db")) as db, db:
         db.execute(  # the Default experiment's folder, where a runner here would put it
@@ -56,6 +62,54 @@ def project(tmp_path: Path, migrated_store_file: Path) -> Path:
             (str(project / "mlruns" / "0"),),
         )
     return project
+
+
+@dataclass
+class ColdRun:
+    """A clone after one `python src/runner.py` of the example pipeline, and what it printed."""
+
+    folder: Path
+    stdout: str
+
+    def into(self, project: Path) -> None:
+        """Give `project`, a clone of the same files, this run's store, as if its own first
+        runner had made it there: the store, its artifacts and the runner's logs copied, and
+        every path in the store that named this clone naming `project` instead."""
+        for name in ("mlartifacts", ".luigiflow"):
+            shutil.rmtree(project / name, ignore_errors=True)
+            shutil.copytree(self.folder / name, project / name, symlinks=True)
+        for name in ("mlflow.db", "mlflow.db.lock"):
+            if (self.folder / name).exists():
+                shutil.copy2(self.folder / name, project / name)
+        old, new = str(self.folder), str(project)
+        with contextlib.closing(sqlite3.connect(project / "mlflow.db")) as db, db:
+            tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            for (table,) in tables:
+                for column in [row[1] for row in db.execute(f'PRAGMA table_info("{table}")')]:
+                    db.execute(
+                        f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                        f'WHERE typeof("{column}") = \'text\' AND instr("{column}", ?) > 0',
+                        (old, new, old),
+                    )
+
+
+@pytest.fixture(scope="session")
+def cold_run(tmp_path_factory, migrated_store_file) -> ColdRun:
+    """One cold run of the example pipeline on a clone of its own, made once per test process
+    for the tests that start from one (see `first_run`)."""
+    folder = clone_with_store(tmp_path_factory.mktemp("cold-run") / "project", migrated_store_file)
+    result = run_runner(folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return ColdRun(folder, result.stdout)
+
+
+@pytest.fixture
+def first_run(project: Path, cold_run: ColdRun):
+    """`project` after one cold run of the example pipeline, `python src/runner.py` and
+    nothing else: the session's `cold_run`, copied in. Returns that run."""
+    cold_run.into(project)
+    [run] = runs(project)
+    return run
 
 
 def runner_env(**extra: str) -> dict[str, str]:
@@ -71,15 +125,38 @@ def runner_env(**extra: str) -> dict[str, str]:
 def run_runner(
     project: Path, *args: str, timeout: float = 300, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    """`python src/runner.py ARGS` in `project`, as a user starts it."""
+    """`python src/runner.py ARGS` in `project`, as a user starts it, until it exits: a process
+    of its own, forked from a Python that has its heavy libraries imported already (see
+    tests/forkserver.py; LUIGIFLOW_TESTS_FORK_SERVER=0 starts every one from scratch)."""
+    command, env = [sys.executable, "src/runner.py", *args], env or runner_env()
+    server = fork_server()
+    if server is not None and server.can_run(env):
+        return server.run(command, project, env, timeout)
     return subprocess.run(
-        [sys.executable, "src/runner.py", *args],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env or runner_env(),
+        command, cwd=project, capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+_fork_server: list = []  # this test process's, once started
+
+
+def fork_server():
+    """The fork server of this test process, started on first use (None when turned off)."""
+    if os.environ.get("LUIGIFLOW_TESTS_FORK_SERVER") == "0":
+        return None
+    if not _fork_server:
+        from forkserver import ForkServer
+
+        folder = Path(tempfile.mkdtemp(prefix="luigiflow-forkserver-"))
+        server = ForkServer(folder, runner_env())
+        _fork_server.append(server)
+
+        def close() -> None:
+            server.close()
+            shutil.rmtree(folder, ignore_errors=True)
+
+        atexit.register(close)
+    return _fork_server[0]
 
 
 def start_runner(
@@ -331,6 +408,12 @@ def luigid(tmp_path):
         yield url
 
 
+# The tests' own tracking servers run without MLflow's job execution (a job runner and two
+# task queues, eight more processes importing MLflow: 20 s of CPU per server on two cores);
+# no test runs a job. The stack of docker-compose.yml (tests/stack.py) runs as that file says.
+NO_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A tracking server with proxied artifacts (`mlflow-artifacts:/`), as a team would run it."""
@@ -347,7 +430,7 @@ def mlflow_server(tmp_path_factory):
         "--workers",
         "1",
     ]
-    with service(command, "/health", folder) as url:
+    with service(command, "/health", folder, **NO_JOBS) as url:
         yield url
 
 
@@ -425,7 +508,7 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
             cwd=folder,
             stdout=output,
             stderr=subprocess.STDOUT,
-            env=runner_env(MLFLOW_DISABLE_TELEMETRY="true"),
+            env=runner_env(MLFLOW_DISABLE_TELEMETRY="true", **NO_JOBS),
             start_new_session=True,  # it serves from child processes: signal the whole group
         )
     url = f"http://127.0.0.1:{port}"

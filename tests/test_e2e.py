@@ -184,8 +184,7 @@ def test_a_failing_task_fails_the_run_and_leaves_nothing_that_looks_complete(pro
     assert len(runs(project)) == 1
 
 
-def test_reuse_from_an_earlier_run(project):
-    assert run_runner(project).returncode == 0
+def test_reuse_from_an_earlier_run(project, first_run):
     [first] = runs(project)
     source = first.info.run_id
     result = run_runner(
@@ -238,8 +237,7 @@ def test_kill_9_leaves_a_run_the_next_runner_marks_killed(project):
     assert (old.info.status, new.info.status) == ("KILLED", "FINISHED")
 
 
-def test_two_workers_give_the_same_result(project):
-    assert run_runner(project).returncode == 0
+def test_two_workers_give_the_same_result(project, first_run):
     result = run_runner(project, "--workers", "2", "--no-cache")
     assert result.returncode == 0, result.stderr
     one, two = runs(project)[1], runs(project)[0]
@@ -262,8 +260,7 @@ def test_two_runners_at_once_on_the_embedded_store(project):
     assert sorted(r.info.status for r in runs(project)) == ["FINISHED", "FINISHED"]
 
 
-def test_reuse_after_the_project_folder_moved(project, tmp_path):
-    assert run_runner(project).returncode == 0
+def test_reuse_after_the_project_folder_moved(project, first_run, tmp_path):
     [first] = runs(project)
     moved = tmp_path / "moved"
     shutil.move(project, moved)
@@ -398,9 +395,8 @@ def test_a_missing_input_file_is_a_config_error(project):
     assert runs(project) == []
 
 
-def test_mlflow_run_is_adopted_not_doubled(project):
+def test_mlflow_run_is_adopted_not_doubled(project, first_run):
     """`mlflow run .` starts a run and passes MLFLOW_RUN_ID: the runner logs into that one."""
-    assert run_runner(project).returncode == 0
     env = runner_env(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     result = subprocess.run(
         [str(BIN / "mlflow"), "run", ".", "--env-manager", "local", "--experiment-name", "titanic"],

@@ -137,12 +137,10 @@ def versions(project: Path, name: str = "titanic") -> list:
 
 
 @pytest.fixture
-def validated(project):
-    """One cold run of the example project, whose default criteria pass."""
-    result = run_runner(project)
-    assert result.returncode == 0, result.stderr
+def validated(project, first_run, cold_run):
+    """One cold run of the example project, whose default criteria pass, and what it printed."""
     [run] = runs(project)
-    return run, result.stdout
+    return run, cold_run.stdout
 
 
 @pytest.mark.slow
@@ -380,9 +378,7 @@ def other_data(project: Path) -> str:
 
 
 @pytest.mark.slow
-def test_a_registered_name_holds_one_kind_of_model(project):
-    first = run_runner(project)
-    assert first.returncode == 0, first.stderr
+def test_a_registered_name_holds_one_kind_of_model(project, first_run):
     [titanic_run] = runs(project)
     assert titanic_run.data.params["Register.model_name"] == "titanic", "the experiment's name"
     client = store(project)

@@ -97,8 +97,7 @@ def logged_model_folder(project: Path) -> Path:
     return Path(model.artifact_location.removeprefix("file://"))
 
 
-def test_a_forged_path_config_model_runs_no_code(project, tmp_path):
-    assert run_runner(project).returncode == 0
+def test_a_forged_path_config_model_runs_no_code(project, first_run, tmp_path):
     [first] = runs(project)
     folder = tmp_path / "x" / "Trainer"
     shutil.copytree(artifacts(project, first) / "Trainer", folder)
@@ -116,10 +115,11 @@ def test_a_forged_path_config_model_runs_no_code(project, tmp_path):
     assert len(runs(project)) == 1, "refused before any run"
 
 
-def test_a_forged_logged_model_run_and_version_give_no_command_anywhere(project, tmp_path):
+def test_a_forged_logged_model_run_and_version_give_no_command_anywhere(
+    project, first_run, tmp_path
+):
     """What a user with EDIT on a shared server can do to another user's run: the Logged
     Model, the run's Trainer folder, its manifest and its tag, rewritten together."""
-    assert run_runner(project).returncode == 0
     [first] = runs(project)
     marker = tmp_path / "ran-code"
     plant(logged_model_folder(project), marker)
@@ -158,8 +158,7 @@ def test_a_forged_logged_model_run_and_version_give_no_command_anywhere(project,
     assert not marker.exists()
 
 
-def test_a_changed_logged_model_is_passed_over_and_its_run_tagged_broken(project):
-    assert run_runner(project).returncode == 0
+def test_a_changed_logged_model_is_passed_over_and_its_run_tagged_broken(project, first_run):
     [first] = runs(project)
     skops = logged_model_folder(project) / "model.skops"
     data = skops.read_bytes()
@@ -175,8 +174,7 @@ def test_a_changed_logged_model_is_passed_over_and_its_run_tagged_broken(project
     assert re.search(r"Trainer\s+would reuse", again.stdout), again.stdout
 
 
-def test_a_reused_file_replaced_while_a_task_runs_is_never_read(project, tmp_path):
-    assert run_runner(project).returncode == 0
+def test_a_reused_file_replaced_while_a_task_runs_is_never_read(project, first_run, tmp_path):
     [first] = runs(project)
     gate = tmp_path / "gate"
     gate_trainer(project, gate)  # a changed Trainer: it runs again, the Splitter is reused

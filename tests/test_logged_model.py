@@ -19,9 +19,7 @@ def logged_models(project: Path) -> list:
     return client.search_logged_models(experiments)
 
 
-def test_a_run_has_one_logged_model_with_its_params_and_metrics(project):
-    result = run_runner(project)
-    assert result.returncode == 0, result.stderr
+def test_a_run_has_one_logged_model_with_its_params_and_metrics(project, first_run):
     [run] = runs(project)
     [model] = logged_models(project)
     assert str(model.status.name if hasattr(model.status, "name") else model.status) == "READY"
@@ -46,8 +44,9 @@ def test_a_run_has_one_logged_model_with_its_params_and_metrics(project):
     assert [m.model_id for m in logged_models(project)] == [model.model_id]
 
 
-def test_scoring_by_the_logged_model_and_the_alias_agree_and_a_changed_file_is_refused(project):
-    assert run_runner(project).returncode == 0
+def test_scoring_by_the_logged_model_and_the_alias_agree_and_a_changed_file_is_refused(
+    project, first_run
+):
     [model] = logged_models(project)
     batch = pd.read_parquet(artifacts(project, runs(project)[0]) / "Prediction/predictions.parquet")
     by_id = f'Prediction.model_uri="models:/{model.model_id}"'

@@ -86,8 +86,7 @@ def test_a_separate_process_given_only_the_run_id_finishes_the_run_like_the_runn
     assert runner["pid"] == splitter["pid"], "the runner record names the runner"
 
 
-def test_from_run_reuses_everything_and_its_logged_config_loads_with_config(project):
-    assert run_runner(project).returncode == 0
+def test_from_run_reuses_everything_and_its_logged_config_loads_with_config(project, first_run):
     [first] = runs(project)
     run_id = first.info.run_id
 

@@ -141,8 +141,7 @@ def test_a_path_with_dotdot_is_refused_before_anything(project):
     assert run_runner(project, "--set", 'PathConfig.Trainer="input/../input"').returncode == 2
 
 
-def test_an_ended_run_is_not_adopted(project):
-    assert run_runner(project).returncode == 0
+def test_an_ended_run_is_not_adopted(project, first_run):
     [finished] = runs(project)
     result = run_runner(project, env=runner_env(MLFLOW_RUN_ID=finished.info.run_id))
     assert result.returncode == 2 and "only a RUNNING run is adopted" in result.stderr

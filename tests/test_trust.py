@@ -43,9 +43,8 @@ def flip_a_byte(path: Path) -> bytes:
     ],
 )
 def test_a_flipped_byte_is_caught_the_task_reruns_and_the_source_is_never_offered_again(
-    project, kind, family, filename, force
+    project, first_run, kind, family, filename, force
 ):
-    assert run_runner(project).returncode == 0
     [first] = runs(project)
     original = flip_a_byte(artifacts(project, first) / family / filename)
 
@@ -65,8 +64,7 @@ def test_a_flipped_byte_is_caught_the_task_reruns_and_the_source_is_never_offere
     assert re.search(rf"{family}\s+would run", again.stdout), (kind, again.stdout)
 
 
-def test_a_tampered_path_config_source_is_refused_naming_the_file(project):
-    assert run_runner(project).returncode == 0
+def test_a_tampered_path_config_source_is_refused_naming_the_file(project, first_run):
     [first] = runs(project)
     # A run's folder named as a plain folder would escape its run's digest: refused.
     folder = artifacts(project, first) / "Trainer"
@@ -107,8 +105,7 @@ def forged_trainer_folder(project, first, tmp_path) -> Path:
     return folder
 
 
-def test_a_pickled_model_is_never_loaded(project, tmp_path):
-    assert run_runner(project).returncode == 0
+def test_a_pickled_model_is_never_loaded(project, first_run, tmp_path):
     [first] = runs(project)
     folder = forged_trainer_folder(project, first, tmp_path)
     result = run_runner(project, "--no-cache", "--set", f'PathConfig.Trainer="{folder}"')

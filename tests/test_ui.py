@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_runner, runs, service, store
+from conftest import runs, service, store
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +28,7 @@ def rendered(url: str, profile: Path) -> str:
     return subprocess.run(command, capture_output=True, text=True, timeout=180, check=True).stdout
 
 
-def test_the_run_page_lists_the_runs_logged_model(project, tmp_path):
-    assert run_runner(project).returncode == 0
+def test_the_run_page_lists_the_runs_logged_model(project, first_run, tmp_path):
     [run] = runs(project)
     [model] = store(project).search_logged_models([run.info.experiment_id])
 
