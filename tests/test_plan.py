@@ -22,6 +22,10 @@ from luigiflow.plan import CacheOptions, SweepChild, make_plan
 from luigiflow.runstate import COPIED, DEFERRED, REUSED, RUN, SHARED, SKIPPED, RunContext, find
 from luigiflow.task import InputFile, PipelineTask, RegisteredModel, requires
 
+# The project modules a task defined here imports: this file imports conftest, which imports
+# the fork server the tests start runners from.
+CONFTEST_MODULES = ("conftest", "forkserver")
+
 # Task families start with `Pl`: Luigi registers every task class by name, for the session.
 
 
@@ -197,7 +201,7 @@ def test_a_fresh_store_plans_every_task_to_run(settings, client):
         assert len(entry.digest) == 64
         assert entry.fingerprint["task"] == family
         # the test module is the tasks' code, with the project module it imports (conftest)
-        assert set(entry.modules) == {__name__, "conftest"}
+        assert set(entry.modules) == {__name__, *CONFTEST_MODULES}
         assert len(entry.modules[__name__]) == 64
 
     source = context.tasks["PlSource"].fingerprint
@@ -338,7 +342,7 @@ def test_a_task_found_by_fingerprint_is_reused_and_what_only_it_needed_skipped(s
     assert reused.decision == REUSED and reused.cached
     assert reused.source == f"runs:/{old}/PlMiddle"
     assert reused.fingerprint == middle
-    assert set(reused.modules) == {__name__, "conftest"}
+    assert set(reused.modules) == {__name__, *CONFTEST_MODULES}
     assert reused.reason == ""
 
     skipped = context.tasks["PlSource"]
