@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import toml
@@ -13,7 +12,6 @@ from mlflow import MlflowClient
 
 from luigiflow import runstate, store, tracking
 from luigiflow.config import Config
-from luigiflow.ending import Ending
 from luigiflow.redact import MASK, Redactor
 from luigiflow.runstate import REUSED, RunContext, TaskPlan, load
 
@@ -131,18 +129,3 @@ def test_run_url():
         f"https://u:{MASK}@mlflow.example/#/experiments/2/runs/r/artifacts/T/a.csv"
         "?workflowType=machine_learning"
     )
-
-
-def test_the_ending_is_bounded_and_goes_on_after_a_failure():
-    ending = Ending(seconds=0.5)
-    began = time.monotonic()
-    assert ending.step("read the records", lambda: {"a": 1}) == {"a": 1}
-    assert ending.step("write the report", lambda: 1 / 0) is None
-    assert ending.step("upload the log", lambda: time.sleep(30)) is None
-    assert ending.step("settle tasks", lambda: "skipped after a timeout") is None
-    assert ending.step("end the run", lambda: "ended", always=True) == "ended"
-    assert time.monotonic() - began < 10
-    assert ending.problems == [
-        "could not write the report (ZeroDivisionError: division by zero)",
-        "could not upload the log within the deadline",
-    ]
