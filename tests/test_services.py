@@ -1,10 +1,6 @@
-"""End to end against real services started as processes: `luigid` and `mlflow server`."""
+"""End to end against a real tracking server started as a process (`mlflow server`)."""
 
 from __future__ import annotations
-
-import json
-import urllib.parse
-import urllib.request
 
 import pandas as pd
 import pytest
@@ -14,43 +10,11 @@ from conftest import (
     reused_from,
     run_runner,
     runner_env,
-    start_runner,
     task_statuses,
 )
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
-
-
-def test_two_invocations_on_one_luigid_never_share_a_task(project, luigid):
-    runners = [
-        start_runner(
-            project,
-            "--scheduler-url",
-            luigid,
-            "--workers",
-            "2",
-            "--no-cache",
-            "--set",
-            f"Trainer.seed={s}",
-        )
-        for s in (0, 1)
-    ]
-    outputs = [r.communicate(timeout=300) for r in runners]
-    assert [r.returncode for r in runners] == [0, 0], outputs
-    done = json.loads(
-        urllib.request.urlopen(
-            f"{luigid}/api/task_list?data="
-            + urllib.parse.quote(
-                json.dumps({"status": "DONE", "upstream_status": "", "search": ""})
-            )
-        ).read()
-    )["response"]
-    run_ids = {task["params"]["run_id"] for task in done.values()}
-    families = sorted(task["name"] for task in done.values())
-    assert len(run_ids) == 2, "each invocation's tasks carry its own run id"
-    tasks = ["Preprocessor", "Splitter", "Trainer", "Evaluator", "Register", "Prediction"]
-    assert families == sorted(tasks * 2), "every task ran in both"
 
 
 def test_tracking_server_with_proxied_artifacts(mlflow_server, tmp_path, monkeypatch):
