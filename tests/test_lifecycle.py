@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from luigiflow import lifecycle, store
-from luigiflow.ending import Ending
 from luigiflow.names import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
 from luigiflow.redact import MASK, Redactor
+from luigiflow.store import Ending
 
 SECRET = "pw-4f9c1e7d"
 

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from luigiflow import runstate, store, tracking
 from luigiflow.runstate import RunnerRecord
 from luigiflow.settings import Settings
+from luigiflow.store import Ending
 
 
 def test_experiment_artifacts_live_under_the_project(client, settings):
@@ -114,3 +115,18 @@ def test_the_manifest_digest_is_read_from_the_fingerprint_tag_or_an_older_run_s_
     older = {"luigiflow.task.T.fingerprint": "fp", "luigiflow.task.T.manifest_sha256": "md"}
     assert recorded_manifest_digest(older, "T") == "md"
     assert recorded_manifest_digest({}, "T") is None
+
+
+def test_the_ending_is_bounded_and_goes_on_after_a_failure():
+    ending = Ending(seconds=0.5)
+    began = time.monotonic()
+    assert ending.step("read the records", lambda: {"a": 1}) == {"a": 1}
+    assert ending.step("write the report", lambda: 1 / 0) is None
+    assert ending.step("upload the log", lambda: time.sleep(30)) is None
+    assert ending.step("settle tasks", lambda: "skipped after a timeout") is None
+    assert ending.step("end the run", lambda: "ended", always=True) == "ended"
+    assert time.monotonic() - began < 10
+    assert ending.problems == [
+        "could not write the report (ZeroDivisionError: division by zero)",
+        "could not upload the log within the deadline",
+    ]

@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from luigiflow import cards, models, runstate
-from luigiflow.ending import Ending, check_parent, die_with_parent, request_timeout
 from luigiflow.names import (
     CARD,
     ERRORS_FOLDER,
@@ -33,9 +32,10 @@ from luigiflow.names import (
     fingerprint_tag_value,
 )
 from luigiflow.redact import Redactor
+from luigiflow.scheduler import check_parent, die_with_parent
 from luigiflow.settings import SCHEDULER_VARIABLE
 from luigiflow.sourcecode import library_versions
-from luigiflow.store import client
+from luigiflow.store import Ending, client, request_timeout
 from luigiflow.targets import TaskFolder, TaskWriter
 
 DURATION_METRIC = "duration_s"  # per task, as `duration_s/<Task>`: the UI charts them together
@@ -307,7 +307,7 @@ def tracked(user_run: Callable[[Any], None]) -> Callable[[Any], None]:
         if self._attempt is not None:  # super().run() inside a tracked run
             user_run(self)
             return
-        die_with_parent()  # an orphaned task must not commit: see `ending`
+        die_with_parent()  # an orphaned task must not commit: see `scheduler`
         if not _still_to_run(self):
             return
         books = TaskBookkeeping(self)

@@ -29,7 +29,6 @@ from mlflow import MlflowClient
 from luigiflow import redact as logs
 from luigiflow import runstate, scheduler, store, tracking, worker
 from luigiflow.config import Config, ConfigError
-from luigiflow.ending import Ending
 from luigiflow.names import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -46,6 +45,7 @@ from luigiflow.redact import Redactor
 from luigiflow.report import conclude, outcomes, summary
 from luigiflow.runstate import SHARED
 from luigiflow.settings import Settings
+from luigiflow.store import Ending
 from luigiflow.worker import USAGE_ERRORS
 
 UI_ADDRESS = "http://127.0.0.1:5000"

@@ -1,4 +1,5 @@
-"""Luigi's central scheduler (`luigid`), shared by the processes that work on one run.
+"""Luigi's central scheduler (`luigid`), shared by the processes that work on one run, and
+the task processes Luigi's workers fork.
 
 Luigi's `build` returns as soon as nothing is left for the calling process right now, even
 while a task of the same run still runs in another process (`keep_alive` does not wait for
@@ -10,13 +11,30 @@ nothing does. Asking luigid is cheap; a round of building checks every task's ou
 store, so rounds are not spent on a run where nothing happened. Building again is also how a
 task whose worker died comes back: luigid marks it failed once the worker is silent, and a
 process that adds the run's tasks again puts it back to pending and takes it.
+
+A task's process never outlives the process that started it. With `--workers N` Luigi forks a
+process per task. Killed outright (`kill -9`, the OOM killer), a runner cannot stop them, and an
+orphaned task would go on to commit its outputs into a run that another runner may be resuming
+by then. So a forked task process asks the kernel for SIGTERM when its parent dies (Linux
+`PR_SET_PDEATHSIG`), which ends the task as Ctrl-C does (its record KILLED, nothing committed).
+The kernel sends it when the *thread* that forked exits: Luigi forks from the thread that runs
+`luigi.build`, the main thread of the runner (and of a `--join` worker). Where the kernel offers
+no such signal, or the parent died before the request, the task checks its parent before it
+commits.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import http.client
 import json
 import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -252,3 +270,63 @@ def wait_for_others(url: str, run_id: str, seconds: float = 120) -> None:
         except ConfigError:
             return
         time.sleep(FIRST_WAIT_S)
+
+
+# A task's process dies with the process that started it ---------------------------------------
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+class Orphaned(KeyboardInterrupt):
+    """The process that started this task is gone: the task stops as if interrupted, so that
+    it commits nothing and records itself KILLED."""
+
+
+def die_with_parent() -> None:
+    """In a forked task process, have SIGTERM sent to it when its parent dies; Orphaned if the
+    parent is gone already. Nothing to do in the runner's own process."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    if sys.platform.startswith("linux") and _stop_when_orphaned():
+        _request_death_signal(signal.SIGTERM)
+    check_parent()
+
+
+def check_parent() -> None:
+    """Orphaned when this task's process was forked by a process that is gone (its parent is
+    then another process, the one that adopted it)."""
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        raise Orphaned(f"the process that started this task (pid {parent.pid}) is gone")
+
+
+def _stop_when_orphaned() -> bool:
+    """SIGTERM raises Orphaned once the parent is gone, whatever this process did with it
+    before (the runner's own handler, inherited, raises its Ctrl-C; a `--join` worker's would
+    end the process before its record says so). From a live parent it does what it did.
+    False where no handler can be set (not the process's main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum: int, frame: object) -> None:
+        check_parent()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    return True
+
+
+def _request_death_signal(signum: int) -> None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    except (OSError, AttributeError):  # the check before committing still holds
+        logging.getLogger("luigiflow").warning(
+            "could not ask to be stopped with the runner", exc_info=True
+        )

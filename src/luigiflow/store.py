@@ -1,6 +1,7 @@
 """The tracking store: one client per tracking URI, small files read and written in a run's
-artifacts, one runner at a time setting the store up, experiments where the project says, and
-a moved project folder repaired.
+artifacts, one runner at a time setting the store up, experiments where the project says, a
+moved project folder repaired, and calls that end a run bounded by one deadline (`Ending`): a
+store that hangs cannot hold the runner for a request timeout and its retries per call.
 
 mlflow is imported only when the store is first used, so that importing the machinery (a task
 module, say) neither costs mlflow's import nor reads the environment before `.env` is loaded.
@@ -10,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -286,3 +290,60 @@ def repair_store(settings: Settings) -> list[tuple[str, str]]:
                     )
             rewritten.append((old_prefix, new_prefix))
     return rewritten
+
+
+class Ending:
+    """The steps that end a run (or a sweep's runs), each in a thread joined with the time
+    left, so that requests that each wait their timeout cannot add up. The clock starts at the
+    first step. After a step timed out, only the steps that must be tried (the run's status)
+    are, with one request timeout more between them all: at most `seconds` plus that."""
+
+    def __init__(self, seconds: float | None = None) -> None:
+        self.seconds = ending_seconds() if seconds is None else seconds
+        self.grace = request_timeout()
+        self.deadline: float | None = None
+        self.problems: list[str] = []
+        self.timed_out = False
+
+    def step(self, what: str, call: Callable[[], object], always: bool = False) -> object:
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.seconds
+        if self.timed_out and not always:
+            return None
+        end = self.deadline + (self.grace if always else 0.0)
+        result: list[object] = []
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                result.append(call())
+            except BaseException as error:
+                failure.append(error)
+
+        thread = threading.Thread(target=work, name=f"ending: {what}", daemon=True)
+        thread.start()
+        thread.join(max(end - time.monotonic(), 0.0))
+        if thread.is_alive():
+            self.timed_out = True
+            self.problems.append(f"could not {what} within the deadline")
+            logging.error("could not %s within the deadline", what)
+        elif failure:
+            self.problems.append(f"could not {what} ({_briefly(failure[0])})")
+            logging.error("could not %s", what, exc_info=failure[0])
+        return result[0] if result else None
+
+
+def ending_seconds() -> float:
+    """How long a run's (or a sweep's) ending may take: LUIGIFLOW_ENDING_TIMEOUT_S, or 60 s."""
+    return float(os.environ.get("LUIGIFLOW_ENDING_TIMEOUT_S", "60"))
+
+
+def request_timeout() -> float:
+    """One request to a tracking server: MLFLOW_HTTP_REQUEST_TIMEOUT (`.env` sets it)."""
+    return float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or "30")
+
+
+def _briefly(error: BaseException) -> str:
+    """An error's type and the first line of its message, short enough for one paragraph."""
+    first = next(iter(str(error).strip().splitlines()), "")
+    return f"{type(error).__name__}: {first[:100]}" if first else type(error).__name__

@@ -29,7 +29,6 @@ from typing import Any
 
 from luigiflow import sweep, tracking, worker
 from luigiflow.config import SWEEP_SECTION, Config, ConfigError
-from luigiflow.ending import Ending
 from luigiflow.lifecycle import UI_ADDRESS, exit_code, finish, live, open_experiment
 from luigiflow.names import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SWEEP_CHILD_TAG, SWEEP_TAG
 from luigiflow.plan import CacheOptions, Plan, SweepChild, make_plan
@@ -37,6 +36,7 @@ from luigiflow.redact import Redactor
 from luigiflow.report import dry_run, say_before_run
 from luigiflow.runstate import DEFERRED, RUN, SHARED, RunContext
 from luigiflow.settings import Settings
+from luigiflow.store import Ending
 from luigiflow.sweep import Sweep
 from luigiflow.targets import TaskFolder
 from luigiflow.worker import USAGE_ERRORS
