@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+from conftest import REPO
 
 from luigiflow.cli import parse_args
 
@@ -34,3 +38,13 @@ def test_join_resume_from_run_and_config_exclude_each_other(capsys):
 def test_sweep_options_are_kept_in_order():
     args = parse_args(["--sweep", "Trainer.seed=0,1", "--sweep", "Trainer.estimator=a,b"])
     assert args.sweeps == ["Trainer.seed=0,1", "Trainer.estimator=a,b"]
+
+
+def test_a_python_without_the_project_s_dependencies_is_told_how_to_run_it():
+    # -S: no site-packages, as a system Python outside the project's .venv has none of them
+    bare = subprocess.run(
+        [sys.executable, "-S", "src/runner.py"], cwd=REPO, capture_output=True, text=True
+    )
+    assert bare.returncode == 2
+    assert bare.stdout == "" and len(bare.stderr.splitlines()) == 1, bare.stderr
+    assert "lacks luigi, mlflow" in bare.stderr and "make run" in bare.stderr

@@ -111,6 +111,9 @@ def test_override_errors_name_the_command_line(root):
         root, overrides=["Trainer.seed=x"]
     )
     assert "--set Trainer.sead" in error(root, overrides=["Trainer.sead=1"])
+    assert error(root, overrides=["PathConfig.Trainer=nowhere"]).startswith(
+        "--set PathConfig.Trainer [PathConfig] Trainer: folder"
+    )
     assert "expected Section.key=value" in error(root, overrides=["seed=1"])
 
 
@@ -140,8 +143,23 @@ def test_path_config_checks_keys_and_folders(root):
     assert get_config().get("PathConfig", "Trainer", None) is None
 
 
-def test_invalid_toml_is_a_config_error(root):
-    assert "not valid TOML" in error(root, "[Trainer\n")
+def test_a_toml_syntax_error_names_the_file_line_and_column_and_shows_the_line(root):
+    message = error(root, '[Dataset\nid_column = "PassengerId"\n')
+    place = BASE.count("\n") + 1  # the broken header is the line after BASE
+    assert message.startswith(f"{root / 'luigi.toml'}:{place}:9: not valid TOML: Expected ']'")
+    assert message.splitlines()[1:] == ["    [Dataset", "            ^"]
+    assert "at the end of the file" in error(root, "[Trainer]\nseed = [1,\n")
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("{C=}", "Invalid value at character 4"),
+     ("{=1}", "Invalid initial character for a key part at character 2"),
+     ('["a",', "Invalid value at its end")],
+)  # fmt: skip
+def test_a_set_value_that_is_broken_toml_names_set(root, value, reason):
+    message = error(root, overrides=[f"Trainer.estimator_params={value}"])
+    assert message == f"--set Trainer.estimator_params: {value!r} is not a TOML value: {reason}"
 
 
 def test_only_the_given_file_is_read(root, monkeypatch, tmp_path):

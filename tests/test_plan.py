@@ -313,6 +313,15 @@ def test_validate_problems_stop_a_task_that_runs(settings):
     assert "luigi.toml [PlSource] n: must be at least 0, got -1" in message
 
 
+def test_a_mistake_found_while_planning_names_set_when_set_gave_the_value(settings):
+    message = plan_error(settings, overrides=["PlSource.n=-1"])
+    assert message.startswith("--set PlSource.n [PlSource] n: must be at least 0"), message
+    elsewhere = settings.project_root / "elsewhere"
+    elsewhere.mkdir()
+    message = plan_error(settings, overrides=[f"PathConfig.PlSource={elsewhere}"])
+    assert message.startswith("--set PathConfig.PlSource [PathConfig] PlSource:"), message
+
+
 def test_an_ambiguous_load_is_refused_at_plan_time(settings):
     message = plan_error(settings, task="PlAmbiguous")
     assert "[PlAmbiguous]" in message

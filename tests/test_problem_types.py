@@ -133,12 +133,41 @@ def test_penguins_are_three_classes_with_a_probability_each(project, example_dat
          "does not fit a regression target: name a regressor"),
         (PENGUINS, 'Dataset.problem_type="binary"', "a binary target takes two values, not 3"),
         (PENGUINS, 'Dataset.problem_type="regression"', "a regression target is a number"),
+        (AMES, 'Evaluator.custom_metrics=["balanced_accuracy"]',
+         "[Evaluator] custom_metrics: 'balanced_accuracy' is a metric for binary or multiclass "
+         "problems; [Dataset] problem_type is regression"),
+        (PENGUINS, "Trainer.estimator_params={max_iters=1000}",
+         "[Trainer] estimator_params: LogisticRegression has no parameter 'max_iters' "
+         "(did you mean max_iter?)"),
+        (PENGUINS, "Trainer.estimator_params={max_iter=-5}",
+         "The 'max_iter' parameter of LogisticRegression must be an int in the range [0, inf)"),
+        (PENGUINS, "Trainer.estimator=sklearn.ensemble.RandomForrestClassifier",
+         "sklearn.ensemble has no RandomForrestClassifier (did you mean RandomForestClassifier?)"),
+        (PENGUINS, "Trainer.estimator=sklearn.linear_modle.LogisticRegression",
+         "no module sklearn.linear_modle (did you mean sklearn.linear_model?)"),
     ],
-    ids=["metric of another problem", "classifier on prices", "three classes", "text"],
+    ids=["metric of another problem", "classifier on prices", "three classes", "text",
+         "custom metric of classes", "unknown estimator param", "refused param value",
+         "misspelt class", "misspelt module"],
 )  # fmt: skip
 def test_wrong_combinations_exit_2_before_any_run(project, example_data, config, override, message):
     with_data(project, example_data, "ames" if config == AMES else "penguins")
     result = run_runner(project, "--config", config, "--set", override)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert runs(project) == []
+
+
+def test_a_sweep_that_selects_a_metric_no_task_logs_stops_before_any_run(project, example_data):
+    with_data(project, example_data, "penguins")
+    result = run_runner(
+        project, "--config", PENGUINS, "--sweep", "Trainer.seed=0,1",
+        "--set", 'Sweep.select="roc_auc"', "--dry-run",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert (
+        "--set Sweep.select [Sweep] select: no task logs 'roc_auc' for a multiclass problem. "
+        "Did you mean 'roc_auc_ovr'?"
+    ) in result.stderr
     assert runs(project) == []

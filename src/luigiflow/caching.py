@@ -264,7 +264,7 @@ def check_reusable(family: str, source: str, config: Config, settings: Settings)
     folder = TaskFolder.from_source(source)
 
     def refuse(message: str) -> ConfigError:
-        return ConfigError(config.path, message, PATH_SECTION, family)
+        return ConfigError(config.source(PATH_SECTION, family), message, PATH_SECTION, family)
 
     recorded = None
     if folder.run_id is not None:

@@ -275,9 +275,8 @@ def _load_config(
 ) -> Config:
     """luigi.toml (or --config), or with --from-run the config an earlier run logged; then
     --set, and `extra` overrides (a sweep's values for one child)."""
-    import toml
 
-    from luigiflow.config import ConfigError, load_config, parse_config
+    from luigiflow.config import ConfigError, load_config, parse_config, parse_toml
     from luigiflow.store import read_run_text
 
     root = settings.project_root
@@ -288,10 +287,7 @@ def _load_config(
     text = read_run_text(args.from_run, CONFIG_ARTIFACT)  # MlflowException: no such run
     if text is None:
         raise ConfigError(source, "not found: the run was not made by this runner")
-    try:
-        raw = toml.loads(text)
-    except toml.TomlDecodeError as error:
-        raise ConfigError(source, f"not valid TOML: {error}") from None
+    raw = parse_toml(text, source)
     return parse_config(raw, source, root, task_classes, overrides, args.task)
 
 

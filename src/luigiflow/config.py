@@ -13,12 +13,12 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import luigi
-import toml
 from luigi.freezing import recursively_unfreeze
 
 from luigiflow.inputs import KEYS as DATASET_KEYS
@@ -31,6 +31,7 @@ from luigiflow.redact import (
     uri_credentials,
 )
 from luigiflow.values import (
+    TOML_PLACE,
     checked,
     implied_by_run_config,
     install_luigi_sections,
@@ -97,6 +98,12 @@ class Config:
     dataset: dict[str, object] = field(default_factory=dict)  # [Dataset] as written
     # A task's value its section leaves out but [RunConfig] gives (`values.FollowsRunConfig`).
     implied: dict[str, dict[str, object]] = field(default_factory=dict)
+    # (section, key) -> where its value came from: the file, `--set Section.key`, `--task`.
+    sources: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def source(self, section: str | None, key: str | None = None) -> str:
+        """Where a value came from, for an error about it: the file unless `--set` gave it."""
+        return self.sources.get((section or "", key or ""), str(self.path))
 
     @property
     def task(self) -> str:
@@ -119,7 +126,10 @@ def parse_override(text: str) -> tuple[str, str, object]:
     section, dot, key = name.strip().rpartition(".")
     if not eq or not dot or not section or not key:
         raise ConfigError("--set", f"expected Section.key=value, got '{text}'")
-    return section, key, read_value(raw)
+    try:
+        return section, key, read_value(raw)
+    except ValueError as error:
+        raise ConfigError(f"--set {section}.{key}", str(error)) from None
 
 
 def load_config(
@@ -132,11 +142,24 @@ def load_config(
     """Load a TOML file, apply overrides and check it (see `parse_config`)."""
     if not path.is_file():
         raise ConfigError(path, "config file not found")
-    try:
-        raw = toml.loads(path.read_text(encoding="utf-8"))
-    except toml.TomlDecodeError as error:
-        raise ConfigError(path, f"not valid TOML: {error}") from None
+    raw = parse_toml(path.read_text(encoding="utf-8"), path)
     return parse_config(raw, path, project_root, task_classes, overrides, task)
+
+
+def parse_toml(text: str, source: str | Path) -> dict[str, dict[str, object]]:
+    """A TOML document, or ConfigError with its line and column and the line itself."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        where = TOML_PLACE.search(str(error))
+        reason = TOML_PLACE.sub("", str(error)).strip()
+        if where is None or where["line"] is None:
+            raise ConfigError(source, f"not valid TOML: {reason} at the end of the file") from None
+        line, column = int(where["line"]), int(where["column"])
+        shown = text.splitlines()[line - 1] if text else ""
+        pointer = " " * (column - 1) + "^"
+        message = f"not valid TOML: {reason}\n    {shown}\n    {pointer}"
+        raise ConfigError(f"{source}:{line}:{column}", message) from None
 
 
 def parse_config(
@@ -177,7 +200,9 @@ def parse_config(
     implied = implied_by_run_config(raw, run, task_classes)
     sweep = dict(raw.get(SWEEP_SECTION, {}))
     dataset = dict(raw.get(DATASET_SECTION, {}))
-    return Config(path, raw, run, input_dir, reuse, paths, secrets, sweep, dataset, implied)
+    return Config(
+        path, raw, run, input_dir, reuse, paths, secrets, sweep, dataset, implied, sources
+    )
 
 
 def _check_sections(

@@ -140,7 +140,8 @@ def make_plan(
 
 def _located(error: InputError, config: Config) -> ConfigError:
     """An input's problem, as a mistake of the config file to change."""
-    return ConfigError(config.path, str(error), error.section, error.key, error.choices, error.name)
+    source = config.source(error.section, error.key)
+    return ConfigError(source, str(error), error.section, error.key, error.choices, error.name)
 
 
 def resolved_config(config: Config, tasks: Iterable[PipelineTask]) -> dict[str, dict[str, object]]:
@@ -193,7 +194,9 @@ def _complete_entries(tasks, entries, fingerprints, config: Config, options) -> 
             # Only the tasks that will run: a reused task's values made its outputs already,
             # and checking them can be costly (Trainer imports its estimator).
             for key, problem in task.validate().items():
-                raise ConfigError(config.path, problem, task.task_family, key)
+                raise ConfigError(
+                    config.source(task.task_family, key), problem, task.task_family, key
+                )
         if entry.decision in (RUN, DEFERRED, SHARED):
             entry.fingerprint = fingerprints.of(task).as_dict()
         if entry.decision in (RUN, COPIED) or entry.cached:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from luigiflow import sweep, tracking, worker
+from luigiflow.attempt import DURATION_METRIC
 from luigiflow.config import SWEEP_SECTION, Config, ConfigError
 from luigiflow.lifecycle import UI_ADDRESS, exit_code, finish, live, open_experiment
 from luigiflow.names import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SWEEP_CHILD_TAG, SWEEP_TAG
@@ -79,17 +80,11 @@ def run(
     """Plan every child, then create the parent and the children, build, compare, register."""
     try:
         children = plan_children(grid, child_config, task_classes, settings, options)
+        check_select(grid, children)
         say_before_run(children[0].plan)
         if args.dry_run:
             print(describe_dry_run(grid, children))
             return EXIT_OK
-        if not grid.select:
-            raise ConfigError(
-                children[0].config.path,
-                'name the metric that picks the best child, e.g. select = "roc_auc"',
-                SWEEP_SECTION,
-                "select",
-            )
         experiment = open_experiment(client, settings, children[0].config, None)
     except USAGE_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
@@ -99,6 +94,29 @@ def run(
         experiment, options,
     )  # fmt: skip
     return live(runs, client, redactor)
+
+
+def check_select(grid: Sweep, children: list) -> None:
+    """`[Sweep] select` must name a metric some task of the children logs for this problem
+    type, or every child would run and none could be compared."""
+    config = children[0].config
+    source = config.source(SWEEP_SECTION, "select")
+    if not grid.select:
+        message = 'name the metric that picks the best child, e.g. select = "cv_accuracy"'
+        raise ConfigError(source, message, SWEEP_SECTION, "select")
+    logged = {
+        name
+        for child in children
+        for task in child.plan.tasks
+        for name in (*task.metric_names(), f"{DURATION_METRIC}/{task.task_family}")
+    }
+    if grid.select not in logged:
+        dataset = children[0].plan.dataset
+        problem = f" for a {dataset.problem_type} problem" if dataset else ""
+        raise ConfigError(
+            source, f"no task logs '{grid.select}'{problem}", SWEEP_SECTION, "select",
+            choices=sorted(logged), name=grid.select,
+        )  # fmt: skip
 
 
 @dataclass

@@ -152,6 +152,11 @@ class PipelineTask(luigi.Task):
         run (see `RegisteredModel`)."""
         return None
 
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics `run()` may log with this config, so that `[Sweep] select` is checked
+        against them before any run exists (a task's `duration_s/<Task>` counts anyway)."""
+        return ()
+
     def conclusions(self) -> dict[str, str]:
         """What the run should say about this task's outputs (a verdict, a registration):
         tagged `luigiflow.<key>` on the run and printed in the summary, even when reused."""

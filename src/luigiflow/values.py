@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import math
 import re
+import tomllib
 from collections.abc import Mapping
 
 import luigi
-import toml
 from luigi.configuration import LuigiTomlParser, get_config
 from luigi.freezing import recursively_unfreeze
 
@@ -171,11 +171,24 @@ def luigi_config_classes() -> dict[str, type[luigi.Config]]:
 
 def read_value(raw: str) -> object:
     """A value from the command line, read as TOML (`3`, `true`, `["a"]`), or taken as a plain
-    string when it is not valid TOML (`sklearn.svm.SVC`)."""
+    string when it is not valid TOML (`sklearn.svm.SVC`). A value that opens as a TOML table,
+    array or string (`{C=}`, `["a",`) meant to be one: ValueError saying where it breaks."""
     try:
-        return toml.loads(f"v = {raw}")["v"]
-    except toml.TomlDecodeError:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError as error:
+        if raw.strip().startswith(("{", "[", '"', "'")):
+            where = TOML_PLACE.search(str(error))
+            column = where["column"] if where else None
+            column = f" at character {int(column) - 4}" if column else " at its end"
+            reason = TOML_PLACE.sub("", str(error)).strip()
+            raise ValueError(f"{raw!r} is not a TOML value: {reason}{column}") from None
         return raw
+
+
+# Where tomllib says a document breaks: "(at line 3, column 9)" or "(at end of document)".
+TOML_PLACE = re.compile(
+    r"\s*\((?:at line (?P<line>\d+), column (?P<column>\d+)|at end of document)\)"
+)
 
 
 def dumps(resolved: Mapping[str, Mapping[str, object]]) -> str:

@@ -60,12 +60,22 @@ class Evaluator(PipelineTask):
             "feature_importance": "feature_importance.png",
         }
 
+    def metric_names(self) -> tuple[str, ...]:
+        return (*STANDARD_METRICS[self.dataset.problem_type], *self.custom_metrics)
+
     def validate(self) -> dict[str, str]:
-        for name in self.custom_metrics:
-            if not callable(getattr(metrics, name, None)):
-                return {"custom_metrics": f"'{name}' is not a function in src/tasks/metrics.py"}
         problem = self.dataset.problem_type
-        known = (*STANDARD_METRICS[problem], *self.custom_metrics)
+        for name in self.custom_metrics:
+            metric = getattr(metrics, name, None)
+            if not callable(metric):
+                return {"custom_metrics": f"'{name}' is not a function in src/tasks/metrics.py"}
+            meant = getattr(metric, "problem_types", None)
+            if meant is not None and problem not in meant:
+                return {
+                    "custom_metrics": f"'{name}' is a metric for {' or '.join(meant)} "
+                    f"problems; [Dataset] problem_type is {problem}"
+                }
+        known = self.metric_names()
         for criterion in self.validation_criteria:
             if error := criterion_problem(criterion, known, problem):
                 return {"validation_criteria": error}

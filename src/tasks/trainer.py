@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import pkgutil
 from typing import TYPE_CHECKING
 
 import luigi
@@ -37,6 +39,13 @@ class Trainer(PipelineTask):
         """The configured estimator, or the default for the dataset's problem type."""
         return self.estimator or DEFAULT_ESTIMATORS[self.dataset.problem_type]
 
+    def metric_names(self) -> tuple[str, ...]:
+        """Cross-validated accuracy for classes, the root mean squared error otherwise, and
+        the score on the train split (what `model.score` gives: accuracy, or R²)."""
+        if self.dataset.is_classification:
+            return ("cv_accuracy", "cv_accuracy_std", "train_accuracy")
+        return ("cv_rmse", "cv_rmse_std", "train_r2")
+
     def gives_probabilities(self) -> bool | None:
         """Whether the estimator predicts probabilities (SVC only with probability=True);
         None when that cannot be told without fitting."""
@@ -68,7 +77,7 @@ class Trainer(PipelineTask):
                 "estimator": f"'{self.estimator_path}' does not fit a {problem} target: "
                 f"name {kind} (or leave estimator out for {DEFAULT_ESTIMATORS[problem]})"
             }
-        return {}
+        return params_problem(example, dict(self.estimator_params))
 
     def run(self) -> None:
         from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
@@ -100,15 +109,12 @@ class Trainer(PipelineTask):
                 mlflow.sklearn.autolog(log_models=False, log_datasets=False, silent=True)
                 model.fit(features, target)
                 mlflow.sklearn.autolog(disable=True)
-        # Accuracy for classes; the root mean squared error (scikit-learn negates it) otherwise.
-        name, scoring, sign = (
-            ("accuracy", "accuracy", 1) if classes else ("rmse", "neg_root_mean_squared_error", -1)
-        )
+        scoring, sign = ("accuracy", 1) if classes else ("neg_root_mean_squared_error", -1)
         scores = sign * cross_val_score(model, features, target, cv=folds, scoring=scoring)
         model.fit(features, target)
-        train_score = "train_accuracy" if classes else "train_r2"  # what model.score gives
+        cv_mean, cv_std, train_score = self.metric_names()
         self.log_metrics(
-            **{f"cv_{name}": scores.mean(), f"cv_{name}_std": scores.std()},
+            **{cv_mean: scores.mean(), cv_std: scores.std()},
             **{train_score: model.score(features, target)},
         )
         self.save_model(model, example=features.head(5))
@@ -133,11 +139,55 @@ def probability_columns(classes, probabilities) -> dict[str, object]:
 
 
 def estimator_class(dotted_path: str) -> type:
-    """`sklearn.linear_model.LogisticRegression` -> the class."""
-    module, _, name = dotted_path.rpartition(".")
-    if not module:
+    """`sklearn.linear_model.LogisticRegression` -> the class; a misspelt module or class
+    is an ImportError or AttributeError naming the nearest one there is."""
+    module_name, _, name = dotted_path.rpartition(".")
+    if not module_name:
         raise ValueError(f"'{dotted_path}' is not a dotted path like sklearn.svm.SVC")
-    return getattr(importlib.import_module(module), name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        parent, _, _ = module_name.rpartition(".")
+        siblings = _submodules(parent) if parent else []
+        raise ImportError(f"no module {module_name}{_nearest(module_name, siblings)}") from None
+    if not hasattr(module, name):
+        public = [n for n in dir(module) if not n.startswith("_")]
+        hint = _nearest(name, public)
+        raise AttributeError(f"{module_name} has no {name}{hint}")
+    return getattr(module, name)
+
+
+def params_problem(example: object, params: dict) -> dict[str, str]:
+    """`estimator_params` the estimator lacks or refuses, before anything is fitted: an
+    unknown key with the nearest parameter it has, or scikit-learn's own check of a value."""
+    known = example.get_params(deep=False)
+    for key in params:
+        if key not in known:
+            hint = _nearest(key, list(known))
+            has = "" if hint else f" (it has: {', '.join(sorted(known))})"
+            return {
+                "estimator_params": f"{type(example).__name__} has no parameter '{key}'{hint}{has}"
+            }
+    check = getattr(example.set_params(**params), "_validate_params", None)
+    try:
+        if callable(check):
+            check()  # scikit-learn's constraints on each parameter, as fit would apply them
+    except (ValueError, TypeError) as error:
+        return {"estimator_params": str(error).replace("\n", " ")}
+    return {}
+
+
+def _nearest(name: str, choices: list[str]) -> str:
+    near = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f" (did you mean {near[0]}?)" if near else ""
+
+
+def _submodules(package: str) -> list[str]:
+    try:
+        found = importlib.import_module(package)
+    except ImportError:
+        return []
+    return [f"{package}.{m.name}" for m in pkgutil.iter_modules(getattr(found, "__path__", []))]
 
 
 def build_pipeline(
