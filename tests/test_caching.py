@@ -200,7 +200,7 @@ def test_explicit_reuse_made_with_another_config_is_refused(project, first):
 
 
 def test_a_failed_trainer_leaves_its_upstream_reusable(project):
-    bad = run_runner(project, "--set", "Trainer.estimator_params={ no_such_option = 1 }")
+    bad = run_runner(project, "--set", "Trainer.cv_folds=5000")
     assert bad.returncode == 1
     failed = runs(project)[0]
     run, _ = latest_run(project)

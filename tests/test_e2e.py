@@ -147,6 +147,44 @@ def test_config_errors_exit_2_and_create_no_run(project):
     assert result.returncode == 2 and runs(project) == []
 
 
+def test_input_files_that_are_not_what_they_seem_exit_2_before_any_run(project):
+    inputs = project / "input"
+    train, test = (inputs / "train.csv").read_text(), (inputs / "test.csv").read_text()
+    (inputs / "train.csv").unlink()
+    (inputs / "train.csv").symlink_to("/etc/passwd")
+    result = run_runner(project, "--dry-run")
+    assert result.returncode == 2, result.stderr
+    assert "train.csv links to /etc/passwd, outside the input folder" in result.stderr
+    assert "root:" not in result.stderr + result.stdout and "Traceback" not in result.stderr
+
+    (inputs / "train.csv").unlink()
+    lines = train.splitlines()
+    (inputs / "train.csv").write_text("\n".join([*lines[:3], lines[3] + ",extra", *lines[4:]]))
+    result = run_runner(project)
+    assert result.returncode == 2
+    assert "train.csv line 4 has" in result.stderr and "where the header has" in result.stderr
+
+    (inputs / "train.csv").write_text(train)
+    first = test.splitlines()[1]
+    (inputs / "test.csv").write_text(test + first + "\n")  # one id twice
+    result = run_runner(project)
+    assert result.returncode == 2
+    assert "[Dataset] id_column:" in result.stderr and "an id must be unique" in result.stderr
+    assert f"'{first.split(',')[0]}' (lines 2, {len(test.splitlines()) + 1})" in result.stderr
+
+    header, *rows = test.splitlines()
+    age = header.split(",").index("Age")
+    broken = [r.split(",") for r in rows]
+    broken[4][age] = "unknown"
+    (inputs / "test.csv").write_text("\n".join([header, *(",".join(r) for r in broken)]) + "\n")
+    result = run_runner(project)
+    assert result.returncode == 2
+    assert "test.csv column 'Age' is a column of numbers with text in it: 'unknown' (line 6)" in (
+        result.stderr
+    )
+    assert runs(project) == []
+
+
 def test_a_failing_task_fails_the_run_and_leaves_nothing_that_looks_complete(project):
     save = '        self.save("submission", table)'
     edit_task(
@@ -306,10 +344,10 @@ def test_ctrl_c_mid_run_ends_killed_with_130(project):
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_failed_upstream_task_is_named_and_its_downstream_not_run(project, workers):
-    bad = "Trainer.estimator_params={ no_such_option = 1 }"
-    result = run_runner(project, "--set", bad, "--workers", workers)
+    # More folds than rows of a class: known only once the Trainer reads its split.
+    result = run_runner(project, "--set", "Trainer.cv_folds=5000", "--workers", workers)
     assert result.returncode == 1
-    assert "no_such_option" in result.stderr
+    assert "too few for 5000-fold cross-validation" in result.stderr
     assert re.search(r"Trainer\s+failed", result.stdout)
     assert re.search(r"Prediction\s+not run\s+an upstream task failed", result.stdout)
     [run] = runs(project)

@@ -12,9 +12,10 @@ from luigiflow.inputs import (
     DatasetError,
     InputError,
     InputFile,
-    check_target,
+    check_files,
     problem_type_of,
     resolve,
+    resolve_dataset,
 )
 
 
@@ -124,25 +125,87 @@ def test_a_wrong_dataset_names_the_key(written, key, message):
     assert caught.value.key == key
 
 
-@pytest.mark.parametrize(
-    ("problem", "column", "message"),
-    [
-        ("binary", "yes\nno\nNA\n", "needs a value on every row; line 4 has 'NA' (read as"),
-        ("binary", 'yes\nno\n""\n', "needs a value on every row; line 4 has no value"),
-        ("binary", "a\nb\nc\n", "takes two values, not 3: 'a' (1 row), 'b' (1 row), 'c' (1 row)"),
-        ("multiclass", "a\nb\na\n", 'has only two classes: set [Dataset] problem_type = "binary"'),
-        ("multiclass", "a\na\n", "needs at least two classes; all rows are a"),
-        ("regression", "1.5\n2\nabc\nx\n", "is a number; line 4 has 'abc' (2 such rows)"),
-        ("regression", "1.5\n2\n-3e4\n", None),
-        ("multiclass", "3\n7\n9\n3\n", None),
-    ],
-)  # fmt: skip
-def test_the_target_must_suit_the_problem_type(problem, column, message):
-    text = "y\n" + column
-    target = InputFile("train.csv", ("y",), target="y", problem=problem)
-    if message is None:
-        check_target(text, Path("train.csv"), target)
-        return
-    with pytest.raises(InputError) as error:
-        check_target(text, Path("train.csv"), target)
-    assert f"column 'y': a {problem} target {message}" in str(error.value)
+class Reads:
+    """A task as `check_files` sees it: its input files."""
+
+    task_family = "Reads"
+
+    def __init__(self, **files: InputFile) -> None:
+        self.files = files
+
+    def input_files(self) -> dict[str, InputFile]:
+        return self.files
+
+    def significant_params(self) -> dict[str, str]:
+        return {}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "input").mkdir()
+    return tmp_path
+
+
+def test_an_input_file_that_links_outside_the_project_is_refused(project, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("elsewhere") / "secret.csv"
+    outside.write_text("id,x\n1,2\n")
+    (project / "input" / "train.csv").symlink_to(outside)
+    with pytest.raises(InputError) as refused:
+        check_files(Reads(t=InputFile("train.csv")), project / "input", project)
+    assert str(refused.value) == (
+        f"{project / 'input' / 'train.csv'} links to {outside}, outside the input folder "
+        "and the project"
+    )
+    with pytest.raises(InputError, match=r"train\.csv links to .*secret\.csv"):
+        resolve_dataset({"id_column": "id"}, project / "input", project)
+    (project / "input" / "passwd.csv").symlink_to("/etc/passwd")
+    with pytest.raises(InputError, match="links to /etc/passwd"):
+        check_files(Reads(t=InputFile("passwd.csv")), project / "input", project)
+
+
+def test_a_link_inside_the_project_is_fine_and_a_folder_is_no_input_file(project):
+    (project / "data.csv").write_text("id,x\n1,2\n")
+    (project / "input" / "train.csv").symlink_to(project / "data.csv")
+    check_files(Reads(t=InputFile("train.csv", ("id",))), project / "input", project)
+    (project / "input" / "test.csv").mkdir()
+    with pytest.raises(InputError, match=r"test\.csv is not a regular file"):
+        check_files(Reads(t=InputFile("test.csv")), project / "input", project)
+
+
+def test_a_ragged_row_and_a_repeated_id_are_named_by_line(project):
+    path = project / "input" / "test.csv"
+    path.write_text('id,x\n1,2\n2,"a, b"\n3,4,5\n')
+    with pytest.raises(InputError, match=r"test\.csv line 4 has 3 fields where the header has 2"):
+        check_files(Reads(t=InputFile("test.csv")), project / "input", project)
+    path.write_text("id,x\n892,1\n893,2\n892,3\n")
+    with pytest.raises(DatasetError) as repeated:
+        check_files(Reads(t=InputFile("test.csv", unique=("id",))), project / "input", project)
+    assert repeated.value.key == "id_column"
+    assert "column 'id': an id must be unique, and 1 value repeat: '892' (lines 2, 4)" in str(
+        repeated.value
+    )
+
+
+def test_a_column_of_numbers_with_a_few_words_is_refused_unless_declared_categorical(project):
+    rows = "\n".join(f"{i},{i % 2},{'unknown' if i in (3, 17) else 20 + i}" for i in range(40))
+    (project / "input" / "train.csv").write_text("id,y,age\n" + rows + "\n")
+    written = {"id_column": "id", "target_column": "y"}
+    with pytest.raises(DatasetError) as refused:
+        resolve_dataset(written, project / "input", project)
+    assert refused.value.key == "categorical_columns"
+    assert (
+        "column 'age' holds numbers but for 2 values: 'unknown' (line 5), 'unknown' (line 19). "
+        "Clean it in Preprocessor (src/tasks/preprocessor.py), or declare 'age' categorical in "
+        "[Dataset] categorical_columns"
+    ) in str(refused.value)
+    declared = {**written, "categorical_columns": ["age"]}
+    dataset, _ = resolve_dataset(declared, project / "input", project)
+    assert dataset.categorical_columns == ("age",)
+
+
+def test_text_in_a_column_the_model_takes_as_numbers_is_refused(project):
+    (project / "input" / "test.csv").write_text("id,age\n1,22\n2,n/a?\n3,\n")
+    scoring = InputFile("test.csv", numeric=("age",))
+    with pytest.raises(DatasetError, match=r"'age' is a column of numbers with text in it: "
+                       r"'n/a\?' \(line 3\)"):  # fmt: skip
+        check_files(Reads(t=scoring), project / "input", project)

@@ -72,7 +72,7 @@ def test_resume_finishes_a_killed_run_in_place(project, how):
 
 
 def test_resume_after_a_failure_and_what_it_refuses(project):
-    bad = "Trainer.estimator_params={ no_such_option = 1 }"
+    bad = "Trainer.cv_folds=5000"  # too many folds: the Trainer fails as it runs
     assert run_runner(project, "--set", bad).returncode == 1
     [failed] = runs(project)
     run_id = failed.info.run_id
@@ -90,7 +90,7 @@ def test_resume_after_a_failure_and_what_it_refuses(project):
         assert refused.returncode == 2, extra
     # The run's own config is kept: the bad value fails again, in the same run.
     again = run_runner(project, "--resume", run_id)
-    assert again.returncode == 1 and "no_such_option" in again.stderr
+    assert again.returncode == 1 and "5000-fold" in again.stderr
     assert runs(project)[0].info.status == "FAILED" and len(runs(project)) == 1
 
     edit_task(project, "trainer", TRAINER_TOP, "        changed = True")

@@ -93,7 +93,7 @@ def check_the_rerun_and_a_plain_run_reuse_it(project, parent, children, table) -
 
 
 def test_a_failing_child_leaves_the_others_finished_and_the_parent_failed(project):
-    bad = "Trainer.estimator_params={max_iter=1000,C=-1},{max_iter=1000,C=1}"
+    bad = "Trainer.cv_folds=5000,3"  # the first child fails as its Trainer runs
     result = run_runner(project, "--sweep", bad)
     assert result.returncode == 1, result.stdout
     parent, children = sweep_runs(project)

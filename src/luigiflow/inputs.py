@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from luigiflow import contents
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -63,6 +65,8 @@ class InputFile:
     encoding: str = "utf-8"
     target: str = ""
     problem: str = "binary"  # a problem type of [Dataset], which the target's values must suit
+    unique: tuple[str, ...] = ()  # columns whose values name one row each (an id)
+    numeric: tuple[str, ...] = ()  # columns that must hold numbers and nothing else
 
 
 class ReadsInputs(Protocol):
@@ -215,29 +219,33 @@ def read_train(path) -> pd.DataFrame:
 
 
 def resolve_dataset(
-    written: Mapping[str, object], input_dir: Path
+    written: Mapping[str, object], input_dir: Path, project_root: Path
 ) -> tuple[Dataset | None, pd.DataFrame | None]:
     """`[Dataset]` completed from train.csv, with train.csv as read for it; (None, None)
-    without a `[Dataset]`."""
+    without a `[Dataset]`. A column read as text that is nearly all numbers is refused unless
+    `categorical_columns` names it."""
     if not written:
         return None, None
-    path = input_dir / TRAIN_FILE
-    if not path.is_file():
-        raise InputError(f"{TRAIN_FILE} not found in {input_dir}")
-    _header(_decoded(path, "utf-8"), path)  # readable, with rows
+    path = _regular_file(input_dir, TRAIN_FILE, project_root)
+    text = _decoded(path, "utf-8")
+    _header(text, path)  # readable, with rows
+    _checked(contents.check_rows, text, path)
     train = read_train(path)
-    return resolve(written, train), train
+    dataset = resolve(written, train)
+    if "categorical_columns" in dataset.inferred:
+        _checked(contents.check_mostly_numeric, train, path, dataset.categorical_columns)
+    return dataset, train
 
 
-def check_files(task: ReadsInputs, input_dir: Path) -> None:
-    """The input files of one task: present, readable in their encoding, with a header, rows
-    and the columns the task needs."""
+def check_files(task: ReadsInputs, input_dir: Path, project_root: Path) -> None:
+    """The input files of one task: regular files in the project or the input folder, readable
+    in their encoding, with a header, rows as wide as it, the columns the task needs, and
+    what `InputFile` says of their values."""
     for input_file in task.input_files().values():
-        path = input_dir / input_file.filename
-        if not path.is_file():
-            raise InputError(f"{input_file.filename} not found in {input_dir}")
+        path = _regular_file(input_dir, input_file.filename, project_root)
         text = _decoded(path, input_file.encoding)
         header = _header(text, path)
+        _checked(contents.check_rows, text, path)
         for column in input_file.columns:
             if column not in header:
                 params = task.significant_params()
@@ -247,50 +255,41 @@ def check_files(task: ReadsInputs, input_dir: Path) -> None:
                 message = f"{path} has no column '{column}'"
                 raise InputError(message, task.task_family, key, choices=header, name=column)
         if input_file.target:
-            check_target(text, path, input_file)
+            _checked(contents.check_target, text, path, input_file.target, input_file.problem)
+        if input_file.unique or input_file.numeric:
+            _check_values(text, path, input_file)
 
 
-def check_target(text: str, path: Path, input_file: InputFile) -> None:
-    """The target column's values must suit the problem type: present on every row; two
-    values for a binary target and at least two for a multiclass one (a split stratifies by
-    them, a classifier needs two classes); numbers for a regression."""
+def _check_values(text: str, path: Path, input_file: InputFile) -> None:
     import pandas as pd
 
-    column, problem = input_file.target, input_file.problem
-    raw = pd.read_csv(io.StringIO(text), usecols=[column], dtype=str, keep_default_na=False)
-    values = raw[column].str.strip()
-    # What pandas reads as missing (NA, null, nan...) is missing here too, as the tasks see it.
-    missing = pd.read_csv(io.StringIO(text), usecols=[column], dtype=str)[column].isna()
-    missing |= values == ""
-    where = f"{path} column '{column}': a {problem} target"
+    columns = sorted({*input_file.unique, *input_file.numeric})
+    table = pd.read_csv(io.StringIO(text), usecols=columns, dtype=str)
+    _checked(contents.check_unique, table, path, input_file.unique)
+    _checked(contents.check_numeric, table, path, input_file.numeric)
 
-    def first(bad: pd.Series, what: str) -> str:
-        line, value = int(bad.index[0]) + 2, bad.iloc[0]
-        found = f"line {line} has no value" if value == "" else f"line {line} has '{value}'"
-        found += " (read as missing)" if value != "" and what.endswith("row") else ""
-        return f"{what}; {found}" + (f" ({len(bad)} such rows)" if len(bad) > 1 else "")
 
-    if missing.any():
-        raise InputError(f"{where} {first(values[missing], 'needs a value on every row')}")
-    if problem == "regression":
-        bad = values[pd.to_numeric(values, errors="coerce").isna()]
-        if len(bad):
-            raise InputError(f"{where} {first(bad, 'is a number')}")
-        return
-    counts = values.value_counts()
-    if len(counts) < 2:
-        raise InputError(f"{where} needs at least two classes; all rows are {counts.index[0]}")
-    if problem == "multiclass" and len(counts) == 2:
-        raise InputError(f'{where} has only two classes: set [Dataset] problem_type = "binary"')
-    if problem == "binary" and len(counts) > 2:
-        found = ", ".join(
-            f"'{value}' ({n} row{'s' * (n != 1)})" for value, n in counts.head(5).items()
-        )
-        more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
-        raise InputError(
-            f"{where} takes two values, not {len(counts)}: {found}{more} "
-            '(or set [Dataset] problem_type = "multiclass")'
-        )
+def _checked(check, *args) -> None:
+    try:
+        check(*args)
+    except contents.ContentError as error:
+        raise (
+            DatasetError(error.key, str(error)) if error.key else InputError(str(error))
+        ) from None
+
+
+def _regular_file(input_dir: Path, filename: str, project_root: Path) -> Path:
+    """An input file is a regular file, and a link only to one inside the input folder or the
+    project: never a way to read (or digest into a run's records) a file from elsewhere."""
+    path = input_dir / filename
+    if not path.exists():
+        raise InputError(f"{filename} not found in {input_dir}")
+    target = path.resolve()
+    if not target.is_file():
+        raise InputError(f"{path} is not a regular file")
+    if not any(target.is_relative_to(p.resolve()) for p in (input_dir, project_root)):
+        raise InputError(f"{path} links to {target}, outside the input folder and the project")
+    return path
 
 
 def _decoded(path: Path, encoding: str) -> str:

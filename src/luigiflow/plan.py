@@ -3,10 +3,10 @@
 From the requested task down, every task whose output is needed is looked at. A task whose
 output can be reused, named in `[PathConfig]` or found in the tracking store by its
 fingerprint, counts as complete, so what lies below it is not needed. The result is the run
-context (`context.RunContext`): written with the run, it is all any process needs to know.
-Every problem found here (a missing input file or column, a bad parameter value, an output
-that cannot be reused, an ambiguous input name, a model of another kind than the registered
-one it would replace) is a ConfigError: exit status 2 and no run.
+context (`runstate.RunContext`): written with the run, all any process needs to know. Every
+problem found here (a missing or untrusted input file, a bad value, an output that cannot be
+reused, an ambiguous input name, a model of another kind than the one it would replace) is a
+ConfigError: exit status 2 and no run.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def make_plan(
     reused; in a sweep's child (`child`), also what another child makes and what is left to
     the sweep's parent."""
     try:
-        dataset, train = resolve_dataset(config.dataset, config.input_dir)
+        dataset, train = resolve_dataset(config.dataset, config.input_dir, settings.project_root)
     except InputError as error:
         raise _located(error, config) from None
     values = config.task_sections()
@@ -107,7 +107,7 @@ def make_plan(
             raise ConfigError("--force", message, choices=families, name=name)
     for task in tasks:
         try:  # a DatasetError here: a task reads [Dataset], and luigi.toml has none
-            check_files(task, config.input_dir)
+            check_files(task, config.input_dir, settings.project_root)
         except InputError as error:
             raise _located(error, config) from None
         _check_loads(task, config)
@@ -140,20 +140,17 @@ def make_plan(
 
 def _located(error: InputError, config: Config) -> ConfigError:
     """An input's problem, as a mistake of the config file to change."""
-    source = config.source(error.section, error.key)
-    return ConfigError(source, str(error), error.section, error.key, error.choices, error.name)
+    where = (error.section, error.key)
+    return ConfigError(config.source(*where), str(error), *where, error.choices, error.name)
 
 
 def resolved_config(config: Config, tasks: Iterable[PipelineTask]) -> dict[str, dict[str, object]]:
-    """Every value the run uses, defaults included, in native TOML types: the run context, and
-    logged as the run's config (loadable with --config as it is) and as its params. Secrets
-    stay references; the run's note, name and tags are masked (only the runner reads them,
-    from its config)."""
+    """Every value the run uses, defaults included, natively: the run context, logged as the
+    run's config (loadable with --config) and params. Secrets stay references; the run's note,
+    name and tags are masked (only the runner reads them, from its config)."""
     run = {k: v for k, v in config.run.items() if v not in ("", {}, None)}
-    resolved: dict[str, dict[str, object]] = {
-        RUN_SECTION: Redactor().mapping(run),
-        PATH_SECTION: dict(config.paths),
-    }
+    resolved: dict[str, dict[str, object]] = {RUN_SECTION: Redactor().mapping(run)}
+    resolved[PATH_SECTION] = dict(config.paths)
     for section, values in config.sections.items():
         if section not in (RUN_SECTION, PATH_SECTION, SWEEP_SECTION):  # a run is one combination
             resolved[section] = dict(values)

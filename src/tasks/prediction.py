@@ -30,8 +30,12 @@ class Prediction(PipelineTask):
     outputs = {"submission": "submission.csv", "predictions": "predictions.parquet"}
 
     def input_files(self) -> dict[str, InputFile]:
-        columns = (self.dataset.id_column, *self.dataset.features)
-        return {"scoring": InputFile(self.scoring_file, columns)}
+        data = self.dataset
+        columns = (data.id_column, *data.features)
+        scoring = InputFile(
+            self.scoring_file, columns, unique=(data.id_column,), numeric=data.numeric_columns
+        )
+        return {"scoring": scoring}
 
     def validate(self) -> dict[str, str]:
         return registry.uri_problems(model_uri=self.model_uri) if self.model_uri else {}

@@ -19,7 +19,12 @@ class Preprocessor(PipelineTask):
         data = self.dataset
         columns = (data.id_column, data.target_column, *data.features)
         target = InputFile(
-            "train.csv", columns, target=data.target_column, problem=data.problem_type
+            "train.csv",
+            columns,
+            target=data.target_column,
+            problem=data.problem_type,
+            unique=(data.id_column,),
+            numeric=data.numeric_columns,
         )
         return {"train.csv": target}
 
