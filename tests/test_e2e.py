@@ -185,6 +185,19 @@ def test_input_files_that_are_not_what_they_seem_exit_2_before_any_run(project):
     assert runs(project) == []
 
 
+def test_output_closed_early_ends_quietly_with_the_run_s_true_status(project):
+    """`python src/runner.py | head -1`: the reader goes after the first line."""
+    runner = start_runner(project)
+    assert runner.stdout.readline().startswith("Run ")
+    runner.stdout.close()
+    stderr = runner.stderr.read()
+    assert runner.wait(timeout=300) == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+    [run] = runs(project)
+    assert run.info.status == "FINISHED"
+    assert (artifacts(project, run) / "Prediction" / "submission.csv").is_file()
+
+
 def test_a_failing_task_fails_the_run_and_leaves_nothing_that_looks_complete(project):
     save = '        self.save("submission", table)'
     edit_task(

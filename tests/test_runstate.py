@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -225,3 +230,26 @@ def test_a_tasks_parameters_are_those_of_its_run_whatever_config_luigi_has(clien
     assert CtxTask(run_id=first).task_id != CtxTask(run_id=second).task_id
     assert CtxTask(run_id=first, seed=9).seed == 9, "a value given explicitly wins"
     assert CtxTask(run_id="not-a-run").seed == 0, "no run: Luigi's config and defaults"
+
+
+def test_a_zombie_or_a_recycled_pid_is_no_runner_and_a_live_one_is():
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)  # fmt: skip
+    try:
+        record = run_context.RunnerRecord(
+            socket.gethostname(), child.pid, run_context.process_start(child.pid), 0.0, 60.0
+        )
+        assert record.process_start and not run_context.runner_gone(record, started=0.0)
+        recycled = dataclasses.replace(record, process_start=str(int(record.process_start) - 1))
+        assert run_context.runner_gone(recycled, started=0.0)
+        child.stdin.close()  # it exits; unreaped, it stays in /proc as a zombie
+        for _ in range(200):
+            with open(f"/proc/{child.pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the child never became a zombie")
+        assert run_context.runner_gone(record, started=0.0)
+    finally:
+        child.wait()

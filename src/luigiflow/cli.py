@@ -164,7 +164,9 @@ def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | 
 
     # Only now, with the environment complete, may luigi and mlflow be imported.
     from luigiflow import lifecycle, worker
+    from luigiflow.report import QuietWhenClosed
 
+    sys.stdout = QuietWhenClosed(sys.stdout)
     quiet_mlflow_logger()
     if args.repair_store:
         return _repair(settings)

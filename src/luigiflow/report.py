@@ -38,6 +38,35 @@ from luigiflow.runstate import (
 )
 from luigiflow.targets import TaskFolder
 
+
+class QuietWhenClosed:
+    """Standard output that goes quiet once its reader is gone (`runner.py | head -3`): the
+    run goes on and ends with its true status and exit code, the log keeps every line. The
+    closed descriptor is pointed at /dev/null, for forked workers and the final flush too."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.closed_early = stream, False
+
+    def write(self, text: str) -> int:
+        return self._quietly(self.stream.write, text) or len(text)
+
+    def flush(self) -> None:
+        self._quietly(self.stream.flush)
+
+    def _quietly(self, call, *args) -> Any:
+        if self.closed_early:
+            return None
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            self.closed_early = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 CLEAR = "\r\033[K"  # back to the start of the terminal's line, erased
 
 

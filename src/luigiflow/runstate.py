@@ -309,12 +309,15 @@ def read_runner_record(run_id: str) -> RunnerRecord | None:
 
 
 def process_start(pid: int) -> str:
-    """When a process started (from /proc), so a recycled pid is not taken for the runner."""
+    """When a live process started (from /proc), so a recycled pid is not taken for the
+    runner; "" for none, or for a zombie (a runner killed with `kill -9` whose parent died
+    too or never reaps it: its pid stays in /proc, its process is gone)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+            state, *fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
         return ""
+    return "" if state in ("Z", "X") or len(fields) < 19 else fields[18]
 
 
 def heartbeat_interval() -> float:
