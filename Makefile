@@ -58,9 +58,9 @@ lint: $(VENV)/.installed-dev
 
 # MLflow's background job runner (five more processes importing MLflow) is off: the pages
 # need none of it, and it made the first page load several times slower on two cores.
+# The address is recorded for the runner's links (.luigiflow/ui_url); every experiment's is printed.
 ui: $(VENV)/.installed  ## the MLflow UI on the project's store, at http://127.0.0.1:$(UI_PORT)
-	cd $(CURDIR) && MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui \
-		--backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(UI_PORT) --workers 1
+	$(BIN)/python scripts/ui.py --port $(UI_PORT)
 
 serve: $(VENV)/.installed  ## serve models:/<model_name>@<alias> of [Register] at http://127.0.0.1:$(SERVE_PORT)
 	$(BIN)/python src/serve.py --port $(SERVE_PORT) $(ARGS)

@@ -13,9 +13,10 @@ import luigi
 import pytest
 from conftest import complete_outputs
 
-from luigiflow import caching
+from luigiflow import caching, reasons
 from luigiflow.caching import Fingerprint, Fingerprints
 from luigiflow.names import FINGERPRINT_TAG, MANIFEST
+from luigiflow.runstate import DEFERRED, REUSED, RUN, TaskPlan
 from luigiflow.task import InputFile, PipelineTask
 
 
@@ -60,24 +61,41 @@ def test_the_digest_depends_on_every_part_and_on_nothing_else():
     assert base.as_dict()["digest"] == base.digest
 
 
-def test_differences_say_what_changed_in_words():
-    earlier = fingerprint().as_dict()
+def test_differences_say_what_changed_the_task_s_own_first_and_empty_values_as_such():
+    earlier = fingerprint(params={"seed": "0", "Dataset.target": '"Survived"', "name": ""})
     now = fingerprint(
-        params={"seed": "1", "new": "x"},
+        params={"seed": "1", "new": "x", "Dataset.target": '"Fare"', "name": "LogisticRegression"},
         inputs={"data.csv": "zz"},
         code="other",
         upstream={"U": "other"},
         versions={"pandas": "3.1"},
     )
-    assert now.differences(earlier) == [
+    assert reasons.differences(now, earlier.as_dict()) == [
+        "T.name (empty) → LogisticRegression",
         "T.new (unset) → x",
         "T.seed 0 → 1",
-        "input data.csv changed",
         "code of T changed",
+        "input data.csv changed",
         "upstream U changed",
+        'Dataset.target "Survived" → "Fare"',
         "pandas 3.0 → 3.1",
     ]
-    assert fingerprint().differences(earlier) == ["fingerprint changed"]
+    assert reasons.differences(fingerprint(), fingerprint().as_dict()) == ["fingerprint changed"]
+
+
+def test_an_upstream_task_is_changed_only_when_it_reruns_in_this_plan():
+    earlier, now = fingerprint().as_dict(), fingerprint(upstream={"U": "other"})
+    reused = TaskPlan("U", [], REUSED, source=f"runs:/{'a' * 32}/U", cached=True)
+    assert reasons.differences(now, earlier, {"U": reused}) == [
+        f"upstream U reused from run {'a' * 32}, not the earlier run's"
+    ]
+    deferred = TaskPlan("U", [], DEFERRED)
+    assert reasons.differences(now, earlier, {"U": deferred}) == [
+        "upstream U left to the sweep's parent"
+    ]
+    assert reasons.differences(now, earlier, {"U": TaskPlan("U", [], RUN)}) == [
+        "upstream U changed"
+    ]
 
 
 def test_fingerprints_cover_inputs_code_and_build_on_reused_sources(tmp_path):
@@ -142,11 +160,17 @@ def test_outputs_gone_from_the_store_are_not_found(client, tmp_path, experiments
     assert caching.find_reusable(client, experiments, "T", "d1").run_id is None
 
 
-def test_why_run_compares_with_the_newest_earlier_run(client, tmp_path, experiments):
-    assert caching.why_run(client, experiments, fingerprint()) == "no earlier run"
-    earlier = fingerprint(code="old code").as_dict()
-    finished_run(client, experiments[0], "T", earlier["digest"], earlier)
-    assert caching.why_run(client, experiments, fingerprint()) == "code of T changed"
+def test_why_run_compares_with_the_newest_earlier_run_of_the_same_experiment(client, experiments):
+    home, other = (client.get_experiment_by_name(n).experiment_id for n in ("a", "b"))
+    assert reasons.why_run(client, experiments, home, fingerprint()) == "no earlier run"
+    mine = fingerprint(code="old code").as_dict()
+    finished_run(client, home, "T", mine["digest"], mine)
+    theirs = fingerprint(params={"seed": "7"}).as_dict()
+    newest_elsewhere = finished_run(client, other, "T", theirs["digest"], theirs)
+    assert reasons.why_run(client, experiments, home, fingerprint()) == "code of T changed"
+    assert reasons.why_run(client, experiments, None, fingerprint()) == (
+        f"vs 'b' run {newest_elsewhere[:8]}: T.seed 7 → 0"
+    )
 
 
 def test_tampered_outputs_are_passed_over_and_tagged_never_to_be_offered_again(client, experiments):

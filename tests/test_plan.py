@@ -138,7 +138,8 @@ def load(root: Path, extra: str = "", task: str | None = None, overrides=(), hea
     (root / "input").mkdir(exist_ok=True)
     (root / "input" / "data.csv").write_text(f"{header}\n1,2\n3,4\n")
     path = root / "luigi.toml"
-    path.write_text(f'[RunConfig]\ntask = "PlTop"\n\n[PathConfig]\ninput = "input"\n{extra}')
+    run_config = '[RunConfig]\ntask = "PlTop"\nexperiment_name = "earlier"\n'
+    path.write_text(f'{run_config}\n[PathConfig]\ninput = "input"\n{extra}')
     return load_config(path, root, TASKS, overrides, task)
 
 
@@ -153,10 +154,12 @@ def earlier_run(client, settings, families_and_fingerprints: dict[str, dict]) ->
     """A finished run made by hand, as a runner leaves it: per task a fingerprint tag and a
     complete output folder whose manifest says what it was made from (the run's own upstream
     folders)."""
-    experiment = client.create_experiment(
-        "earlier", artifact_location=str(settings.project_root / "artifacts")
+    experiment = client.get_experiment_by_name("earlier")
+    run = client.create_run(
+        experiment.experiment_id
+        if experiment
+        else client.create_experiment("earlier", str(settings.project_root / "artifacts"))
     )
-    run = client.create_run(experiment)
     run_id, root = run.info.run_id, Path(run.info.artifact_uri)
     for family, fingerprint in families_and_fingerprints.items():
         client.set_tag(run_id, FINGERPRINT_TAG.format(family), fingerprint["digest"])
@@ -375,6 +378,23 @@ def test_a_changed_parameter_says_why_the_task_runs(settings, client):
     assert entries["PlMiddle"].decision == RUN
     assert entries["PlMiddle"].reason == "PlMiddle.rate 0.5 → 0.7"
     assert entries["PlSource"].decision == RUN, "needed by a task that runs"
+
+
+def test_an_upstream_task_reused_from_an_older_run_is_not_called_changed(settings, client):
+    """The newest PlTop was built on another PlMiddle; this plan reuses an older one."""
+    first = make_plan(PlTop, load(settings.project_root), settings).context
+    older = earlier_run(client, settings, {f: first.tasks[f].fingerprint for f in TASKS_BELOW})
+    other = make_plan(PlTop, load(settings.project_root, "[PlMiddle]\nrate = 0.7\n"), settings)
+    earlier_run(client, settings, {f: e.fingerprint for f, e in other.context.tasks.items()})
+    entries = make_plan(PlTop, load(settings.project_root), settings).context.tasks
+    assert entries["PlMiddle"].source == f"runs:/{older}/PlMiddle"
+    assert (
+        entries["PlTop"].reason
+        == f"upstream PlMiddle reused from run {older}, not the earlier run's"
+    )
+
+
+TASKS_BELOW = ("PlSource", "PlMiddle")
 
 
 def test_force_reruns_a_task_and_its_downstream_and_reuses_below(settings, client):

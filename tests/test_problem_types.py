@@ -109,6 +109,9 @@ def test_penguins_are_three_classes_with_a_probability_each(project, example_dat
     assert {"accuracy", "f1_macro", "f1_weighted", "roc_auc_ovr", "log_loss"} <= set(metrics)
     assert not {"precision", "roc_auc", "rmse"} & set(metrics)
     assert metrics["f1_macro"] >= 0.9 and run.data.tags["luigiflow.validation"] == "VALIDATED"
+    # The estimator left out is the one the problem type implies, named as if written.
+    assert run.info.run_name == "LogisticRegression"
+    assert run.data.params["Trainer.estimator"] == "sklearn.linear_model.LogisticRegression"
 
     folder = artifacts(project, run)
     plots = {p.name for p in (folder / "Evaluator").glob("*.png")}

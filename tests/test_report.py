@@ -142,6 +142,12 @@ def test_not_run_says_whether_an_upstream_task_failed():
     assert found["Report"] == TaskOutcome("Report", "not run"), "its upstream finished"
 
 
+def test_what_did_not_run_in_an_interrupted_run_says_so():
+    context = context_of(plan_entry("Prep"), plan_entry("Train", ["Prep"]))
+    found = by_task(outcomes(context, {"Prep": record("Prep", KILLED, 1.0)}, interrupted=True))
+    assert found["Train"] == TaskOutcome("Train", "not run", None, "the run was interrupted")
+
+
 def test_outcomes_keep_the_plan_order():
     context = context_of(plan_entry("Z"), plan_entry("A", ["Z"]), plan_entry("M", ["A"]))
     assert [o.task for o in outcomes(context, {})] == ["Z", "A", "M"]

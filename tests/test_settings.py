@@ -8,14 +8,16 @@ from pathlib import Path
 import pytest
 
 from luigiflow.settings import (
+    UI_RECORD,
     Settings,
     UnknownProfile,
     absolute_sqlite_uri,
     find_project_root,
     load_settings,
+    ui_address,
 )
 
-WRITTEN = (  # load_settings writes these into os.environ
+WRITTEN = (  # load_settings (or the .env files it loads) write these into os.environ
     "PROJECT_ROOT",
     "LUIGI_CONFIG_PATH",
     "LUIGI_CONFIG_PARSER",
@@ -26,6 +28,7 @@ WRITTEN = (  # load_settings writes these into os.environ
     "MLFLOW_SQLALCHEMYSTORE_POOLCLASS",
     "LUIGIFLOW_PROFILE",
     "LUIGIFLOW_SCHEDULER_URL",
+    "LUIGIFLOW_UI_URL",
 )
 OWNER = "LUIGIFLOW_TEST_OWNER"  # a variable only the .env files of these tests set
 
@@ -155,6 +158,7 @@ def test_resolved_values_are_written_to_the_environment(project):
         "MLFLOW_SQLALCHEMYSTORE_POOLCLASS": "NullPool",
         "LUIGIFLOW_PROFILE": "local",
         "LUIGIFLOW_SCHEDULER_URL": None,  # none given: a scheduler inside the runner
+        "LUIGIFLOW_UI_URL": None,  # read (a .env may set it), never written
     }
 
 
@@ -246,3 +250,17 @@ def test_the_scheduler_url_on_the_command_line_wins(project, monkeypatch):
     chosen = load_settings(project, scheduler_url="http://given:8082/")
     assert chosen.scheduler_url == "http://given:8082"
     assert os.environ["LUIGIFLOW_SCHEDULER_URL"] == "http://given:8082"
+
+
+def test_the_printed_ui_is_the_one_set_else_the_one_make_ui_serves_else_mlflow_s(
+    project, monkeypatch
+):
+    assert ui_address(project) == "http://127.0.0.1:5000"
+    (project / UI_RECORD).parent.mkdir()
+    (project / UI_RECORD).write_text("http://127.0.0.1:51577\n")  # `make ui UI_PORT=51577`
+    assert ui_address(project) == "http://127.0.0.1:51577"
+    monkeypatch.setenv("LUIGIFLOW_UI_URL", "https://mlflow.example.org/")
+    assert ui_address(project) == "https://mlflow.example.org"
+    write_env(project, ".env", LUIGIFLOW_UI_URL="http://team-ui:8080")
+    monkeypatch.delenv("LUIGIFLOW_UI_URL")
+    assert load_settings(project).ui_url == "http://team-ui:8080", "from .env too"

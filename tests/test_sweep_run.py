@@ -3,9 +3,14 @@ children compared and the winner alone registered."""
 
 from __future__ import annotations
 
+import re
+import shlex
+
 import pandas as pd
 import pytest
-from conftest import artifacts, reused_from, run_runner, runs, store, task_statuses
+from conftest import REPO, artifacts, reused_from, run_runner, runs, store, task_statuses
+
+from luigiflow.runstate import RunContext
 
 pytestmark = pytest.mark.slow
 
@@ -90,6 +95,22 @@ def check_the_rerun_and_a_plain_run_reuse_it(project, parent, children, table) -
         source = reused_from(latest)[family]
         assert source == f"runs:/{children[1].info.run_id}/{family}"
     assert ran(latest) == {"Register", "Prediction"}, "a child's Prediction did not register"
+
+
+def test_the_readme_s_sweep_prints_a_line_per_child_and_its_summary_within_the_width(project):
+    readme = (REPO / "docs" / "sweeps.md").read_text()
+    command = next(line for line in readme.splitlines() if line.startswith("python src/runner.py"))
+    args = shlex.split(command)[2:]
+    result = run_runner(project, *args)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) <= 25, result.stdout
+    assert max(len(line) for line in lines) <= 120, result.stdout
+    assert sum(bool(re.match(r"  child \d: run [0-9a-f]{32} \(", line)) for line in lines) == 6
+    assert "forced" not in result.stdout
+    parent, _ = sweep_runs(project)
+    context = (artifacts(project, parent) / "luigiflow" / "context.json").read_text()
+    assert RunContext.from_json(context).tasks["Register"].reason == "for the winner"
 
 
 def test_a_failing_child_leaves_the_others_finished_and_the_parent_failed(project):

@@ -64,36 +64,6 @@ class Fingerprint:
     def as_dict(self) -> dict:
         return {"digest": self.digest, **asdict(self)}
 
-    def differences(self, earlier: dict) -> list[str]:
-        """Why this fingerprint differs from an earlier one (from a manifest), in words."""
-        reasons = []
-        old_params = earlier.get("params", {})
-        for key in sorted(set(old_params) | set(self.params)):
-            old, new = old_params.get(key, "(unset)"), self.params.get(key, "(unset)")
-            if old != new:
-                name = key if key.startswith("Dataset.") else f"{self.task}.{key}"
-                reasons.append(f"{name} {_brief(old)} → {_brief(new)}")
-        old_inputs = earlier.get("inputs", {})
-        for name in sorted(set(old_inputs) | set(self.inputs)):
-            if old_inputs.get(name) != self.inputs.get(name):
-                reasons.append(f"input {name} changed")
-        if earlier.get("code") != self.code:
-            reasons.append(f"code of {self.task} changed")
-        old_upstream = earlier.get("upstream", {})
-        for name in sorted(set(old_upstream) | set(self.upstream)):
-            if old_upstream.get(name) != self.upstream.get(name):
-                reasons.append(f"upstream {name} changed")
-        old_versions = earlier.get("versions", {})
-        for name in sorted(self.versions):
-            if old_versions.get(name) != self.versions[name]:
-                reasons.append(f"{name} {old_versions.get(name, '?')} → {self.versions[name]}")
-        return reasons or ["fingerprint changed"]
-
-
-def _brief(value: str, width: int = 40) -> str:
-    """A parameter's value as the reasons show it: long lists of columns cut short."""
-    return value if len(value) <= width else value[: width - 1] + "…"
-
 
 class Fingerprints:
     """The fingerprints of one pipeline, computed once each, for the plan.
@@ -181,7 +151,7 @@ def find_reusable(client: MlflowClient, experiments: list[str], family: str, dig
     outputs made before manifests recorded digests, are passed over)."""
     lookup = Lookup(None)
     # `<digest>:<manifest digest>`, or a bare `<digest>` on a run made before the two joined
-    for run in _runs_with(client, experiments, family, f"LIKE '{digest}%'", max_results=20):
+    for run in runs_with(client, experiments, family, f"LIKE '{digest}%'", max_results=20):
         tags, run_id = run.data.tags, run.info.run_id
         if BROKEN_TAG.format(family) in tags:  # found broken before: said, never used
             lookup.rejected.append(tags[BROKEN_TAG.format(family)])
@@ -206,29 +176,15 @@ def find_reusable(client: MlflowClient, experiments: list[str], family: str, dig
     return lookup
 
 
-def why_run(client: MlflowClient, experiments: list[str], fingerprint: Fingerprint) -> str:
-    """Why the task must run: what differs from its newest earlier run."""
-    earlier = _runs_with(client, experiments, fingerprint.task, "LIKE '%'", max_results=1)
-    if not earlier:
-        return "no earlier run"
-    run_id = earlier[0].info.run_id
-    manifest = _manifest(run_id, fingerprint.task)
-    if manifest is None:
-        return f"outputs of run {run_id} are gone"
-    recorded = manifest.get("fingerprint", {})
-    if recorded.get("digest") == fingerprint.digest:
-        return f"outputs of run {run_id} are gone"
-    return ", ".join(fingerprint.differences(recorded))
-
-
 def searchable_experiments(client: MlflowClient) -> list[str]:
     """Every active experiment on the store: a colleague's runs are reused too."""
     return [e.experiment_id for e in client.search_experiments()]
 
 
-def _runs_with(
+def runs_with(
     client: MlflowClient, experiments: list[str], family: str, condition: str, max_results: int
 ) -> list:
+    """The newest runs first whose fingerprint tag for `family` meets `condition`."""
     if not experiments:
         return []
     return client.search_runs(
@@ -237,13 +193,6 @@ def _runs_with(
         order_by=["attributes.start_time DESC"],
         max_results=max_results,
     )
-
-
-def _manifest(run_id: str, family: str) -> dict | None:
-    try:
-        return TaskFolder(run_id, family).manifest()
-    except (OSError, MlflowException):  # artifacts removed (`mlflow gc`) or unreachable
-        return None
 
 
 def file_digest(path: Path) -> str:

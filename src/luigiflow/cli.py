@@ -164,7 +164,7 @@ def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | 
 
     # Only now, with the environment complete, may luigi and mlflow be imported.
     from luigiflow import lifecycle, worker
-    from luigiflow.report import QuietWhenClosed
+    from luigiflow.terminal import QuietWhenClosed
 
     sys.stdout = QuietWhenClosed(sys.stdout)
     quiet_mlflow_logger()
@@ -203,7 +203,10 @@ def _new_run(args, settings: Settings, task_classes, log_path: Path, handlers) -
         config = _load_config(args, settings, task_classes)
         redactor = _redact_logs(handlers, config)
         options = CacheOptions(
-            not args.no_cache, frozenset(args.force), args.allow_mismatch, args.copy_reused
+            enabled=not args.no_cache,
+            force=frozenset(args.force),
+            allow_mismatch=args.allow_mismatch,
+            copy=args.copy_reused,
         )
         grid = sweep.load(config.sweep, args.sweeps, str(config.path), _sweepable(task_classes))
         if grid:

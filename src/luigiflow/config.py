@@ -31,7 +31,7 @@ from luigiflow.redact import (
     uri_credentials,
 )
 from luigiflow.values import (
-    TOML_PLACE,
+    NotToml,
     checked,
     implied_by_run_config,
     install_luigi_sections,
@@ -151,15 +151,12 @@ def parse_toml(text: str, source: str | Path) -> dict[str, dict[str, object]]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        where = TOML_PLACE.search(str(error))
-        reason = TOML_PLACE.sub("", str(error)).strip()
-        if where is None or where["line"] is None:
-            raise ConfigError(source, f"not valid TOML: {reason} at the end of the file") from None
-        line, column = int(where["line"]), int(where["column"])
-        shown = text.splitlines()[line - 1] if text else ""
-        pointer = " " * (column - 1) + "^"
-        message = f"not valid TOML: {reason}\n    {shown}\n    {pointer}"
-        raise ConfigError(f"{source}:{line}:{column}", message) from None
+        problem = NotToml(error)
+        if problem.line is None:
+            raise ConfigError(source, f"{problem} at the end of the file") from None
+        shown, pointer = text.splitlines()[problem.line - 1], " " * (problem.column - 1) + "^"
+        where = f"{source}:{problem.line}:{problem.column}"
+        raise ConfigError(where, f"{problem}\n    {shown}\n    {pointer}") from None
 
 
 def parse_config(
@@ -269,23 +266,12 @@ def _check_keys(section: str, values, known, sources, path) -> None:
             raise ConfigError(source, "unknown key", section, key, known, name=key)
 
 
-def _check_task(
-    run: Mapping[str, object],
-    sources: Mapping[tuple[str, str], str],
-    path: Path | str,
-    task_classes: Mapping[str, type[luigi.Task]],
-) -> None:
+def _check_task(run: Mapping[str, object], sources, path, task_classes) -> None:
     if "task" not in run:
         raise ConfigError(path, 'no task to build: set task = "<TaskName>"', RUN_SECTION)
     if run["task"] not in task_classes:
-        raise ConfigError(
-            sources[(RUN_SECTION, "task")],
-            f"unknown task '{run['task']}'",
-            RUN_SECTION,
-            "task",
-            choices=task_classes,
-            name=str(run["task"]),
-        )
+        name, source = str(run["task"]), sources[(RUN_SECTION, "task")]
+        raise ConfigError(source, f"unknown task '{name}'", RUN_SECTION, "task", task_classes, name)
 
 
 def _refuse_uri_credentials(
@@ -316,13 +302,7 @@ def check_secrets(sections: Mapping[str, Mapping[str, object]], source: str) -> 
         raise ConfigError(source, str(unset), unset.section, unset.key)
 
 
-def _path_config(
-    values: Mapping[str, object],
-    sources: Mapping[tuple[str, str], str],
-    path: Path,
-    project_root: Path,
-    task_classes: Mapping[str, type],
-) -> tuple[Path, dict[str, str]]:
+def _path_config(values, sources, path, project_root: Path, task_classes) -> tuple[Path, dict]:
     """`[PathConfig]`: the input folder, and earlier outputs to reuse keyed by task name."""
     reuse: dict[str, str] = {}
     for key, value in values.items():
@@ -350,12 +330,8 @@ def _reuse_source(value: str, source: str, task: str, project_root: Path) -> str
         raise ConfigError(source, f"'{value}': a path with '..' is not allowed", PATH_SECTION, task)
     if value.startswith("runs:"):
         if not RUNS_URI.match(value):
-            raise ConfigError(
-                source,
-                f"'{value}' is not of the form runs:/<32-hex run id>/{task}",
-                PATH_SECTION,
-                task,
-            )
+            problem = f"'{value}' is not of the form runs:/<32-hex run id>/{task}"
+            raise ConfigError(source, problem, PATH_SECTION, task)
         return value
     if "://" in value or value.startswith("mlflow-artifacts:"):
         raise ConfigError(

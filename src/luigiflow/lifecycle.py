@@ -46,9 +46,9 @@ from luigiflow.report import conclude, outcomes, summary
 from luigiflow.runstate import SHARED
 from luigiflow.settings import Settings
 from luigiflow.store import Ending
+from luigiflow.terminal import shown
 from luigiflow.worker import USAGE_ERRORS
 
-UI_ADDRESS = "http://127.0.0.1:5000"
 STARTED = time.monotonic()  # the summary reports the whole invocation, imports included
 
 
@@ -165,9 +165,13 @@ def new_run(
             settings.project_root, sys.argv, adopted,
         )  # fmt: skip
         outputs = {task.task_family: task.outputs for task in plan.tasks}
-        tracking.prepare(client, run_id, plan.context, outputs, settings.tracking_uri, UI_ADDRESS)
+        tracking.prepare(
+            client, run_id, plan.context, outputs, settings.tracking_uri, settings.ui_url
+        )
         print(f"Run {run_id} started: {config.task} in experiment '{experiment.name}'", flush=True)
-        url = tracking.run_url(settings.tracking_uri, experiment.experiment_id, run_id, UI_ADDRESS)
+        url = tracking.run_url(
+            settings.tracking_uri, experiment.experiment_id, run_id, settings.ui_url
+        )
         return run_id, url
 
     run = PlainRun(args, settings, client, plan, log_path, task_classes, begin)
@@ -197,7 +201,9 @@ def resume(args, settings: Settings, task_classes, log_path: Path, handlers) -> 
         kept = ", ".join(sorted(earlier)) or "none"
         print(f"Run {run_id} resumed: {context.root} (kept from the earlier attempt: {kept})")
         experiment_id = client.get_run(run_id).info.experiment_id
-        return run_id, tracking.run_url(settings.tracking_uri, experiment_id, run_id, UI_ADDRESS)
+        return run_id, tracking.run_url(
+            settings.tracking_uri, experiment_id, run_id, settings.ui_url
+        )
 
     run = PlainRun(args, settings, client, plan, log_path, task_classes, begin, earlier)
     return live(run, client, redactor)
@@ -282,7 +288,7 @@ def finish(
             "read a shared task's record", lambda m=maker, f=family: runstate.read_record(m, f)
         )
         done.update({family: record} if record else {})
-    task_outcomes = outcomes(plan.context, done, earlier, unread)
+    task_outcomes = outcomes(plan.context, done, earlier, unread, interrupted=status == "KILLED")
     found = (
         ending.step(
             "write the report",
@@ -296,7 +302,8 @@ def finish(
     shutil.rmtree(store.staging_root() / "staging" / run_id, ignore_errors=True)
     seconds = time.monotonic() - STARTED
     if say:
-        print(summary(task_outcomes, f"{status} in {seconds:.1f}s", url, f"Log: {log_path}", found))
+        log = f"Log: {shown(log_path)}"
+        print(summary(task_outcomes, f"{status} in {seconds:.1f}s", url, log, found))
     problems = ending.problems[problems_before:]
     if problems:
         state = f"is {status}" if ended else "may be left RUNNING (the next runner marks it KILLED)"

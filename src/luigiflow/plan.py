@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from luigi.freezing import recursively_unfreeze
 
-from luigiflow import caching, registry
+from luigiflow import caching, reasons, registry
 from luigiflow.config import (
     DATASET_SECTION,
     PATH_SECTION,
@@ -59,6 +59,7 @@ class CacheOptions:
     force: frozenset[str] = frozenset()  # rerun these tasks and what depends on them
     allow_mismatch: bool = False  # accept a [PathConfig] source made with another config
     copy: bool = False  # copy reused outputs into the new run
+    forced_because: str = "forced (--force)"  # what a forced task says: the runner may force
 
 
 @dataclass
@@ -111,13 +112,18 @@ def make_plan(
         except InputError as error:
             raise _located(error, config) from None
         _check_loads(task, config)
+    implied = {t.task_family: t.implied_values() for t in tasks}
+    if any(implied.values()):  # built again, with what the data implies written in
+        values = {**values, **{f: {**values.get(f, {}), **v} for f, v in implied.items() if v}}
+        draft_id = draft(values, task_class.get_task_family(), config.paths.get("input", "input"))
+        tasks = _upstream_first(task_class(run_id=draft_id))
 
     fingerprints = caching.Fingerprints(config.input_dir, dataset and dataset.as_config())
     entries = {
         t.task_family: TaskPlan(t.task_family, [d.task_family for d in t.upstream()]) for t in tasks
     }
     _explicit_reuse(tasks, entries, fingerprints, config, settings, options)
-    _decide(tasks, entries, fingerprints, options, child)
+    _decide(tasks, entries, fingerprints, options, child, config.run.get("experiment_name"))
     _complete_entries(tasks, entries, fingerprints, config, options)
     _locate_skipped(tasks, entries)
     registering = [t for t in tasks if entries[t.task_family].decision in (RUN, DEFERRED)]
@@ -222,7 +228,7 @@ def _explicit_reuse(tasks, entries, fingerprints, config, settings, options) -> 
         expected = fingerprints.of(next(t for t in tasks if t.task_family == family))
         if recorded[family].get("digest") == expected.digest:
             continue
-        differences = ", ".join(expected.differences(recorded[family]))
+        differences = ", ".join(reasons.differences(expected, recorded[family]))
         if not options.allow_mismatch:
             raise ConfigError(
                 config.path,
@@ -234,13 +240,15 @@ def _explicit_reuse(tasks, entries, fingerprints, config, settings, options) -> 
         entries[family].mismatch = differences
 
 
-def _decide(tasks, entries, fingerprints, options, child: SweepChild | None) -> None:
-    """From the requested task down: reuse what can be, run the rest, skip what is not needed."""
+def _decide(tasks, entries, fingerprints, options, child: SweepChild | None, home) -> None:
+    """From the requested task down: reuse what can be, run the rest, skip what is not needed;
+    then say why each task runs (once what it is built on is decided)."""
     forced = _with_downstream(tasks, options.force)
     experiments = caching.searchable_experiments(client()) if options.enabled else []
     needed = {tasks[-1].task_family}
     if child is not None:
         _defer(tasks, entries, fingerprints, needed)
+    rejected: dict[str, list[str]] = {}  # the tasks that run -> earlier outputs refused
     for task in reversed(tasks):  # every task after all the tasks that require it
         family, entry = task.task_family, entries[task.task_family]
         if entry.decision == DEFERRED:
@@ -256,34 +264,24 @@ def _decide(tasks, entries, fingerprints, options, child: SweepChild | None) -> 
             entry.reason = f"made once for the sweep, by {maker[1]}"
             needed.update(entry.upstream)
             continue
-        rejected: list[str] = []
+        rejected[family] = []
         if options.enabled and family not in forced:
             digest = fingerprints.of(task).digest
             lookup = caching.find_reusable(client(), experiments, family, digest)
-            run_id, rejected = lookup.run_id, lookup.rejected
-            if run_id:
+            rejected[family] = lookup.rejected
+            if lookup.run_id:
                 entry.decision, entry.source, entry.cached = (
                     REUSED,
-                    f"runs:/{run_id}/{family}",
+                    f"runs:/{lookup.run_id}/{family}",
                     True,
                 )
                 entry.fingerprint = fingerprints.of(task).as_dict()
                 fingerprints.sources[family] = digest
+                del rejected[family]
                 continue
         needed.update(entry.upstream)
-        entry.reason = _why_run(
-            task, family in forced, options, rejected, experiments, fingerprints
-        )
-
-
-def _why_run(task, forced: bool, options, rejected: list[str], experiments, fingerprints) -> str:
-    if forced:
-        return "forced (--force)"
-    if not options.enabled:
-        return "cache disabled (--no-cache)"
-    if rejected:
-        return f"earlier outputs failed verification: {rejected[0]}"
-    return caching.why_run(client(), experiments, fingerprints.of(task))
+    explain = reasons.Explain(client(), experiments, home, options.forced_because)
+    explain.each(tasks, entries, fingerprints, forced if options.enabled else None, rejected)
 
 
 def _defer(tasks, entries, fingerprints, needed: set[str]) -> None:

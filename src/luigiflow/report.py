@@ -1,143 +1,35 @@
-"""What a person reads: progress while tasks run, a summary, and report.html.
+"""What a person reads once a run ends: the summary, what the tasks concluded, and report.html.
 
-Progress is printed by Luigi event handlers, in the process that runs the task (the
-runner or a Luigi worker process), so they appear wherever the work happens. The summary and
-the report are built from the run context (what the plan decided) and the per-task records
-(what happened), wherever those tasks ran. Everything else Luigi and MLflow say goes to the
-log file (and to the terminal with `-v`).
+The summary and the report are built from the run context (what the plan decided) and the
+per-task records (what happened), wherever those tasks ran. Progress while tasks run is
+`terminal`'s.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
-import traceback
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from luigiflow.cards import run_report
-from luigiflow.names import CONCLUSION_TAG, REPORT_ARTIFACT, VERBOSE_VARIABLE
+from luigiflow.names import CONCLUSION_TAG, REPORT_ARTIFACT
 from luigiflow.plan import Plan
-from luigiflow.redact import Redactor
 from luigiflow.runstate import (
     COPIED,
     DEFERRED,
     FAILED,
     FINISHED,
     REUSED,
-    RUN,
     SHARED,
     SKIPPED,
     RunContext,
     TaskPlan,
     TaskRecord,
-    find,
 )
 from luigiflow.targets import TaskFolder
-
-
-class QuietWhenClosed:
-    """Standard output that goes quiet once its reader is gone (`runner.py | head -3`): the
-    run goes on and ends with its true status and exit code, the log keeps every line. The
-    closed descriptor is pointed at /dev/null, for forked workers and the final flush too."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream, self.closed_early = stream, False
-
-    def write(self, text: str) -> int:
-        return self._quietly(self.stream.write, text) or len(text)
-
-    def flush(self) -> None:
-        self._quietly(self.stream.flush)
-
-    def _quietly(self, call, *args) -> Any:
-        if self.closed_early:
-            return None
-        try:
-            return call(*args)
-        except BrokenPipeError:
-            self.closed_early = True
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
-            return None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.stream, name)
-
-
-CLEAR = "\r\033[K"  # back to the start of the terminal's line, erased
-
-
-def progress_mode() -> str:
-    """How progress is shown: "verbose" (-v: a line per task as it starts and ends), "line"
-    (a terminal: one line, updated in place) or "tasks" (a log, as in CI: a line per task as
-    it ends)."""
-    if os.environ.get(VERBOSE_VARIABLE):
-        return "verbose"
-    return "line" if sys.stdout.isatty() else "tasks"
-
-
-def _line(text: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')}  {text}", file=sys.stdout, flush=True)
-
-
-def _update(text: str) -> None:
-    print(f"{CLEAR}{time.strftime('%H:%M:%S')}  {text}", end="", file=sys.stdout, flush=True)
-
-
-def _name(task: Any) -> str:
-    """The task, and in a sweep which child's task."""
-    context = find(task.run_id)
-    label = context.label if context else ""
-    return f"{task.task_family:<14}" + (f" [{label}]" if label else "")
-
-
-def _position(task: Any) -> str:
-    """ "(3 of 6)": where the task is among those the run makes."""
-    context = find(task.run_id)
-    to_run = [f for f, e in context.tasks.items() if e.decision == RUN] if context else []
-    if task.task_family not in to_run:
-        return ""
-    return f"({to_run.index(task.task_family) + 1} of {len(to_run)})"
-
-
-def _reason(task: Any) -> str:
-    context = find(task.run_id)
-    entry = context.tasks.get(task.task_family) if context else None
-    return f"  {entry.reason}" if entry and entry.reason else ""
-
-
-def follow(task_class: Any) -> None:
-    """Show each task of `task_class` as it starts, finishes or fails (Luigi events), the way
-    `progress_mode` says."""
-    import luigi
-
-    mode = progress_mode()
-
-    @task_class.event_handler(luigi.Event.START)
-    def started(task: Any) -> None:
-        if mode == "verbose":
-            _line(f"{_name(task)} started")
-        elif mode == "line":
-            _update(f"{_name(task)} running {_position(task)}")
-
-    @task_class.event_handler(luigi.Event.PROCESSING_TIME)
-    def finished(task: Any, seconds: float) -> None:
-        if mode == "line":
-            _update(f"{_name(task)} finished in {seconds:.1f}s {_position(task)}")
-        else:
-            why = _reason(task) if mode == "tasks" else ""
-            _line(f"{_name(task)} finished in {seconds:.1f}s{why}")
-
-    @task_class.event_handler(luigi.Event.FAILURE)
-    def failed(task: Any, error: BaseException) -> None:
-        if mode == "line":
-            print(CLEAR, end="", flush=True)
-        _line(f"{_name(task)} FAILED")
-        text = "".join(traceback.format_exception(error))
-        print(Redactor.from_environment(task.context.config).text(text), file=sys.stderr)
+from luigiflow.terminal import CLEAR, fit, progress_mode
 
 
 @dataclass
@@ -169,7 +61,7 @@ def summary(
     for o in shown:
         seconds = f"{o.seconds:6.1f}s" if o.seconds is not None else " " * 7
         detail = f"  {o.detail}" if o.detail else ""
-        lines.append(f"  {o.task:<{width}}  {o.outcome:<16}{seconds}{detail}")
+        lines.append(fit(f"  {o.task:<{width}}  {o.outcome:<16}{seconds}{detail}"))
     for key, value in (conclusions or {}).items():
         if value:
             lines.append(f"  {key.replace('.', ' ').capitalize()}: {value}")
@@ -184,18 +76,21 @@ def outcomes(
     records: Mapping[str, TaskRecord],
     earlier: Collection[str] = frozenset(),
     unknown: Collection[str] = frozenset(),
+    interrupted: bool = False,
 ) -> list[TaskOutcome]:
     """What became of each task: the plan's decision, and the record of a task that ran
     (`earlier`: tasks that finished in an earlier attempt of a resumed run). `unknown`: tasks
     whose record the store could not give; among them, those in `records` are known from
-    this process's own records, and the others are "unknown", never "not run"."""
+    this process's own records, and the others are "unknown", never "not run". In a run that
+    was `interrupted`, what did not run says so, not that something failed."""
     found, done = [], set()
     for family, entry in context.tasks.items():
         outcome = _decided(context, entry) or _ran(entry, records.get(family), family in earlier)
         if family in unknown and (outcome is None or outcome.outcome == "ran"):
             outcome = _unread(family, outcome, family in earlier)
         if outcome is None:
-            detail = "" if set(entry.upstream) <= done else "an upstream task failed"
+            stopped = "the run was interrupted" if interrupted else "an upstream task failed"
+            detail = "" if set(entry.upstream) <= done else stopped
             outcome = TaskOutcome(family, "not run", None, detail)
         if outcome.outcome in ("reused", "copied", "ran", "kept", "shared", "deferred", "finished"):
             done.add(family)

@@ -15,6 +15,9 @@ from dotenv import load_dotenv
 DEFAULT_PROFILE = "local"  # the laptop: the embedded store and a scheduler in the process
 PROFILE_VARIABLE = "LUIGIFLOW_PROFILE"
 SCHEDULER_VARIABLE = "LUIGIFLOW_SCHEDULER_URL"
+UI_VARIABLE = "LUIGIFLOW_UI_URL"  # the MLflow UI the printed links open (embedded store)
+UI_RECORD = ".luigiflow/ui_url"  # written by `make ui`: the address it serves the store at
+DEFAULT_UI = "http://127.0.0.1:5000"
 
 
 class UnknownProfile(Exception):
@@ -29,6 +32,7 @@ class Settings:
     artifact_root: Path
     profile: str = DEFAULT_PROFILE
     scheduler_url: str = ""  # a central luigid; empty: a scheduler inside the runner
+    ui_url: str = DEFAULT_UI  # where `make ui` serves the embedded store (`ui_address`)
 
     @property
     def embedded_store(self) -> bool:
@@ -105,7 +109,16 @@ def load_settings(
     if tracking_uri.startswith("sqlite:"):
         # A fresh SQLite connection per session: safe across Luigi's forked worker processes.
         os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
-    return Settings(root, config, tracking_uri, artifact_root, profile, scheduler_url)
+    ui_url = ui_address(root)
+    return Settings(root, config, tracking_uri, artifact_root, profile, scheduler_url, ui_url)
+
+
+def ui_address(root: Path) -> str:
+    """The UI a person opens the printed links in: LUIGIFLOW_UI_URL, else the address the last
+    `make ui` served (`make ui UI_PORT=51577`), else MLflow's default."""
+    recorded = root / UI_RECORD
+    written = recorded.read_text().strip() if recorded.is_file() else ""
+    return (os.environ.get(UI_VARIABLE) or written or DEFAULT_UI).rstrip("/")
 
 
 def absolute_sqlite_uri(uri: str, root: Path) -> str:

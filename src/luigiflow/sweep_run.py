@@ -30,7 +30,7 @@ from typing import Any
 from luigiflow import sweep, tracking, worker
 from luigiflow.attempt import DURATION_METRIC
 from luigiflow.config import SWEEP_SECTION, Config, ConfigError
-from luigiflow.lifecycle import UI_ADDRESS, exit_code, finish, live, open_experiment
+from luigiflow.lifecycle import exit_code, finish, live, open_experiment
 from luigiflow.names import EXIT_FAILED, EXIT_OK, EXIT_USAGE, SWEEP_CHILD_TAG, SWEEP_TAG
 from luigiflow.plan import CacheOptions, Plan, SweepChild, make_plan
 from luigiflow.redact import Redactor
@@ -40,6 +40,7 @@ from luigiflow.settings import Settings
 from luigiflow.store import Ending
 from luigiflow.sweep import Sweep
 from luigiflow.targets import TaskFolder
+from luigiflow.terminal import fit, shown
 from luigiflow.worker import USAGE_ERRORS
 
 
@@ -99,17 +100,12 @@ def run(
 def check_select(grid: Sweep, children: list) -> None:
     """`[Sweep] select` must name a metric some task of the children logs for this problem
     type, or every child would run and none could be compared."""
-    config = children[0].config
-    source = config.source(SWEEP_SECTION, "select")
+    source = children[0].config.source(SWEEP_SECTION, "select")
     if not grid.select:
         message = 'name the metric that picks the best child, e.g. select = "cv_accuracy"'
         raise ConfigError(source, message, SWEEP_SECTION, "select")
-    logged = {
-        name
-        for child in children
-        for task in child.plan.tasks
-        for name in (*task.metric_names(), f"{DURATION_METRIC}/{task.task_family}")
-    }
+    tasks = [task for child in children for task in child.plan.tasks]
+    logged = {n for t in tasks for n in (*t.metric_names(), f"{DURATION_METRIC}/{t.task_family}")}
     if grid.select not in logged:
         dataset = children[0].plan.dataset
         problem = f" for a {dataset.problem_type} problem" if dataset else ""
@@ -144,11 +140,9 @@ class SweepRuns:
             self.client, self.experiment, self.grid, children, self.redactor, settings
         )
         self.parent_url = self._url(self.parent_id)
-        print(
-            f"Run {self.parent_id} started: a sweep of {len(children)} runs of "
-            f"{children[0].plan.root} in experiment '{self.experiment.name}'",
-            flush=True,
-        )
+        root, name = children[0].plan.root, self.experiment.name
+        print(f"Run {self.parent_id} started: a sweep of {len(children)} runs of {root} in "
+              f"experiment '{name}'", flush=True)  # fmt: skip
         for child in children:
             self._start_child(child)
 
@@ -183,7 +177,7 @@ class SweepRuns:
 
     def _url(self, run_id: str) -> str:
         return tracking.run_url(
-            self.settings.tracking_uri, self.experiment.experiment_id, run_id, UI_ADDRESS
+            self.settings.tracking_uri, self.experiment.experiment_id, run_id, self.settings.ui_url
         )
 
     def _start_child(self, child: Child) -> None:
@@ -208,10 +202,10 @@ class SweepRuns:
         outputs = {task.task_family: task.outputs for task in child.plan.tasks}
         tracking.prepare(
             self.client, child.run_id, child.plan.context, outputs, self.settings.tracking_uri,
-            UI_ADDRESS,
+            self.settings.ui_url,
         )  # fmt: skip
         child.url = self._url(child.run_id)
-        print(f"  child {child.number}: run {child.run_id} ({child.label})", flush=True)
+        print(fit(f"  child {child.number}: run {child.run_id} ({child.label})"), flush=True)
 
     def _end_parent(self, status: str, code: int, ending: Ending) -> int:
         """Compare the children; register the winner if every child finished; end the
@@ -245,8 +239,8 @@ class SweepRuns:
             client, self.parent_id, status, plan, self.log_path, self.parent_url, extra=extra,
             say=False, ending=ending,
         )  # fmt: skip
-        print(sweep.summary(grid, children, table, best, best_validated, status, found, why_not))
-        print(f"  MLflow: {self.parent_url}\n  Log: {self.log_path}")
+        said = sweep.summary(grid, children, table, best, best_validated, status, found, why_not)
+        print(f"{fit(said)}\n  MLflow: {self.parent_url}\n  Log: {shown(self.log_path)}")
         return exit_code(code, found, self.args.require_validated and best_validated is None)
 
     def _register(self, winner: Child, value: float) -> tuple[Plan, bool]:
@@ -254,7 +248,9 @@ class SweepRuns:
         (found by fingerprint like any cached output); True when they finished."""
         config = self.child_config(sweep.overrides(winner.values))  # the winner's
         family = _deferred([winner])[-1]
-        options = replace(self.options, enabled=True, force=frozenset({family}), copy=False)
+        because = "forced (--force)" if family in self.options.force else "for the winner"
+        options = replace(self.options, enabled=True, force=frozenset({family}), copy=False,
+                          forced_because=because)  # fmt: skip
         plan = make_plan(self.task_classes[family], config, self.settings, options)
         plan.context.promotion = {
             "metric": self.grid.select, "direction": self.grid.direction,

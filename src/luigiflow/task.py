@@ -137,6 +137,12 @@ class PipelineTask(luigi.Task):
         """External files read from `[PathConfig] input`; checked before the run starts."""
         return {}
 
+    def implied_values(self) -> dict[str, object]:
+        """Values of parameters left out of the config that the task decides from the data
+        (the Trainer's estimator, by problem type). The plan writes them in, so the run
+        records, names, fingerprints and shows what it uses, as if it had been written."""
+        return {}
+
     def validate(self) -> dict[str, str]:
         """Check parameter values before the run starts: {parameter: what is wrong}. Asked only
         of tasks that will run (a reused task's values already made its outputs)."""

@@ -177,18 +177,26 @@ def read_value(raw: str) -> object:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError as error:
         if raw.strip().startswith(("{", "[", '"', "'")):
-            where = TOML_PLACE.search(str(error))
-            column = where["column"] if where else None
-            column = f" at character {int(column) - 4}" if column else " at its end"
-            reason = TOML_PLACE.sub("", str(error)).strip()
-            raise ValueError(f"{raw!r} is not a TOML value: {reason}{column}") from None
+            problem = NotToml(error)
+            column = f" at character {problem.column - 4}" if problem.column else " at its end"
+            raise ValueError(f"{raw!r} is not a TOML value: {problem.reason}{column}") from None
         return raw
 
 
-# Where tomllib says a document breaks: "(at line 3, column 9)" or "(at end of document)".
-TOML_PLACE = re.compile(
-    r"\s*\((?:at line (?P<line>\d+), column (?P<column>\d+)|at end of document)\)"
-)
+class NotToml(ValueError):
+    """Why and where tomllib says a document breaks: its line and column (None at its end)."""
+
+    # "Expected ']' (at line 3, column 9)", or "... (at end of document)"
+    PLACE = re.compile(
+        r"\s*\((?:at line (?P<line>\d+), column (?P<column>\d+)|at end of document)\)"
+    )
+
+    def __init__(self, error: tomllib.TOMLDecodeError) -> None:
+        where = self.PLACE.search(str(error))
+        self.reason = self.PLACE.sub("", str(error)).strip()
+        self.line = int(where["line"]) if where and where["line"] else None
+        self.column = int(where["column"]) if where and where["column"] else None
+        super().__init__(f"not valid TOML: {self.reason}")
 
 
 def dumps(resolved: Mapping[str, Mapping[str, object]]) -> str:

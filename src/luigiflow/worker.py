@@ -35,10 +35,10 @@ from luigiflow.names import (
     SWEEP_TAG,
 )
 from luigiflow.redact import Redactor, redact_uri
-from luigiflow.report import follow
 from luigiflow.runstate import DEFERRED, RUN, NoContext, RunContext, load
 from luigiflow.settings import Settings, load_settings
 from luigiflow.task import PipelineTask
+from luigiflow.terminal import follow
 from luigiflow.values import install_luigi_sections, luigi_sections
 
 if TYPE_CHECKING:

@@ -39,6 +39,9 @@ class Trainer(PipelineTask):
         """The configured estimator, or the default for the dataset's problem type."""
         return self.estimator or DEFAULT_ESTIMATORS[self.dataset.problem_type]
 
+    def implied_values(self) -> dict[str, object]:
+        return {} if self.estimator else {"estimator": self.estimator_path}
+
     def metric_names(self) -> tuple[str, ...]:
         """Cross-validated accuracy for classes, the root mean squared error otherwise, and
         the score on the train split (what `model.score` gives: accuracy, or R²)."""
