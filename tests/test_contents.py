@@ -12,19 +12,25 @@ from luigiflow.contents import ContentError, check_mostly_numeric, check_rows, c
 
 
 @pytest.mark.parametrize(
-    ("problem", "column", "message"),
+    ("problem", "column", "message", "key"),
     [
-        ("binary", "yes\nno\nNA\n", "needs a value on every row; line 4 has 'NA' (read as"),
-        ("binary", 'yes\nno\n""\n', "needs a value on every row; line 4 has no value"),
-        ("binary", "a\nb\nc\n", "takes two values, not 3: 'a' (1 row), 'b' (1 row), 'c' (1 row)"),
-        ("multiclass", "a\nb\na\n", 'has only two classes: set [Dataset] problem_type = "binary"'),
-        ("multiclass", "a\na\n", "needs at least two classes; all rows are a"),
-        ("regression", "1.5\n2\nabc\nx\n", "is a number; line 4 has 'abc' (2 such rows)"),
-        ("regression", "1.5\n2\n-3e4\n", None),
-        ("multiclass", "3\n7\n9\n3\n", None),
+        ("binary", "yes\nno\nNA\n",
+         "needs a value on every row; line 4 has 'NA' (read as", "target_column"),
+        ("binary", 'yes\nno\n""\n',
+         "needs a value on every row; line 4 has no value", "target_column"),
+        ("binary", "a\nb\nc\n",
+         "takes two values, not 3: 'a' (1 row), 'b' (1 row), 'c' (1 row)", "problem_type"),
+        ("multiclass", "a\nb\na\n",
+         'has only two classes: set [Dataset] problem_type = "binary"', "problem_type"),
+        ("multiclass", "a\na\n", "needs at least two classes; all rows are a", "target_column"),
+        ("regression", "1.5\n2\nabc\nx\n",
+         "is a number; line 4 has 'abc' (2 such rows)", "problem_type"),
+        ("regression", "1.5\n2\n-3e4\n", None, None),
+        ("multiclass", "3\n7\n9\n3\n", None, None),
     ],
 )  # fmt: skip
-def test_the_target_must_suit_the_problem_type(problem, column, message):
+def test_the_target_must_suit_the_problem_type(problem, column, message, key):
+    """A mismatch names problem_type (the key to change), a bad column target_column."""
     text = "y\n" + column
     if message is None:
         check_target(text, Path("train.csv"), "y", problem)
@@ -32,6 +38,7 @@ def test_the_target_must_suit_the_problem_type(problem, column, message):
     with pytest.raises(ContentError) as error:
         check_target(text, Path("train.csv"), "y", problem)
     assert f"column 'y': a {problem} target {message}" in str(error.value)
+    assert error.value.key == key
 
 
 def test_every_ragged_line_is_counted_and_quoted_line_breaks_are_not_ragged():

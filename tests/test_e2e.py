@@ -146,6 +146,14 @@ def test_config_errors_exit_2_and_create_no_run(project):
     result = run_runner(project, "--workers", "0")
     assert result.returncode == 2 and runs(project) == []
 
+    # The default config (LUIGI_CONFIG_PATH of .env), broken: said by the runner, not by Luigi.
+    config = project / "luigi.toml"
+    config.write_text(config.read_text().replace("[Dataset]\n", "[Dataset\n"))
+    result = run_runner(project)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert re.search(r"luigi\.toml:\d+:9: not valid TOML: Expected ']'", result.stderr)
+    assert runs(project) == []
+
 
 def test_input_files_that_are_not_what_they_seem_exit_2_before_any_run(project):
     inputs = project / "input"

@@ -158,6 +158,7 @@ def test_wrong_combinations_exit_2_before_any_run(project, example_data, config,
     result = run_runner(project, "--config", config, "--set", override)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
+    assert f"error: --set {override.partition('=')[0]} " in result.stderr, "the value's source"
     assert "Traceback" not in result.stderr
     assert runs(project) == []
 

@@ -149,7 +149,7 @@ def test_resolved_values_are_written_to_the_environment(project):
     settings = load_settings(project)
     assert {name: os.environ.get(name) for name in WRITTEN} == {
         "PROJECT_ROOT": str(project),
-        "LUIGI_CONFIG_PATH": str(project / "luigi.toml"),
+        "LUIGI_CONFIG_PATH": None,  # read (settings.config), never left for Luigi to parse
         "LUIGI_CONFIG_PARSER": "toml",
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "LUIGIFLOW_ARTIFACT_ROOT": str(project / "mlartifacts"),

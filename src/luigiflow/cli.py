@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, NoReturn
 from luigiflow import redact as logs
 from luigiflow.names import CONFIG_ARTIFACT, EXIT_OK, EXIT_USAGE, VERBOSE_VARIABLE
 from luigiflow.redact import is_secret_key, quiet_mlflow_logger, start_logging
-from luigiflow.settings import Settings, UnknownProfile, load_settings
+from luigiflow.settings import Settings, UnknownProfile, import_luigi, load_settings
 
 if TYPE_CHECKING:
     from luigiflow.config import Config
@@ -163,6 +163,7 @@ def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | 
         os.environ[VERBOSE_VARIABLE] = "1"  # for the progress shown by forked workers too
 
     # Only now, with the environment complete, may luigi and mlflow be imported.
+    import_luigi()
     from luigiflow import lifecycle, worker
     from luigiflow.terminal import QuietWhenClosed
 

@@ -116,17 +116,22 @@ def check_target(text: str, path: Path, column: str, problem: str) -> None:
         return f"{what}; {found}" + (f" ({len(bad)} such rows)" if len(bad) > 1 else "")
 
     if missing.any():
-        raise ContentError(f"{where} {first(values[missing], 'needs a value on every row')}")
+        problem_text = first(values[missing], "needs a value on every row")
+        raise ContentError(f"{where} {problem_text}", "target_column")
     if problem == "regression":
         bad = values[pd.to_numeric(values, errors="coerce").isna()]
         if len(bad):
-            raise ContentError(f"{where} {first(bad, 'is a number')}")
+            raise ContentError(f"{where} {first(bad, 'is a number')}", "problem_type")
         return
     counts = values.value_counts()
     if len(counts) < 2:
-        raise ContentError(f"{where} needs at least two classes; all rows are {counts.index[0]}")
+        only = counts.index[0]
+        raise ContentError(
+            f"{where} needs at least two classes; all rows are {only}", "target_column"
+        )
     if problem == "multiclass" and len(counts) == 2:
-        raise ContentError(f'{where} has only two classes: set [Dataset] problem_type = "binary"')
+        two = f'{where} has only two classes: set [Dataset] problem_type = "binary"'
+        raise ContentError(two, "problem_type")
     if problem == "binary" and len(counts) > 2:
         found = ", ".join(
             f"'{value}' ({n} row{'s' * (n != 1)})" for value, n in counts.head(5).items()
@@ -134,7 +139,8 @@ def check_target(text: str, path: Path, column: str, problem: str) -> None:
         more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
         raise ContentError(
             f"{where} takes two values, not {len(counts)}: {found}{more} "
-            '(or set [Dataset] problem_type = "multiclass")'
+            '(or set [Dataset] problem_type = "multiclass")',
+            "problem_type",
         )
 
 

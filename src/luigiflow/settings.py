@@ -94,9 +94,9 @@ def load_settings(
     artifact_root = Path(os.environ.get("LUIGIFLOW_ARTIFACT_ROOT", "mlartifacts"))
     artifact_root = artifact_root if artifact_root.is_absolute() else root / artifact_root
 
+    os.environ.pop("LUIGI_CONFIG_PATH", None)  # for Luigi to read: see import_luigi
     os.environ.update(
         PROJECT_ROOT=str(root),
-        LUIGI_CONFIG_PATH=str(config),
         LUIGI_CONFIG_PARSER="toml",
         MLFLOW_TRACKING_URI=tracking_uri,
         LUIGIFLOW_ARTIFACT_ROOT=str(artifact_root),
@@ -111,6 +111,19 @@ def load_settings(
         os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
     ui_url = ui_address(root)
     return Settings(root, config, tracking_uri, artifact_root, profile, scheduler_url, ui_url)
+
+
+def import_luigi() -> None:
+    """Import Luigi without letting it parse the config itself. As it is imported, it reads
+    LUIGI_CONFIG_PATH and ./luigi.toml with a TOML reader of its own (a traceback for a syntax
+    error, a refusal of valid TOML such as an array of mixed types), though all it is given is
+    its own sections, checked (`values.install_luigi_sections`). So it is imported with its
+    cfg parser (no such file in a project), and uses its TOML parser, reading no file, after."""
+    os.environ["LUIGI_CONFIG_PARSER"] = "cfg"
+    try:
+        import luigi  # noqa: F401
+    finally:
+        os.environ["LUIGI_CONFIG_PARSER"] = "toml"
 
 
 def ui_address(root: Path) -> str:
