@@ -269,7 +269,8 @@ def test_reuse_from_an_earlier_run(project, first_run):
 
 
 def test_sigterm_mid_run_ends_killed_with_143(project):
-    process, seen = start_stuck_in_trainer(project)
+    ui = "http://127.0.0.1:51577"  # the UI the user serves: the printed link opens it
+    process, seen = start_stuck_in_trainer(project, LUIGIFLOW_UI_URL=ui)
     process.send_signal(signal.SIGTERM)
     stdout, _ = process.communicate(timeout=60)
     stdout = seen + stdout
@@ -279,6 +280,10 @@ def test_sigterm_mid_run_ends_killed_with_143(project):
     assert task_statuses(run)["Trainer"] == "KILLED"
     assert not (artifacts(project, run) / "Trainer/_manifest.json").exists()
     assert "Run KILLED" in stdout
+    assert re.search(r"Evaluator\s+not run\s+the run was interrupted", stdout), stdout
+    assert "upstream task failed" not in stdout
+    page = f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert f"  MLflow: {page}?workflowType=machine_learning" in stdout
 
 
 def test_kill_9_leaves_a_run_the_next_runner_marks_killed(project):

@@ -17,6 +17,7 @@ from conftest import (
     add_secret_parameter,
     artifacts,
     edit_task,
+    planned,
     run_runner,
     runner_env,
     runs,
@@ -52,8 +53,10 @@ def test_a_flipped_byte_is_caught_the_task_reruns_and_the_source_is_never_offere
     assert re.search(rf"{family}\s+would run: earlier outputs failed verification", dry.stdout)
     result = run_runner(project, "--force", force)
     assert result.returncode == 0, result.stderr
-    line = rf"{family}\s+finished in [\d.]+s\s+earlier outputs failed verification: .*{filename}"
+    line = rf"{family}\s+finished in [\d.]+s\s+earlier outputs failed verification: "
     assert re.search(line, result.stdout), result.stdout
+    why = planned(runs(project)[0])[family]["reason"]  # the whole reason; the line is cut
+    assert why.startswith("earlier outputs failed verification: ") and filename in why, why
     tags = store(project).get_run(first.info.run_id).data.tags
     assert "differs from its manifest" in tags[f"luigiflow.task.{family}.broken"]
 
@@ -237,6 +240,8 @@ def test_a_literal_secret_and_a_password_in_a_uri_reach_no_file_log_or_terminal(
 
 
 def test_a_flipped_byte_is_caught_through_a_tracking_server(project, tmp_path):
+    from mlflow import MlflowClient
+
     server, url = start_server(tmp_path)
     env = runner_env(MLFLOW_TRACKING_URI=url)
     try:
@@ -244,9 +249,15 @@ def test_a_flipped_byte_is_caught_through_a_tracking_server(project, tmp_path):
         [stored] = list((tmp_path / "artifacts").rglob("Trainer/model/model.skops"))
         flip_a_byte(stored)
         result = run_runner(project, "--force", "Evaluator", env=env)
+        client = MlflowClient(url)
+        [newest] = client.search_runs(
+            [e.experiment_id for e in client.search_experiments()], max_results=1
+        )
+        why = planned(newest, client)["Trainer"]["reason"]
     finally:
         signal_server(server, signal.SIGKILL)
         server.wait()
     assert result.returncode == 0, result.stderr
-    line = r"Trainer\s+finished in [\d.]+s\s+earlier outputs failed verification: .*model.skops"
+    line = r"Trainer\s+finished in [\d.]+s\s+earlier outputs failed verification: "
     assert re.search(line, result.stdout), result.stdout
+    assert "model.skops" in why, why
