@@ -151,6 +151,48 @@ def test_a_toml_syntax_error_names_the_file_line_and_column_and_shows_the_line(r
     assert "at the end of the file" in error(root, "[Trainer]\nseed = [1,\n")
 
 
+def test_a_config_that_is_not_utf8_or_no_file_is_named(root):
+    (root / "luigi.toml").write_bytes(BASE.encode() + b'description = "caf\xe9"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(root / "luigi.toml", root, TASKS)
+    line = BASE.count("\n") + 1
+    assert str(caught.value) == f"{root / 'luigi.toml'}:{line}: not UTF-8: save the file as UTF-8"
+    with pytest.raises(ConfigError, match="input: a folder, not a config file"):
+        load_config(root / "input", root, TASKS)
+    assert error(root, overrides=["RunConfig.description=\udcff\udcfe"]) == (
+        "--set RunConfig.description: not UTF-8 text"
+    )  # bytes of another encoding, as Python hands them over from the command line
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("RunConfig.experiment_name=", "[RunConfig] experiment_name: an experiment needs a name"),
+        ('RunConfig.tags={"mlflow.parentRunId"="0123"}',
+         "[RunConfig] tags: 'mlflow.parentRunId' is a tag MLflow or the runner sets"),
+        ('RunConfig.tags={"luigiflow.task.Trainer.fingerprint"="x:y"}',
+         "[RunConfig] tags: 'luigiflow.task.Trainer.fingerprint' is a tag MLflow or the runner"),
+        ("PathConfig.input=luigi.toml", "luigi.toml is a file, not a folder"),
+    ],
+)  # fmt: skip
+def test_run_values_mlflow_would_refuse_or_misread_are_refused(root, override, message):
+    section_key = override.partition("=")[0]
+    assert error(root, overrides=[override]).startswith(f"--set {section_key} ")
+    assert message in error(root, overrides=[override])
+
+
+def test_a_swept_value_is_named_by_sweep_and_a_key_both_set_and_swept_is_refused(root):
+    path = root / "luigi.toml"
+    path.write_text(BASE)
+    with pytest.raises(ConfigError, match=r"^--sweep Trainer.seed \[Trainer\] seed: expected"):
+        load_config(path, root, TASKS, swept=["Trainer.seed=x"])
+    with pytest.raises(ConfigError, match=r"^--set Trainer\.seed: is swept too"):
+        load_config(path, root, TASKS, ["Trainer.seed=5"], swept=["Trainer.seed=1"])
+    assert load_config(path, root, TASKS, swept=["Trainer.seed=1"]).sections["Trainer"] == {
+        "seed": 1
+    }
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [("{C=}", "Invalid value at character 4"),

@@ -33,6 +33,8 @@ KNOWN = ("accuracy", "roc_auc", "log_loss", "balanced_accuracy")
         ({"metric": "acuracy", "threshold": 0.8}, "unknown metric 'acuracy'"),
         ({"metric": "accuracy", "threshold": "high"}, "must be a number, not 'high'"),
         ({"metric": "accuracy", "threshold": True}, "must be a number, not True"),
+        ({"metric": "accuracy", "threshold": float("nan")}, "must be a finite number, not nan"),
+        ({"metric": "log_loss", "threshold": float("inf")}, "must be a finite number, not inf"),
         ({"metric": "accuracy", "threshold": 0.8, "direction": "up"}, "'higher' (at least)"),
         ({"metric": "accuracy", "treshold": 0.8}, "unknown key 'treshold'"),
         ("accuracy > 0.8", "each criterion is a table"),

@@ -117,6 +117,11 @@ def test_what_is_written_wins_and_the_rest_is_completed():
             "categorical_columns",
             "numeric_columns too",
         ),
+        (
+            {"id_column": "Id", "target_column": "Price", "numeric_columns": ["Area", "Area"]},
+            "numeric_columns",
+            "lists 'Area' twice",
+        ),
     ],
 )
 def test_a_wrong_dataset_names_the_key(written, key, message):
@@ -172,18 +177,24 @@ def test_a_link_inside_the_project_is_fine_and_a_folder_is_no_input_file(project
         check_files(Reads(t=InputFile("test.csv")), project / "input", project)
 
 
-def test_a_ragged_row_and_a_repeated_id_are_named_by_line(project):
+def test_a_ragged_row_and_a_repeated_or_blank_id_are_named_by_line(project):
     path = project / "input" / "test.csv"
     path.write_text('id,x\n1,2\n2,"a, b"\n3,4,5\n')
     with pytest.raises(InputError, match=r"test\.csv line 4 has 3 fields where the header has 2"):
         check_files(Reads(t=InputFile("test.csv")), project / "input", project)
-    path.write_text("id,x\n892,1\n893,2\n892,3\n")
-    with pytest.raises(DatasetError) as repeated:
+    repeated = id_problem(project, "id,x\n892,1\n893,2\n892,3\n")
+    assert "column 'id': an id must be unique, and 1 value repeat: '892' (lines 2, 4)" in repeated
+    blank = id_problem(project, "id,x\n892,1\n,2\n894,3\n \t,4\n")
+    assert "column 'id': every row needs an id, and 2 rows have none (lines 3, 5)" in blank
+
+
+def id_problem(project: Path, text: str) -> str:
+    """What is said of test.csv holding `text`, with `id` its id column."""
+    (project / "input" / "test.csv").write_text(text)
+    with pytest.raises(DatasetError) as refused:
         check_files(Reads(t=InputFile("test.csv", unique=("id",))), project / "input", project)
-    assert repeated.value.key == "id_column"
-    assert "column 'id': an id must be unique, and 1 value repeat: '892' (lines 2, 4)" in str(
-        repeated.value
-    )
+    assert refused.value.key == "id_column"
+    return str(refused.value)
 
 
 def test_a_column_of_numbers_with_a_few_words_is_refused_unless_declared_categorical(project):
@@ -209,3 +220,21 @@ def test_text_in_a_column_the_model_takes_as_numbers_is_refused(project):
     with pytest.raises(DatasetError, match=r"'age' is a column of numbers with text in it: "
                        r"'n/a\?' \(line 3\)"):  # fmt: skip
         check_files(Reads(t=scoring), project / "input", project)
+
+
+def test_a_header_that_names_a_column_twice_is_refused(project):
+    path = project / "input" / "test.csv"
+    path.write_text("id,age,age\n1,2,3\n")
+    with pytest.raises(InputError, match="the header names 'age' twice"):
+        check_files(Reads(t=InputFile("test.csv")), project / "input", project)
+
+
+def test_infinity_in_a_column_of_numbers_is_refused_naming_numeric_columns(project):
+    (project / "input" / "test.csv").write_text("id,age\n1,22\n2,inf\n3,-Infinity\n")
+    with pytest.raises(DatasetError) as refused:
+        check_files(Reads(t=InputFile("test.csv", numeric=("age",))), project / "input", project)
+    assert refused.value.key == "numeric_columns"
+    assert str(refused.value).endswith(
+        "column 'age' is a column of numbers with infinite values in it: 'inf' (line 3), "
+        "'-Infinity' (line 4). Clean it in Preprocessor (src/tasks/preprocessor.py)"
+    )

@@ -174,3 +174,13 @@ def test_credentials_inside_uris_in_config_values():
     assert not holds_uri_credentials("postgresql://u@h/db")
     assert not holds_uri_credentials(f"postgresql://u:{MASK}@h/db"), "already masked"
     assert not holds_uri_credentials(3)
+
+
+def test_secrets_after_long_words_are_masked_and_long_text_is_read_once():
+    """A scheme or a name is read from at most 65 characters before `://` or after the word
+    that makes it secret: a 40,000-character description once took minutes to mask."""
+    long_word = "x" * 100
+    text = f"{long_word}postgresql://u:hunter2@h/db, {long_word}_api_key={'k' * 30} " + "d" * 40_000
+    masked = Redactor([]).text(text)
+    assert "hunter2" not in masked and "k" * 30 not in masked
+    assert masked.endswith("d" * 40_000) and masked.startswith(long_word)

@@ -71,6 +71,7 @@ def test_no_sweep_is_falsy():
         ({"promote": "never"}, [], 'expected "better" or "always"'),
         ({}, ["Trainer.seed="], "expected Section.key=value,value"),
         ({}, ["seed=1,2"], "expected Section.key=value,value"),
+        ({}, ["Trainer.seed=1,2", "Trainer.seed=3,4"], "--sweep Trainer.seed: given twice"),
     ],
 )
 def test_a_bad_sweep_names_the_key(written, options, message):

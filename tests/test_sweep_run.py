@@ -162,7 +162,7 @@ def test_a_two_by_two_grid_with_two_workers_gives_the_results_of_one(project):
     [
         (("--sweep", "Trainer.sed=0,1"), "[Sweep] Trainer.sed: unknown key. Did you mean 'seed'?"),
         (("--sweep", "Trainer.seed="), "expected Section.key=value,value"),
-        (("--sweep", "Trainer.seed=0,-1"), "--set Trainer.seed [Trainer] seed"),
+        (("--sweep", "Trainer.seed=0,-1"), "--sweep Trainer.seed [Trainer] seed"),
         (("--config", "empty-sweep.toml"), "empty-sweep.toml [Sweep] Trainer.seed: no values"),
         (("--sweep", "Trainer.seed=0,1", "--set", "Sweep.select="), "[Sweep] select"),
         (("--sweep", "Trainer.retries=0,1"), "child 2 (Trainer.retries=1) builds exactly what"),

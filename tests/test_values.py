@@ -104,6 +104,11 @@ def test_native_toml_values_are_range_checked_too(config_path):
             "Splitter.validation_fraction=true",
             "[Splitter] validation_fraction: expected a number, got bool True",
         ),
+        (
+            "Evaluator.validation_criteria='accuracy>0.7'",
+            "[Evaluator] validation_criteria: expected an array, got str 'accuracy>0.7'",
+        ),
+        ("Trainer.estimator_params='C=1'", "expected a table, got str 'C=1'"),
     ],
 )
 def test_wrong_types_are_refused(config_path, override, message):

@@ -285,16 +285,15 @@ def _load_config(
     from luigiflow.config import ConfigError, load_config, parse_config, parse_toml
     from luigiflow.store import read_run_text
 
-    root = settings.project_root
-    overrides = [*args.overrides, *extra]
+    root, overrides = settings.project_root, args.overrides
     if not args.from_run:
-        return load_config(settings.config_path, root, task_classes, overrides, args.task)
+        return load_config(settings.config_path, root, task_classes, overrides, args.task, extra)
     source = f"run {args.from_run} {CONFIG_ARTIFACT}"
     text = read_run_text(args.from_run, CONFIG_ARTIFACT)  # MlflowException: no such run
     if text is None:
         raise ConfigError(source, "not found: the run was not made by this runner")
     raw = parse_toml(text, source)
-    return parse_config(raw, source, root, task_classes, overrides, args.task)
+    return parse_config(raw, source, root, task_classes, overrides, args.task, extra)
 
 
 def exit_now(code: int) -> NoReturn:

@@ -10,7 +10,6 @@ Luigi's own sections ([core], [worker], [scheduler], ...).
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -25,12 +24,12 @@ from luigiflow.inputs import KEYS as DATASET_KEYS
 from luigiflow.redact import (
     URI_CREDENTIALS_REFUSED,
     UnsetSecret,
-    redact_uri,
     secret_references,
     unset_references,
     uri_credentials,
 )
 from luigiflow.values import (
+    ConfigError,
     NotToml,
     checked,
     implied_by_run_config,
@@ -45,31 +44,6 @@ PATH_SECTION = "PathConfig"
 SWEEP_SECTION = "Sweep"  # read by luigiflow.sweep; never a Luigi section
 DATASET_SECTION = "Dataset"  # read by luigiflow.inputs; never a Luigi section
 RUNS_URI = re.compile(r"^runs:/(?P<run_id>[0-9a-fA-F]{32})/(?P<path>[^\s]+?)/?$")
-
-
-class ConfigError(Exception):
-    """A configuration mistake, located by file, section and key, with the nearest valid name."""
-
-    def __init__(
-        self,
-        source: str | Path,
-        message: str,
-        section: str | None = None,
-        key: str | None = None,
-        choices: Iterable[str] = (),
-        name: str | None = None,
-    ) -> None:
-        self.source, self.section, self.key = str(source), section, key
-        location = self.source + (f" [{section}]" if section else "") + (f" {key}" if key else "")
-        hint = ""
-        near = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6) if name else []
-        if near:
-            hint = f" Did you mean '{near[0]}'?"
-        elif name and choices:
-            hint = f" Valid names: {', '.join(sorted(choices))}."
-        end = "" if not hint or message.endswith((".", "?", ")")) else "."
-        # A message may quote the value it refuses: never a password inside a URI.
-        super().__init__(redact_uri(f"{location}: {message}{end}{hint}"))
 
 
 class RunConfig(luigi.Config):
@@ -119,31 +93,37 @@ class Config:
         return found
 
 
-def parse_override(text: str) -> tuple[str, str, object]:
+def parse_override(text: str, option: str = "--set") -> tuple[str, str, object]:
     """`Section.key=value` from the command line; the value is read as TOML (`3`, `true`, `["a"]`)
     and taken as a plain string when it is not valid TOML (`sklearn.svm.SVC`)."""
     name, eq, raw = text.partition("=")
+    if any("\udc80" <= character <= "\udcff" for character in text):  # bytes, not UTF-8
+        raise ConfigError(f"{option} {name}", "not UTF-8 text")
     section, dot, key = name.strip().rpartition(".")
     if not eq or not dot or not section or not key:
-        raise ConfigError("--set", f"expected Section.key=value, got '{text}'")
+        raise ConfigError(option, f"expected Section.key=value, got '{text}'")
     try:
         return section, key, read_value(raw)
     except ValueError as error:
-        raise ConfigError(f"--set {section}.{key}", str(error)) from None
+        raise ConfigError(f"{option} {section}.{key}", str(error)) from None
 
 
 def load_config(
-    path: Path,
-    project_root: Path,
-    task_classes: Mapping[str, type[luigi.Task]],
-    overrides: Iterable[str] = (),
-    task: str | None = None,
+    path: Path, project_root: Path, task_classes, overrides: Iterable[str] = (), task=None, swept=()
 ) -> Config:
-    """Load a TOML file, apply overrides and check it (see `parse_config`)."""
+    """Load a TOML file (UTF-8), apply overrides and check it (see `parse_config`)."""
     if not path.is_file():
-        raise ConfigError(path, "config file not found")
-    raw = parse_toml(path.read_text(encoding="utf-8"), path)
-    return parse_config(raw, path, project_root, task_classes, overrides, task)
+        raise ConfigError(
+            path, "a folder, not a config file" if path.is_dir() else "config file not found"
+        )
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}", "not UTF-8: save the file as UTF-8") from None
+    raw = parse_toml(text, path)
+    return parse_config(raw, path, project_root, task_classes, overrides, task, swept)
 
 
 def parse_toml(text: str, source: str | Path) -> dict[str, dict[str, object]]:
@@ -166,16 +146,21 @@ def parse_config(
     task_classes: Mapping[str, type[luigi.Task]],
     overrides: Iterable[str] = (),
     task: str | None = None,
+    swept: Iterable[str] = (),
 ) -> Config:
     """Check config values (from a file, or a logged config), once: each value against the
     parameter it sets, kept native from then on. Luigi's own sections are installed for
-    Luigi; nothing else is. Raise ConfigError naming the key."""
+    Luigi; nothing else is. `swept`: a sweep's values for one child. Raise ConfigError
+    naming the key."""
     raw = {section: dict(values) for section, values in raw.items()}
     sources = {(s, k): str(path) for s, values in raw.items() for k in values}
-    for text in overrides:
-        section, key, value = parse_override(text)
+    given = [*((text, "--set") for text in overrides), *((text, "--sweep") for text in swept)]
+    for text, option in given:
+        section, key, value = parse_override(text, option)
+        if sources.get((section, key), "").startswith("--set") and option == "--sweep":
+            raise ConfigError(f"--set {section}.{key}", "is swept too: set it, or sweep it")
         raw.setdefault(section, {})[key] = value
-        sources[(section, key)] = f"--set {section}.{key}"
+        sources[(section, key)] = f"{option} {section}.{key}"
     if task:
         raw.setdefault(RUN_SECTION, {})["task"] = task
         sources[(RUN_SECTION, "task")] = "--task"
@@ -183,6 +168,7 @@ def parse_config(
     secrets = _secret_references(raw, sources, task_classes)
     luigi_sections = _check_sections(raw, sources, path, task_classes, secrets)
     _check_task(raw.get(RUN_SECTION, {}), sources, path, task_classes)
+    _check_run(raw.get(RUN_SECTION, {}), sources, path)
     _refuse_uri_credentials(raw, sources, path)
     paths = {k: str(v) for k, v in raw.get(PATH_SECTION, {}).items()}
     input_dir, reuse = _path_config(
@@ -202,13 +188,7 @@ def parse_config(
     )
 
 
-def _check_sections(
-    raw: dict[str, dict[str, object]],
-    sources: Mapping[tuple[str, str], str],
-    path: Path | str,
-    task_classes: Mapping[str, type[luigi.Task]],
-    secrets: Mapping[tuple[str, str], str],
-) -> dict[str, dict[str, str]]:
+def _check_sections(raw, sources, path, task_classes, secrets) -> dict[str, dict[str, str]]:
     """Every section checked against the class it configures; each value replaced by its
     checked, native form (a secret by its reference, its value checked). Returns Luigi's own
     sections in the strings Luigi parses."""
@@ -274,6 +254,19 @@ def _check_task(run: Mapping[str, object], sources, path, task_classes) -> None:
         raise ConfigError(source, f"unknown task '{name}'", RUN_SECTION, "task", task_classes, name)
 
 
+def _check_run(run: Mapping[str, object], sources, path) -> None:
+    """[RunConfig] values MLflow would refuse or misread: an empty experiment name; a tag that
+    MLflow or the runner sets (a parent run, a fingerprint), which would pass for theirs."""
+    where = {k: sources.get((RUN_SECTION, k), str(path)) for k in ("experiment_name", "tags")}
+    if not str(run.get("experiment_name", "Default")).strip():
+        message = "an experiment needs a name"
+        raise ConfigError(where["experiment_name"], message, RUN_SECTION, "experiment_name")
+    for tag in dict(run.get("tags") or {}):  # type: ignore[call-overload]
+        if str(tag).startswith(("mlflow.", "luigiflow.")):
+            message = f"'{tag}' is a tag MLflow or the runner sets: give yours another name"
+            raise ConfigError(where["tags"], message, RUN_SECTION, "tags")
+
+
 def _refuse_uri_credentials(
     raw: Mapping[str, Mapping[str, object]], sources: Mapping[tuple[str, str], str], path
 ) -> None:
@@ -319,7 +312,8 @@ def _path_config(values, sources, path, project_root: Path, task_classes) -> tup
     input_dir = input_dir if input_dir.is_absolute() else project_root / input_dir
     if not input_dir.is_dir():
         source = sources.get((PATH_SECTION, "input"), str(path))
-        raise ConfigError(source, f"input folder {input_dir} does not exist", PATH_SECTION, "input")
+        problem = "is a file, not a folder" if input_dir.is_file() else "does not exist"
+        raise ConfigError(source, f"input folder {input_dir} {problem}", PATH_SECTION, "input")
     return input_dir.resolve(), reuse
 
 
@@ -334,9 +328,8 @@ def _reuse_source(value: str, source: str, task: str, project_root: Path) -> str
             raise ConfigError(source, problem, PATH_SECTION, task)
         return value
     if "://" in value or value.startswith("mlflow-artifacts:"):
-        raise ConfigError(
-            source, f"'{value}': give runs:/<run_id>/{task} or a local folder", PATH_SECTION, task
-        )
+        problem = f"'{value}': give runs:/<run_id>/{task} or a local folder"
+        raise ConfigError(source, problem, PATH_SECTION, task)
     folder = Path(value) if Path(value).is_absolute() else project_root / value
     if not folder.is_dir():
         raise ConfigError(source, f"folder {folder} does not exist", PATH_SECTION, task)

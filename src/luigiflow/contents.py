@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SHOWN = 5  # values (and lines) quoted in a message; the rest are counted
+INFINITE = ("inf", "infinity")  # what pandas reads as an infinite number, signs aside
 NUMERIC_SHARE = 0.9  # a column this share of whose values are numbers is meant to be numbers
 
 
@@ -52,8 +53,17 @@ def check_rows(text: str, path: Path) -> None:
 
 
 def check_unique(table: pd.DataFrame, path: Path, columns: Iterable[str]) -> None:
-    """An id column names each row once."""
+    """An id column names each row, once."""
     for column in columns:
+        blank = table[column].isna() | (table[column].astype("string").str.strip() == "")
+        if blank.any():
+            lines = _lines(_line_numbers(table[column][blank]))
+            raise ContentError(
+                f"{path} column '{column}': every row needs an id, and "
+                f"{blank.sum()} row{'s' * (blank.sum() != 1)} have none "
+                f"(line{'s' * (blank.sum() != 1)} {lines})",
+                "id_column",
+            )
         repeated = table[column][table[column].duplicated(keep=False)]
         if len(repeated):
             values = repeated.drop_duplicates()
@@ -70,14 +80,22 @@ def check_unique(table: pd.DataFrame, path: Path, columns: Iterable[str]) -> Non
 
 
 def check_numeric(table: pd.DataFrame, path: Path, columns: Iterable[str]) -> None:
-    """Columns that must hold numbers hold nothing else (missing values aside)."""
+    """Columns that must hold numbers hold nothing else (missing values aside): no text, and
+    no infinity, which no estimator takes."""
     for column in columns:
         words = _not_numbers(table[column])
         if len(words):
+            infinite = words.str.lower().str.lstrip("+-").isin(INFINITE).all()
+            kind = "infinite values" if infinite else "text"
+            way = (
+                "Clean it in Preprocessor (src/tasks/preprocessor.py)"
+                if infinite
+                else _ways_on(column)
+            )
             raise ContentError(
-                f"{path} column '{column}' is a column of numbers with text in it: "
-                f"{_quoted(words)}. {_ways_on(column)}",
-                "categorical_columns",
+                f"{path} column '{column}' is a column of numbers with {kind} in it: "
+                f"{_quoted(words)}. {way}",
+                "numeric_columns",
             )
 
 
@@ -145,12 +163,14 @@ def check_target(text: str, path: Path, column: str, problem: str) -> None:
 
 
 def _not_numbers(values: pd.Series) -> pd.Series:
-    """The values (as text) that are present and no number."""
+    """The values (as text) that are present and no finite number."""
+    import numpy as np
     import pandas as pd
 
     text = values.astype("string").str.strip()
     present = text.notna() & (text != "")
-    return text[present & pd.to_numeric(text, errors="coerce").isna()]
+    numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+    return text[present & ~np.isfinite(numbers.fillna(np.nan))]
 
 
 def _ways_on(column: str) -> str:

@@ -201,6 +201,8 @@ def _check_columns(key: str, columns: object, train: pd.DataFrame, reserved) -> 
     if not isinstance(columns, list | tuple) or not all(isinstance(c, str) for c in columns):
         raise DatasetError(key, "expected a list of column names")
     for column in columns:
+        if list(columns).count(column) > 1:
+            raise DatasetError(key, f"lists '{column}' twice")
         if column in reserved:
             raise DatasetError(key, f"'{column}' is the id or the target, not a feature")
         if column not in train.columns:
@@ -313,4 +315,10 @@ def _header(text: str, path: Path) -> list[str]:
         raise InputError(f"{path} is empty")
     if len(lines) == 1:
         raise InputError(f"{path} has a header but no rows")
-    return next(csv.reader(lines[:1]))
+    names = next(csv.reader(lines[:1]))
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:  # pandas would read the second as `Age.1`, which nobody wrote
+        raise InputError(
+            f"{path}: the header names '{twice[0]}' twice; each column needs its own name"
+        )
+    return names

@@ -205,7 +205,7 @@ def experiment(client: MlflowClient, name: str, settings: Settings) -> Experimen
     if found is None:
         location = None
         if settings.embedded_store:
-            slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "experiment"
+            slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[:100] or "experiment"
             location = str(settings.artifact_root / slug)
             suffix = 1
             while Path(location).exists():

@@ -141,6 +141,8 @@ def load(
         axes[(section, key)], where[(section, key)] = list(values), source
     for text in options:
         swept, values = parse_option(text)
+        if where.get(swept) == "--sweep":  # one option per key, with all its values
+            raise ConfigError(f"--sweep {'.'.join(swept)}", "given twice: give all its values once")
         axes[swept], where[swept] = values, "--sweep"
     _check_axes(axes, where, parameters)
     return Sweep(axes, **_settings(written, source))

@@ -10,15 +10,44 @@ built with (`PipelineTask.get_param_values`).
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import luigi
 from luigi.configuration import LuigiTomlParser, get_config
 from luigi.freezing import recursively_unfreeze
+
+from luigiflow.redact import redact_uri
+
+
+class ConfigError(Exception):
+    """A configuration mistake, located by file, section and key, with the nearest valid name."""
+
+    def __init__(
+        self,
+        source: str | Path,
+        message: str,
+        section: str | None = None,
+        key: str | None = None,
+        choices: Iterable[str] = (),
+        name: str | None = None,
+    ) -> None:
+        self.source, self.section, self.key = str(source), section, key
+        location = self.source + (f" [{section}]" if section else "") + (f" {key}" if key else "")
+        hint = ""
+        near = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6) if name else []
+        if near:
+            hint = f" Did you mean '{near[0]}'?"
+        elif name and choices:
+            hint = f" Valid names: {', '.join(sorted(choices))}."
+        end = "" if not hint or message.endswith((".", "?", ")")) else "."
+        # A message may quote the value it refuses: never a password inside a URI.
+        super().__init__(redact_uri(f"{location}: {message}{end}{hint}"))
 
 
 class FollowsRunConfig(luigi.Parameter):
@@ -98,6 +127,8 @@ def serialize(param: luigi.Parameter, value: object) -> str:
         parsed = param.normalize(parsed)
         return param.serialize(parsed)
     except Exception as error:  # luigi raises ValueError, TypeError, JSONDecodeError...
+        if isinstance(value, str) and expected and expected[1] in ("an array", "a table"):
+            raise ValueError(f"expected {expected[1]}, got str {value!r}") from None  # no JSON
         raise ValueError(f"invalid value {value!r}: {_allowed(param) or error}") from None
 
 

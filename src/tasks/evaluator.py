@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import luigi
@@ -164,6 +165,8 @@ def criterion_problem(
     threshold = criterion.get("threshold")
     if isinstance(threshold, bool) or not isinstance(threshold, int | float):
         return f"the threshold of {name} must be a number, not {threshold!r}"
+    if not math.isfinite(threshold):  # nan: no model ever passes; inf: nor fails
+        return f"the threshold of {name} must be a finite number, not {threshold!r}"
     if criterion.get("direction", "higher") not in ("higher", "lower"):
         return f"direction of {name} is 'higher' (at least) or 'lower' (at most)"
     return None
