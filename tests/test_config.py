@@ -167,7 +167,8 @@ def test_a_config_that_is_not_utf8_or_no_file_is_named(root):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("RunConfig.experiment_name=", "[RunConfig] experiment_name: an experiment needs a name"),
+        ("RunConfig.experiment_name=", "[RunConfig] experiment_name: a name of at most 500"),
+        (f"RunConfig.experiment_name={'e' * 501}", "experiment_name: a name of at most 500"),
         ('RunConfig.tags={"mlflow.parentRunId"="0123"}',
          "[RunConfig] tags: 'mlflow.parentRunId' is a tag MLflow or the runner sets"),
         ('RunConfig.tags={"luigiflow.task.Trainer.fingerprint"="x:y"}',

@@ -43,6 +43,7 @@ RUN_SECTION = "RunConfig"
 PATH_SECTION = "PathConfig"
 SWEEP_SECTION = "Sweep"  # read by luigiflow.sweep; never a Luigi section
 DATASET_SECTION = "Dataset"  # read by luigiflow.inputs; never a Luigi section
+MAX_EXPERIMENT_NAME = 500  # MLflow's own limit (mlflow.utils.validation)
 RUNS_URI = re.compile(r"^runs:/(?P<run_id>[0-9a-fA-F]{32})/(?P<path>[^\s]+?)/?$")
 
 
@@ -255,11 +256,12 @@ def _check_task(run: Mapping[str, object], sources, path, task_classes) -> None:
 
 
 def _check_run(run: Mapping[str, object], sources, path) -> None:
-    """[RunConfig] values MLflow would refuse or misread: an empty experiment name; a tag that
-    MLflow or the runner sets (a parent run, a fingerprint), which would pass for theirs."""
+    """[RunConfig] values MLflow would refuse or misread: a blank or long experiment name; a
+    tag that MLflow or the runner sets (a parent run, a fingerprint), passing for theirs."""
     where = {k: sources.get((RUN_SECTION, k), str(path)) for k in ("experiment_name", "tags")}
-    if not str(run.get("experiment_name", "Default")).strip():
-        message = "an experiment needs a name"
+    name = str(run.get("experiment_name", "Default"))
+    if not name.strip() or len(name) > MAX_EXPERIMENT_NAME:
+        message = f"a name of at most {MAX_EXPERIMENT_NAME} characters, and not blank"
         raise ConfigError(where["experiment_name"], message, RUN_SECTION, "experiment_name")
     for tag in dict(run.get("tags") or {}):  # type: ignore[call-overload]
         if str(tag).startswith(("mlflow.", "luigiflow.")):
