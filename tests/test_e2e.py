@@ -146,6 +146,10 @@ def test_config_errors_exit_2_and_create_no_run(project):
     result = run_runner(project, "--workers", "0")
     assert result.returncode == 2 and runs(project) == []
 
+    result = run_runner(project, "--from-run", "0" * 32)
+    assert result.returncode == 2
+    assert f"error: --from-run: no run {'0' * 32} in this store" in result.stderr
+
     # The default config (LUIGI_CONFIG_PATH of .env), broken: said by the runner, not by Luigi.
     config = project / "luigi.toml"
     config.write_text(config.read_text().replace("[Dataset]\n", "[Dataset\n"))

@@ -238,3 +238,12 @@ def test_infinity_in_a_column_of_numbers_is_refused_naming_numeric_columns(proje
         "column 'age' is a column of numbers with infinite values in it: 'inf' (line 3), "
         "'-Infinity' (line 4). Clean it in Preprocessor (src/tasks/preprocessor.py)"
     )
+
+
+def test_a_missing_column_says_why_when_the_header_shows_it():
+    spaced = pd.DataFrame({"Id": [1, 2], "Price ": [3, 4]})
+    with pytest.raises(DatasetError, match="no column 'Price', but 'Price ': mind the spaces"):
+        resolve({"id_column": "Id", "target_column": "Price"}, spaced)
+    tabbed = pd.DataFrame({"Id\tPrice": ["1\t3", "2\t4"]})
+    with pytest.raises(DatasetError, match="it reads as one column; separate with commas"):
+        resolve({"id_column": "Id", "target_column": "Price"}, tabbed)

@@ -175,3 +175,6 @@ def test_a_sweep_that_selects_a_metric_no_task_logs_stops_before_any_run(project
         "Did you mean 'roc_auc_ovr'?"
     ) in result.stderr
     assert runs(project) == []
+    plain = run_runner(project, "--config", PENGUINS, "--set", 'Sweep.select="roc_auc"')
+    assert plain.returncode == 2 and "no task logs 'roc_auc'" in plain.stderr, "unused, checked"
+    assert runs(project) == []

@@ -189,8 +189,8 @@ def main(project_root: Path, task_modules: Sequence[str], argv: Sequence[str] | 
 def _new_run(args, settings: Settings, task_classes, log_path: Path, handlers) -> int:
     """Plan, create the run, build, end it (or a sweep's runs); or with --dry-run only say what
     would happen."""
-    from luigiflow import scheduler, store, sweep, tracking
-    from luigiflow.config import ConfigError
+    from luigiflow import scheduler, store, sweep, sweep_run, tracking
+    from luigiflow.config import SWEEP_SECTION, ConfigError
     from luigiflow.lifecycle import new_run, open_experiment
     from luigiflow.plan import CacheOptions, make_plan
     from luigiflow.report import dry_run, say_before_run
@@ -211,8 +211,6 @@ def _new_run(args, settings: Settings, task_classes, log_path: Path, handlers) -
         )
         grid = sweep.load(config.sweep, args.sweeps, str(config.path), _sweepable(task_classes))
         if grid:
-            from luigiflow import sweep_run
-
             if adopted:
                 raise ConfigError(
                     "MLFLOW_RUN_ID", "a sweep makes a parent run and its children itself: "
@@ -227,6 +225,9 @@ def _new_run(args, settings: Settings, task_classes, log_path: Path, handlers) -
                 log_path,
             )  # fmt: skip
         plan = make_plan(task_classes[config.task], config, settings, options)
+        if config.sweep.get("select") and not args.task:  # unused here: checked all the same
+            where = config.source(SWEEP_SECTION, "select")
+            sweep_run.check_select(str(config.sweep["select"]), where, [plan])
         say_before_run(plan)
         if args.from_run:
             for note in tracking.differences_from(
@@ -279,8 +280,9 @@ def _planning_options(args: argparse.Namespace) -> str:
 def _load_config(
     args: argparse.Namespace, settings: Settings, task_classes, extra: Sequence[str] = ()
 ) -> Config:
-    """luigi.toml (or --config), or with --from-run the config an earlier run logged; then
-    --set, and `extra` overrides (a sweep's values for one child)."""
+    """luigi.toml, --config or --from-run's logged config; then --set, and `extra` (swept)."""
+
+    from mlflow.exceptions import MlflowException
 
     from luigiflow.config import ConfigError, load_config, parse_config, parse_toml
     from luigiflow.store import read_run_text
@@ -289,7 +291,10 @@ def _load_config(
     if not args.from_run:
         return load_config(settings.config_path, root, task_classes, overrides, args.task, extra)
     source = f"run {args.from_run} {CONFIG_ARTIFACT}"
-    text = read_run_text(args.from_run, CONFIG_ARTIFACT)  # MlflowException: no such run
+    try:
+        text = read_run_text(args.from_run, CONFIG_ARTIFACT)
+    except MlflowException:  # no such run in this store
+        raise ConfigError("--from-run", f"no run {args.from_run} in this store") from None
     if text is None:
         raise ConfigError(source, "not found: the run was not made by this runner")
     raw = parse_toml(text, source)

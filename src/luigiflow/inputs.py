@@ -156,7 +156,7 @@ def resolve(written: Mapping[str, object], train: pd.DataFrame) -> Dataset:
         if not isinstance(written.get(key), str) or not written.get(key):
             raise DatasetError(key, f"required: the name of the {key.split('_')[0]} column")
         if written[key] not in train.columns:
-            raise DatasetError(key, f"train.csv has no column '{written[key]}'")
+            raise DatasetError(key, _no_column(str(written[key]), list(train.columns)))
     id_column, target = str(written["id_column"]), str(written["target_column"])
     if id_column == target:
         raise DatasetError("target_column", "the target cannot be the id column")
@@ -206,7 +206,17 @@ def _check_columns(key: str, columns: object, train: pd.DataFrame, reserved) -> 
         if column in reserved:
             raise DatasetError(key, f"'{column}' is the id or the target, not a feature")
         if column not in train.columns:
-            raise DatasetError(key, f"train.csv has no column '{column}'")
+            raise DatasetError(key, _no_column(column, list(train.columns)))
+
+
+def _no_column(column: str, header: list[str]) -> str:
+    """train.csv lacks `column`: with a hint when its header shows why."""
+    spaced = [name for name in header if name.strip() == column]
+    if spaced:
+        return f"train.csv has no column '{column}', but '{spaced[0]}': mind the spaces"
+    if len(header) == 1 and any(mark in header[0] for mark in "\t;|"):
+        return f"train.csv has no column '{column}': it reads as one column; separate with commas"
+    return f"train.csv has no column '{column}'"
 
 
 def read_train(path) -> pd.DataFrame:

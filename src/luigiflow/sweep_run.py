@@ -81,7 +81,8 @@ def run(
     """Plan every child, then create the parent and the children, build, compare, register."""
     try:
         children = plan_children(grid, child_config, task_classes, settings, options)
-        check_select(grid, children)
+        where = children[0].config.source(SWEEP_SECTION, "select")
+        check_select(grid.select, where, [child.plan for child in children])
         say_before_run(children[0].plan)
         if args.dry_run:
             print(describe_dry_run(grid, children))
@@ -97,21 +98,19 @@ def run(
     return live(runs, client, redactor)
 
 
-def check_select(grid: Sweep, children: list) -> None:
-    """`[Sweep] select` must name a metric some task of the children logs for this problem
-    type, or every child would run and none could be compared."""
-    source = children[0].config.source(SWEEP_SECTION, "select")
-    if not grid.select:
+def check_select(select: str, source: str, plans: list[Plan]) -> None:
+    """`[Sweep] select` must name a metric some task of the plans logs for this problem type,
+    or every child would run and none could be compared (checked in a plain run too)."""
+    if not select:
         message = 'name the metric that picks the best child, e.g. select = "cv_accuracy"'
         raise ConfigError(source, message, SWEEP_SECTION, "select")
-    tasks = [task for child in children for task in child.plan.tasks]
+    tasks = [task for plan in plans for task in plan.tasks]
     logged = {n for t in tasks for n in (*t.metric_names(), f"{DURATION_METRIC}/{t.task_family}")}
-    if grid.select not in logged:
-        dataset = children[0].plan.dataset
-        problem = f" for a {dataset.problem_type} problem" if dataset else ""
+    if select not in logged:
+        problem = f" for a {plans[0].dataset.problem_type} problem" if plans[0].dataset else ""
         raise ConfigError(
-            source, f"no task logs '{grid.select}'{problem}", SWEEP_SECTION, "select",
-            choices=sorted(logged), name=grid.select,
+            source, f"no task logs '{select}'{problem}", SWEEP_SECTION, "select",
+            choices=sorted(logged), name=select,
         )  # fmt: skip
 
 
