@@ -57,11 +57,11 @@ def check_unique(table: pd.DataFrame, path: Path, columns: Iterable[str]) -> Non
     for column in columns:
         blank = table[column].isna() | (table[column].astype("string").str.strip() == "")
         if blank.any():
-            lines = _lines(_line_numbers(table[column][blank]))
+            count, lines = int(blank.sum()), _lines(_line_numbers(table[column][blank]))
+            plural = "s" * (count != 1)
             raise ContentError(
                 f"{path} column '{column}': every row needs an id, and "
-                f"{blank.sum()} row{'s' * (blank.sum() != 1)} have none "
-                f"(line{'s' * (blank.sum() != 1)} {lines})",
+                f"{count} row{plural} have none (line{plural} {lines})",
                 "id_column",
             )
         repeated = table[column][table[column].duplicated(keep=False)]
@@ -169,8 +169,8 @@ def _not_numbers(values: pd.Series) -> pd.Series:
 
     text = values.astype("string").str.strip()
     present = text.notna() & (text != "")
-    numbers = pd.to_numeric(text, errors="coerce").astype("float64")
-    return text[present & ~np.isfinite(numbers.fillna(np.nan))]
+    numbers = pd.to_numeric(text, errors="coerce").astype("float64")  # missing: NaN
+    return text[present & ~np.isfinite(numbers)]
 
 
 def _ways_on(column: str) -> str:

@@ -247,7 +247,8 @@ class SweepRuns:
         (found by fingerprint like any cached output); True when they finished."""
         config = self.child_config(sweep.overrides(winner.values))  # the winner's
         family = _deferred([winner])[-1]
-        because = "forced (--force)" if family in self.options.force else "for the winner"
+        # Forced by the user, it says so as any forced task does; else it runs for the winner.
+        because = self.options.forced_because if family in self.options.force else "for the winner"
         options = replace(self.options, enabled=True, force=frozenset({family}), copy=False,
                           forced_because=because)  # fmt: skip
         plan = make_plan(self.task_classes[family], config, self.settings, options)
